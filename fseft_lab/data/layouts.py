@@ -1,0 +1,314 @@
+"""Read and write the folder layouts of the real datasets, so phantoms and real CT load alike.
+
+* **TotalSegmentator**: ``<root>/<case>/ct.nii.gz`` and one binary mask per structure,
+  ``<root>/<case>/segmentations/<structure>.nii.gz``; ``meta.csv`` (``;``-separated, with a
+  ``split`` column) says which cases are test cases.
+* **MSD / FLARE** (also nnU-Net's raw format): ``imagesTr/`` and ``labelsTr/`` with one integer
+  label map per case and ``dataset.json`` naming the label values.
+
+:func:`open_dataset` reads either into :class:`CaseFolder`; :meth:`CaseFolder.load` returns a
+case as MONAI ``MetaTensor`` s (channel first, affine attached) after checking that image and
+labels agree. :func:`export_phantom` writes phantom datasets atomically. Taught in notebook 00.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from tqdm.auto import tqdm
+
+from fseft_lab.anatomy import UNSIDED, check_structure, dataset_template
+
+LAYOUTS = ("totalsegmentator", "msd")
+MANIFEST = "fseft_phantom.json"
+
+
+# ----------------------------------------------------------------------------- NIfTI
+def save_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> None:
+    """Write ``array`` (X, Y, Z) with its voxel-to-RAS ``affine`` as NIfTI (sform and qform set)."""
+    img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, float))
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+
+
+def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a NIfTI file as (array (X, Y, Z), affine (4, 4)); a clear error if it is unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such NIfTI file: {path}")
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except Exception as err:  # nibabel raises several types for corrupt files
+        raise ValueError(f"cannot read NIfTI file {path}: {err}") from err
+    return data, img.affine
+
+
+# ----------------------------------------------------------------------------- cases
+@dataclass
+class Case:
+    """One case on disk: its image and where its labels are."""
+
+    case_id: str
+    image: Path
+    labels: dict[str, Path] | Path     # TotalSegmentator: structure -> mask file; MSD: label map
+    split: str = "train"
+
+
+@dataclass
+class CaseFolder:
+    """A dataset folder: its layout, its cases and the structures its labels name.
+
+    Args:
+        root: the folder.
+        layout: ``totalsegmentator`` or ``msd``.
+        cases: the cases, sorted by id.
+        template: label value -> structure (MSD); for TotalSegmentator the structures with masks.
+    """
+
+    root: Path
+    layout: str
+    cases: list[Case]
+    template: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def structures(self) -> tuple[str, ...]:
+        return tuple(self.template.values())
+
+    @property
+    def case_ids(self) -> list[str]:
+        return [c.case_id for c in self.cases]
+
+    @property
+    def test_ids(self) -> list[str]:
+        return [c.case_id for c in self.cases if c.split == "test"]
+
+    def case(self, case_id: str) -> Case:
+        for c in self.cases:
+            if c.case_id == case_id:
+                return c
+        raise KeyError(f"case {case_id!r} is not in {self.root} ({len(self.cases)} cases)")
+
+    def load(self, case: str | Case, structures: list[str] | tuple[str, ...] | None = None) -> dict:
+        """Load a case as ``{"image", "label", "structures", "case"}``.
+
+        ``image`` is a (1, X, Y, Z) float32 MetaTensor in HU; ``label`` a (1, X, Y, Z) uint8
+        MetaTensor whose value ``i`` is ``structures[i - 1]`` (0 = none of them). Both carry the
+        file's affine; orientation and spacing are left to :mod:`fseft_lab.data.transforms`.
+        Unsided structures (``kidney``) are split into right/left at the image centre.
+        """
+        case = self.case(case) if isinstance(case, str) else case
+        structures = tuple(structures or self.structures)
+        for s in structures:
+            check_structure(s)
+        image, affine = read_nifti(case.image)
+        image = _squeeze(image, case.image)
+        label = np.zeros(image.shape, np.uint8)
+        if isinstance(case.labels, dict):
+            for value, s in enumerate(structures, start=1):
+                if s not in case.labels:
+                    raise FileNotFoundError(f"case {case.case_id!r} has no mask for {s!r} in {case.image.parent / 'segmentations'}")
+                mask = self._checked(case.labels[s], image.shape, affine, {0, 1})
+                label[mask > 0] = value
+        else:
+            raw = self._checked(case.labels, image.shape, affine, {0, *self.template})
+            for value, s in self.template.items():
+                if s in structures:
+                    label[raw == value] = structures.index(s) + 1
+                elif s in UNSIDED and any(side in structures for side in UNSIDED[s]):
+                    _split_sides(label, raw == value, affine, UNSIDED[s], structures)
+        def tensor(array):  # (1, X, Y, Z) with the file's affine
+            return MetaTensor(torch.from_numpy(array)[None], affine=torch.as_tensor(affine),
+                              meta={"filename_or_obj": str(case.image)})
+
+        return {"image": tensor(image.astype(np.float32)), "label": tensor(label),
+                "structures": structures, "case": case.case_id}
+
+    @staticmethod
+    def _checked(path: Path, shape, affine, allowed: set[int]) -> np.ndarray:
+        data, label_affine = read_nifti(path)
+        data = _squeeze(data, path)
+        if data.shape != tuple(shape):
+            raise ValueError(f"label {path} has shape {data.shape} but its image has {tuple(shape)}")
+        if not np.allclose(label_affine, affine, atol=1e-3):
+            raise ValueError(f"label {path} has affine\n{np.round(label_affine, 3)}\nbut its image has\n{np.round(affine, 3)}")
+        if not np.array_equal(data, np.round(data)):
+            raise ValueError(f"label {path} holds non-integer values")
+        values = set(np.unique(data).astype(int).tolist())
+        if not values <= allowed:
+            raise ValueError(f"label {path} holds values {sorted(values - allowed)} outside its template {sorted(allowed)}")
+        return data.astype(np.int32)
+
+
+def _squeeze(data: np.ndarray, path: Path) -> np.ndarray:
+    while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) from some exporters
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"{path} is {data.ndim}-D with shape {data.shape}; a 3-D volume is needed")
+    return data
+
+
+def _split_sides(label, mask, affine, sides: tuple[str, str], structures) -> None:
+    """Paired organ labelled without a side: right of the image centre is the right organ (RAS)."""
+    idx = np.argwhere(mask)
+    if not len(idx):
+        return
+    x_world = idx @ affine[0, :3] + affine[0, 3]
+    centre = (np.array(mask.shape) - 1) / 2 @ affine[0, :3] + affine[0, 3]
+    for side_name, chosen in zip(sides, (x_world > centre, x_world <= centre)):
+        if side_name in structures:
+            label[tuple(idx[chosen].T)] = structures.index(side_name) + 1
+
+
+def open_dataset(root: str | Path, template: str | dict[int, str] | None = None) -> CaseFolder:
+    """Open a TotalSegmentator- or MSD-layout folder (the layout is detected).
+
+    Args:
+        root: dataset folder.
+        template: for MSD folders, a dataset template name (e.g. ``flare22``) or value->structure
+            map to use instead of ``dataset.json``'s label names.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
+        return _open_msd(root, template)
+    case_dirs = sorted(p for p in root.iterdir() if (p / "ct.nii.gz").is_file() or (p / "segmentations").is_dir())
+    if not case_dirs:
+        raise ValueError(f"{root} is neither a TotalSegmentator folder (<case>/ct.nii.gz) nor an MSD folder (dataset.json, imagesTr/)")
+    splits = {}
+    if (root / "meta.csv").is_file():
+        with open(root / "meta.csv", newline="") as f:
+            splits = {row["image_id"]: row.get("split", "train") for row in csv.DictReader(f, delimiter=";")}
+    cases, names = [], None
+    for d in case_dirs:
+        if not (d / "ct.nii.gz").is_file():
+            raise FileNotFoundError(f"case folder {d} has no ct.nii.gz")
+        masks = {p.name[: -len(".nii.gz")]: p for p in sorted((d / "segmentations").glob("*.nii.gz"))}
+        names = names or list(masks)
+        cases.append(Case(d.name, d / "ct.nii.gz", masks, splits.get(d.name, "train")))
+    return CaseFolder(root, "totalsegmentator", cases, {i + 1: s for i, s in enumerate(names or [])})
+
+
+def _open_msd(root: Path, template) -> CaseFolder:
+    info = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
+    if isinstance(template, str):
+        template = dataset_template(template)
+    if template is None:
+        labels = info.get("labels", {})
+        # MSD writes {"1": "liver"}, nnU-Net v2 {"liver": 1}
+        pairs = [(int(k), v) for k, v in labels.items()] if all(str(k).isdigit() for k in labels) else [(int(v), k) for k, v in labels.items()]
+        template = {value: name for value, name in pairs if value != 0}
+    test = set(info.get("fseft_test", []))
+    entries = info.get("training") or [{"image": str(p.relative_to(root)), "label": str(p.relative_to(root)).replace("imagesTr", "labelsTr").replace("_0000.nii.gz", ".nii.gz")}
+                                       for p in sorted((root / "imagesTr").glob("*.nii.gz"))]
+    if not entries:
+        raise ValueError(f"MSD folder {root} lists no training cases and imagesTr/ is empty")
+    cases = []
+    for e in entries:
+        image, label = root / e["image"], root / e["label"]
+        case_id = label.name[: -len(".nii.gz")]
+        for p in (image, label):
+            if not p.is_file():
+                raise FileNotFoundError(f"{root / 'dataset.json'} lists {p}, which does not exist")
+        cases.append(Case(case_id, image, label, "test" if case_id in test else "train"))
+    return CaseFolder(root, "msd", sorted(cases, key=lambda c: c.case_id), dict(sorted(template.items())))
+
+
+# ----------------------------------------------------------------------------- export
+def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int = 10, seed: int = 0,
+                   domain: str | None = None, spacing: float | None = None, template: str = "flare22",
+                   num_test: int = 5, overwrite: bool = False, progress: bool = True) -> CaseFolder:
+    """Write a phantom dataset in a real dataset's layout, atomically.
+
+    Everything is written to a temporary sibling folder that is renamed to ``out`` at the end,
+    so an interrupted export leaves no half dataset. If ``out`` already holds this exact dataset
+    (same manifest) it is reused; a different one is refused unless ``overwrite``.
+
+    Args:
+        out: destination folder.
+        layout: ``totalsegmentator`` (one mask per structure) or ``msd`` (one label map).
+        cases: number of phantom subjects.
+        seed: population seed; subject ``i`` of seed ``s`` is the same person in every domain.
+        domain: acquisition domain (default ``totalseg_like`` or ``flare_like`` by layout).
+        spacing: isotropic voxel size in mm (default: the domain's native spacing).
+        template: label template of an MSD export (a name in ``anatomy.DATASET_TEMPLATES``).
+        num_test: the last ``num_test`` cases are marked as test cases.
+        overwrite: replace a different dataset already in ``out``.
+    """
+    from fseft_lab.data.phantom import ATOMS, generate, get_domain
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+    if cases < 1:
+        raise ValueError(f"cases must be >= 1, got {cases}")
+    if not 0 <= num_test < cases:
+        raise ValueError(f"num_test={num_test} must be in [0, cases={cases})")
+    domain = domain or ("totalseg_like" if layout == "totalsegmentator" else "flare_like")
+    get_domain(domain)
+    if spacing is not None and not spacing > 0:
+        raise ValueError(f"spacing must be > 0 mm, got {spacing}")
+    labels = dataset_template(template) if layout == "msd" else None
+    structures = [s for _, s, _ in ATOMS if s] if layout == "totalsegmentator" else None
+    manifest = {"generator": "fseft_lab.data.phantom", "layout": layout, "cases": cases, "seed": seed,
+                "domain": domain, "spacing_mm": spacing, "template": template if layout == "msd" else None,
+                "num_test": num_test}
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        existing = out / MANIFEST
+        if existing.is_file() and json.loads(existing.read_text()) == manifest:
+            return open_dataset(out)
+        if not overwrite:
+            what = f"a different phantom dataset ({existing})" if existing.is_file() else "files that are not this dataset"
+            raise FileExistsError(f"{out} already holds {what}; choose another folder or pass overwrite=True (--overwrite)")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        ids = [f"s{i:04d}" if layout == "totalsegmentator" else f"FLARE22_Tr_{i + 1:04d}" for i in range(cases)]
+        splits = ["test" if i >= cases - num_test else "train" for i in range(cases)]
+        for i, case_id in enumerate(tqdm(ids, desc=f"phantom {domain}", disable=not progress)):
+            vol = generate(seed, i, domain, spacing)
+            if layout == "totalsegmentator":
+                (tmp / case_id / "segmentations").mkdir(parents=True)
+                save_nifti(tmp / case_id / "ct.nii.gz", vol.image, vol.affine)
+                for s in structures:
+                    save_nifti(tmp / case_id / "segmentations" / f"{s}.nii.gz", vol.mask(s).astype(np.uint8), vol.affine)
+            else:
+                for sub in ("imagesTr", "labelsTr"):
+                    (tmp / sub).mkdir(exist_ok=True)
+                save_nifti(tmp / "imagesTr" / f"{case_id}_0000.nii.gz", vol.image, vol.affine)
+                save_nifti(tmp / "labelsTr" / f"{case_id}.nii.gz", vol.label_map(labels), vol.affine)
+        if layout == "totalsegmentator":
+            with open(tmp / "meta.csv", "w", newline="") as f:
+                w = csv.writer(f, delimiter=";")
+                w.writerow(["image_id", "split", "domain", "seed"])
+                w.writerows([case_id, split, domain, seed] for case_id, split in zip(ids, splits))
+        else:
+            info = {"name": f"phantom {domain}", "description": "fseft_lab procedural CT phantom",
+                    "labels": {"0": "background", **{str(k): v for k, v in labels.items()}},
+                    "numTraining": cases, "file_ending": ".nii.gz",
+                    "training": [{"image": f"./imagesTr/{c}_0000.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ids],
+                    "fseft_test": [c for c, s in zip(ids, splits) if s == "test"]}
+            (tmp / "dataset.json").write_text(json.dumps(info, indent=1))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return open_dataset(out)

@@ -1,0 +1,556 @@
+"""Procedural CT phantom: anatomy in millimetres, CT appearance, acquisition domains.
+
+Why: no real CT can be downloaded in CI, and students need data that runs in minutes. A phantom
+subject is a list of smooth shapes (deformed ellipsoids, swept tubes, regions bounded by the
+diaphragm or the body wall) placed in patient space (RAS, mm: +x = patient's right, +y =
+anterior, +z = superior; z = 0 near L2), with subject-to-subject variation in scale, position,
+rotation and a smooth elastic deformation. It is rasterised at any spacing and field of view
+(one label per voxel: later shapes overwrite earlier ones, which is how organs come to touch), then
+given Hounsfield units by a **domain**: contrast phase, noise, blur, spacing, field of view and
+an intensity offset/scale, so that "a new hospital" is a new domain. Taught in notebook 00.
+
+Deterministic: the anatomy depends on ``(seed, subject)``, the appearance on
+``(seed, subject, domain)``; numpy's PCG64 gives the same volume on any machine.
+
+Typical adult sizes the shapes are drawn from (checked by ``tests/test_phantom.py``), in mL:
+liver 1200-2200, spleen 100-350, each kidney 100-220, gallbladder 15-60, pancreas 40-120,
+stomach 250-900, bladder 60-500, each adrenal 2-10, each gluteus maximus 400-950; aorta
+diameter 18-30 mm (abdominal 18-24), each lung 1500-3500.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+
+from fseft_lab.anatomy import COMPOSITES, UNSIDED, check_structure
+
+# ----------------------------------------------------------------------------- tissues and HU
+#: Tissue -> HU for contrast phase (none, arterial, portal). Sources: standard CT tables
+#: (fat -120..-80, water 0..20, muscle 40..60, liver/spleen 50..70 plain, blood 40 plain,
+#: aorta 150..300 arterial, bone 300..1200).
+TISSUE_HU: dict[str, tuple[float, float, float]] = {
+    "air": (-1000, -1000, -1000), "lung": (-820, -800, -800), "fat": (-100, -100, -100),
+    "skin": (30, 35, 40), "muscle": (50, 55, 60), "water": (10, 10, 10),
+    "gi_content": (25, 25, 30), "gas": (-950, -950, -950),
+    "liver": (58, 75, 115), "spleen": (50, 125, 118), "kidney": (35, 160, 175),
+    "pancreas": (42, 110, 95), "adrenal": (30, 65, 65), "myocardium": (45, 105, 95),
+    "artery": (42, 300, 170), "vein": (40, 90, 155), "portal": (40, 130, 175),
+    "right_heart": (40, 210, 150), "left_heart": (40, 300, 165),
+    "bone": (260, 280, 280), "cortical_bone": (850, 850, 850), "disc": (85, 90, 90),
+    "csf": (12, 12, 12), "prostate": (40, 70, 80),
+    "liver_lesion": (40, 55, 60), "kidney_lesion": (35, 95, 90),
+}
+PHASES = ("none", "arterial", "portal")
+#: Standard deviation (HU) of each tissue's correlated texture.
+TEXTURE_HU = {"fat": 8.0, "muscle": 7.0, "liver": 6.0, "spleen": 6.0, "kidney": 10.0,
+              "lung": 35.0, "bone": 60.0, "gi_content": 25.0, "pancreas": 12.0}
+
+#: Painted atoms: (atom name, template structure or None if unlabelled, tissue). Index = atom id.
+ATOMS: tuple[tuple[str, str | None, str], ...] = (
+    ("air", None, "air"), ("body_fat", None, "fat"), ("body_wall", None, "muscle"),
+    ("skin", None, "skin"), ("back_muscle", None, "muscle"), ("psoas", None, "muscle"),
+    ("diaphragm", None, "muscle"),
+    ("lung_upper_lobe_right", "lung_upper_lobe_right", "lung"),
+    ("lung_middle_lobe_right", "lung_middle_lobe_right", "lung"),
+    ("lung_lower_lobe_right", "lung_lower_lobe_right", "lung"),
+    ("lung_upper_lobe_left", "lung_upper_lobe_left", "lung"),
+    ("lung_lower_lobe_left", "lung_lower_lobe_left", "lung"),
+    ("colon", None, "gi_content"), ("small_bowel", None, "water"),
+    ("urinary_bladder", "urinary_bladder", "water"),
+    ("prostate_or_uterus", "prostate_or_uterus", "prostate"),
+    ("gluteus_maximus_right", "gluteus_maximus_right", "muscle"),
+    ("gluteus_maximus_left", "gluteus_maximus_left", "muscle"),
+    ("gluteus_medius_right", "gluteus_medius_right", "muscle"),
+    ("gluteus_medius_left", "gluteus_medius_left", "muscle"),
+    ("gluteus_minimus_right", "gluteus_minimus_right", "muscle"),
+    ("gluteus_minimus_left", "gluteus_minimus_left", "muscle"),
+    ("kidney_right", "kidney_right", "kidney"), ("kidney_left", "kidney_left", "kidney"),
+    ("adrenal_gland_right", "adrenal_gland_right", "adrenal"),
+    ("adrenal_gland_left", "adrenal_gland_left", "adrenal"),
+    ("liver", "liver", "liver"), ("spleen", "spleen", "spleen"), ("stomach", "stomach", "gi_content"),
+    ("pancreas", "pancreas", "pancreas"), ("duodenum", "duodenum", "gi_content"),
+    ("gallbladder", "gallbladder", "water"),
+    ("heart_atrium_right", "heart_atrium_right", "right_heart"),
+    ("heart_ventricle_right", "heart_ventricle_right", "right_heart"),
+    ("heart_atrium_left", "heart_atrium_left", "left_heart"),
+    ("heart_myocardium", "heart_myocardium", "myocardium"),
+    ("heart_ventricle_left", "heart_ventricle_left", "left_heart"),
+    ("esophagus", "esophagus", "muscle"), ("iliac_artery", None, "artery"),
+    ("iliac_vein", None, "vein"), ("aorta", "aorta", "artery"),
+    ("celiac_trunk", "celiac_trunk", "artery"), ("inferior_vena_cava", "inferior_vena_cava", "vein"),
+    ("portal_vein_and_splenic_vein", "portal_vein_and_splenic_vein", "portal"),
+    ("liver_tumor", "liver_tumor", "liver_lesion"), ("kidney_tumor", "kidney_tumor", "kidney_lesion"),
+    ("kidney_cyst", "kidney_cyst", "water"), ("bone", "bone", "bone"), ("disc", None, "disc"),
+    ("spinal_canal", None, "csf"),
+)
+ATOM_ID = {name: i for i, (name, _, _) in enumerate(ATOMS)}
+#: Structures of the template the phantom draws (others, e.g. brain, are never present).
+PHANTOM_STRUCTURES: tuple[str, ...] = tuple(s for _, s, _ in ATOMS if s) + tuple(COMPOSITES)
+#: Atoms whose outer voxel layer is a wall of another tissue (hollow organs, cortical bone).
+WALLS = {"stomach": "muscle", "duodenum": "muscle", "colon": "muscle", "small_bowel": "muscle",
+         "urinary_bladder": "muscle", "gallbladder": "muscle", "bone": "cortical_bone"}
+
+
+# ----------------------------------------------------------------------------- domains
+@dataclass(frozen=True)
+class Domain:
+    """A named set of acquisition parameters: what makes one hospital's CT look unlike another's.
+
+    Args:
+        name: domain name.
+        phase: contrast phase, one of ``none``, ``arterial``, ``portal``.
+        noise_hu: standard deviation of scanner noise (HU).
+        blur_mm: Gaussian point-spread function sigma (mm): partial-volume blur at edges.
+        spacing: native voxel size (mm) in x, y, z, used when no spacing is requested.
+        fov: field of view: ``abdomen``, ``abdomen_pelvis``, ``thorax``, ``pelvis`` or ``tap``.
+        hu_offset: added to every HU value (calibration offset).
+        hu_scale: multiplies every HU value (reconstruction kernel / calibration).
+        lesion_rate: probability that a subject carries liver and kidney lesions in this
+            population (the LiTS- and KiTS-like sources always do).
+    """
+
+    name: str
+    phase: str
+    noise_hu: float
+    blur_mm: float
+    spacing: tuple[float, float, float]
+    fov: str
+    hu_offset: float = 0.0
+    hu_scale: float = 1.0
+    lesion_rate: float = 0.1
+
+
+#: Field-of-view z ranges (mm, reference subject); x and y always cover the body.
+FOVS: dict[str, tuple[float, float]] = {
+    "abdomen": (-95.0, 205.0), "abdomen_pelvis": (-265.0, 205.0), "thorax": (115.0, 345.0),
+    "pelvis": (-290.0, -40.0), "tap": (-290.0, 345.0),
+}
+FOV_XY = (200.0, 140.0)  # half-width (x) and half-depth (y) in mm
+
+DOMAINS: dict[str, Domain] = {d.name: d for d in (
+    # pre-training sources: clean contrast-enhanced scans of the abdomen, plus one plain TAP scan
+    Domain("btcv_like", "portal", 12.0, 0.8, (0.8, 0.8, 3.0), "abdomen"),
+    Domain("lits_like", "portal", 16.0, 1.0, (0.7, 0.7, 1.5), "abdomen", lesion_rate=1.0),
+    Domain("kits_like", "arterial", 14.0, 0.8, (0.8, 0.8, 1.0), "abdomen", lesion_rate=1.0),
+    Domain("amos_like", "portal", 18.0, 1.0, (0.7, 0.7, 2.0), "abdomen_pelvis"),
+    Domain("ctorg_like", "none", 22.0, 1.2, (0.8, 0.8, 2.5), "tap"),
+    # targets: other scanners and protocols (noisier, blurrier, recalibrated)
+    Domain("totalseg_like", "arterial", 30.0, 1.6, (1.5, 1.5, 1.5), "tap", 25.0, 0.92),
+    Domain("flare_like", "none", 34.0, 1.5, (0.8, 0.8, 2.5), "abdomen", -30.0, 1.05),
+)}
+
+
+def get_domain(name: str) -> Domain:
+    if name not in DOMAINS:
+        raise ValueError(f"unknown domain {name!r}; known domains: {', '.join(DOMAINS)}")
+    return DOMAINS[name]
+
+
+# ----------------------------------------------------------------------------- shapes
+Mask = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+Piece = tuple[np.ndarray, np.ndarray, Mask]  # (lower corner mm, upper corner mm, inside test)
+
+
+def _rotation(degrees: tuple[float, float, float]) -> np.ndarray:
+    ax, ay, az = np.deg2rad(degrees)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def ellipsoid(center, radii, degrees=(0.0, 0.0, 0.0)) -> list[Piece]:
+    """A rotated ellipsoid: ``|R^T (q - c) / r| <= 1``."""
+    c, r, rot = np.asarray(center, float), np.asarray(radii, float), _rotation(degrees)
+    half = np.sqrt(((rot * r) ** 2).sum(axis=1))  # half extent of the rotated box per axis
+
+    def inside(x, y, z):
+        d = np.stack([x - c[0], y - c[1], z - c[2]], axis=-1) @ rot  # (..., 3) in local axes
+        return ((d / r) ** 2).sum(axis=-1) <= 1.0
+
+    return [(c - half, c + half, inside)]
+
+
+def tube(points, radii) -> list[Piece]:
+    """A swept tube through ``points`` (N, 3) whose radius goes linearly through ``radii`` (N,)."""
+    p, rad = np.asarray(points, float), np.broadcast_to(np.asarray(radii, float), (len(points),))
+    pieces = []
+    for a, b, ra, rb in zip(p[:-1], p[1:], rad[:-1], rad[1:]):
+        def inside(x, y, z, a=a, b=b, ra=ra, rb=rb):
+            ab = b - a
+            t = ((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / (ab @ ab)
+            t = np.clip(t, 0.0, 1.0)  # position of the closest point along the segment
+            d2 = (x - a[0] - t * ab[0]) ** 2 + (y - a[1] - t * ab[1]) ** 2 + (z - a[2] - t * ab[2]) ** 2
+            return d2 <= (ra + t * (rb - ra)) ** 2
+        pieces.append((np.minimum(a, b) - max(ra, rb), np.maximum(a, b) + max(ra, rb), inside))
+    return pieces
+
+
+def region(lower, upper, inside: Mask) -> list[Piece]:
+    """Any region given by a test function, evaluated inside a box."""
+    return [(np.asarray(lower, float), np.asarray(upper, float), inside)]
+
+
+@dataclass
+class Part:
+    atom: str
+    pieces: list[Piece]
+    clip: Mask | None = None        # keep only where this is true (e.g. below the diaphragm)
+    host: str | None = None         # paint only over voxels already holding this atom
+
+
+# ----------------------------------------------------------------------------- the subject
+@dataclass
+class Subject:
+    """One phantom person: shapes in mm and the smooth deformation of space."""
+
+    seed: int
+    index: int
+    parts: list[Part]
+    z_scale: float
+    deformation: list[tuple[np.ndarray, np.ndarray, float]] = field(default_factory=list)
+    deformation_mm: float = 0.0
+
+    def deform(self, x, y, z):
+        """Where each grid point samples the shapes: ``q = p + D(p)``, D smooth, |D| <= amplitude."""
+        out = [x.copy(), y.copy(), z.copy()]
+        for k, amp, phase in self.deformation:  # k (3,) wave vector, amp (3,) mm, phase
+            s = np.sin(k[0] * x + k[1] * y + k[2] * z + phase)
+            for c in range(3):
+                out[c] += amp[c] * s
+        return out
+
+
+def make_subject(seed: int, index: int) -> Subject:
+    """Draw subject ``index`` of population ``seed``: every organ's size, position and pose."""
+    if index < 0:
+        raise ValueError(f"subject index must be >= 0, got {index}")
+    rng = np.random.default_rng([seed, index, 0xA7])
+    sx, sy, sz = rng.uniform(0.95, 1.05), rng.uniform(0.93, 1.07), rng.uniform(0.95, 1.05)
+    scale = np.array([sx, sy, sz])
+    fat = rng.uniform(12.0, 28.0)    # subcutaneous fat (mm)
+    wall = rng.uniform(9.0, 13.0)    # abdominal / chest wall muscle (mm)
+    dome_r, dome_l = rng.uniform(150, 180), rng.uniform(138, 165)  # diaphragm domes (z, mm)
+
+    def at(p):        # reference mm -> this subject's mm (points scale with the body)
+        return np.asarray(p, float) * scale
+
+    def jitter(p, mm=5.0):
+        return at(p) + rng.normal(0.0, mm, 3).clip(-2 * mm, 2 * mm)
+
+    def size(r, spread=0.07):
+        return np.asarray(r, float) * scale * rng.uniform(1 - spread, 1 + spread) * rng.uniform(0.97, 1.03, 3)
+
+    def angles(deg=8.0):
+        return tuple(rng.uniform(-deg, deg, 3))
+
+    # body outline: elliptic cross-section whose semi-axes vary along z (hips, waist, chest)
+    zk = np.array([-300, -220, -150, -80, 0, 100, 180, 260, 340, 380]) * sz
+    ak = np.array([150, 172, 168, 152, 148, 152, 162, 158, 148, 130]) * sx + fat - 18
+    bk = np.array([112, 130, 124, 108, 106, 112, 118, 112, 102, 88]) * sy + fat - 18
+
+    def depth(x, y, z):  # approximate distance (mm) inside the skin; negative outside
+        a, b = np.interp(z, zk, ak), np.interp(z, zk, bk)
+        return (1.0 - np.sqrt((x / a) ** 2 + (y / b) ** 2)) * np.minimum(a, b)
+
+    def inner(x, y, z):  # inside the muscle wall: the body cavities
+        return depth(x, y, z) > fat + wall
+
+    def dome(x, y):  # diaphragm height (mm) above each (x, y)
+        right = dome_r * sz - ((x - 65 * sx) ** 2 + (y + 5) ** 2) / 210.0
+        left = dome_l * sz - ((x + 65 * sx) ** 2 + (y + 5) ** 2) / 210.0
+        return np.maximum(np.maximum(right, left), 135 * sz - (y - 30) ** 2 / 400.0)
+
+    def below_diaphragm(x, y, z):
+        return (z < dome(x, y) - 4.0) & inner(x, y, z)
+
+    def above_diaphragm(x, y, z):
+        return (z > dome(x, y) + 4.0) & inner(x, y, z)
+
+    zlo, zhi = zk[0], zk[-1]
+    box = ([-ak.max(), -bk.max(), zlo], [ak.max(), bk.max(), zhi])
+    parts = [
+        Part("body_fat", region(*box, lambda x, y, z: depth(x, y, z) > 0)),
+        Part("body_wall", region(*box, lambda x, y, z: (depth(x, y, z) > fat) & ~inner(x, y, z))),
+        Part("skin", region(*box, lambda x, y, z: (depth(x, y, z) > 0) & (depth(x, y, z) < 2.0))),
+    ]
+    for side in (1, -1):  # 1 = right (+x), -1 = left
+        parts.append(Part("back_muscle", tube([at((35 * side, -82, -120)), at((35 * side, -82, 330))], 22),
+                          clip=lambda x, y, z: depth(x, y, z) > fat))
+        parts.append(Part("psoas", tube([at((30 * side, -42, 95)), at((45 * side, -32, -60)),
+                                         at((62 * side, -8, -185))], [7, 22, 17])))
+    parts.append(Part("diaphragm", region([-200, -150, 60 * sz], [200, 150, 200 * sz],
+                                          lambda x, y, z: (np.abs(z - dome(x, y)) <= 4.0) & inner(x, y, z))))
+
+    # lungs and lobes: ellipsoids above the diaphragm, split by fissure surfaces
+    oblique_z, horizontal_z = rng.uniform(200, 220) * sz, rng.uniform(215, 235) * sz
+    def below_oblique(x, y, z):  # the oblique fissure runs from high posterior to low anterior
+        return z < oblique_z - 1.0 * (y + 5.0)
+    for side, lobes in ((1, ("lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right")),
+                        (-1, ("lung_upper_lobe_left", None, "lung_lower_lobe_left"))):
+        lung = ellipsoid(jitter((78 * side, -5, 240)), size((66, 88, 125)), angles(4))
+        upper, middle, lower = lobes
+        parts.append(Part(lower, lung, clip=lambda x, y, z: above_diaphragm(x, y, z) & below_oblique(x, y, z)))
+        if middle:
+            parts.append(Part(upper, lung, clip=lambda x, y, z: above_diaphragm(x, y, z) & ~below_oblique(x, y, z) & (z > horizontal_z)))
+            parts.append(Part(middle, lung, clip=lambda x, y, z: above_diaphragm(x, y, z) & ~below_oblique(x, y, z) & (z <= horizontal_z)))
+        else:
+            parts.append(Part(upper, lung, clip=lambda x, y, z: above_diaphragm(x, y, z) & ~below_oblique(x, y, z)))
+
+    # bowel (unlabelled distractors), pelvis organs, gluteal muscles
+    colon = [(85, 5, -125), (90, 10, 40), (70, 40, 55), (0, 68, 25), (-80, 25, 75), (-90, 0, -80),
+             (-50, 30, -150), (0, -35, -185), (0, -48, -250)]
+    parts.append(Part("colon", tube([jitter(p, 4) for p in colon], [22, 21, 18, 18, 18, 17, 15, 16, 14]), clip=inner))
+    for _ in range(14):
+        parts.append(Part("small_bowel", ellipsoid(jitter((rng.uniform(-55, 55), rng.uniform(0, 65), rng.uniform(-125, 15)), 2),
+                                                   size((14, 14, 14), 0.2)), clip=inner))
+    fill = rng.uniform(0.8, 1.25)  # bladder filling
+    parts.append(Part("urinary_bladder", ellipsoid(jitter((0, 45, -190)), size((40, 34, 30)) * fill, angles(5)), clip=inner))
+    parts.append(Part("prostate_or_uterus", ellipsoid(jitter((0, 20, -228), 3), size((19, 15, 17))), clip=inner))
+    for side, name in ((1, "right"), (-1, "left")):
+        parts.append(Part(f"gluteus_maximus_{name}", ellipsoid(jitter((78 * side, -78, -185)), size((58, 34, 88)), (0, 0, -15 * side)),
+                          clip=lambda x, y, z: depth(x, y, z) > fat))
+        parts.append(Part(f"gluteus_medius_{name}", ellipsoid(jitter((118 * side, -40, -112)), size((28, 48, 60)), (0, 0, 30 * side)),
+                          clip=lambda x, y, z: depth(x, y, z) > fat))
+        parts.append(Part(f"gluteus_minimus_{name}", ellipsoid(jitter((100 * side, -22, -140)), size((15, 30, 35)), (0, 0, 30 * side)),
+                          clip=lambda x, y, z: depth(x, y, z) > fat))
+
+    # upper abdomen: liver, stomach, pancreas, duodenum, spleen, kidneys, adrenals, gallbladder
+    liver_cut = rng.uniform(50, 70) * sz
+    parts.append(Part("liver", ellipsoid(jitter((45, 5, 95)), size((106, 88, 72)), angles(6)),
+                      clip=lambda x, y, z: below_diaphragm(x, y, z) & (z > liver_cut - x)))
+    stomach = [(-55, -5, 135), (-50, 20, 105), (-30, 45, 80), (0, 55, 70), (15, 45, 72)]
+    stomach_r = np.array([38, 34, 27, 18, 10]) * rng.uniform(0.85, 1.15)
+    parts.append(Part("stomach", tube([jitter(p, 3) for p in stomach], stomach_r), clip=below_diaphragm))
+    parts.append(Part("pancreas", tube([jitter(p, 3) for p in [(35, 10, 40), (20, 15, 55), (0, 15, 65), (-35, 5, 75), (-70, -10, 88)]],
+                                       np.array([17, 13, 12, 11, 9]) * rng.uniform(0.9, 1.1)), clip=inner))
+    duodenum = [(15, 45, 72), (45, 25, 70), (55, 5, 50), (50, 0, 10), (25, -5, -5), (-10, 0, 0), (-30, 10, 25)]
+    parts.append(Part("duodenum", tube([jitter(p, 3) for p in duodenum], 11 * rng.uniform(0.85, 1.1)), clip=inner))
+    parts.append(Part("spleen", ellipsoid(jitter((-98, -36, 110)), size((26, 58, 52)), (0, 0, -30)), clip=below_diaphragm))
+    for side, name, z0 in ((1, "right", 22), (-1, "left", 38)):
+        parts.append(Part(f"kidney_{name}", ellipsoid(jitter((70 * side, -45, z0)), size((27, 24, 54)), (0, 15 * side, 20 * side)), clip=inner))
+        parts.append(Part(f"adrenal_gland_{name}", ellipsoid(jitter((42 * side, -37, z0 + 65), 3), size((5, 14, 17), 0.15), (0, 0, 30 * side)), clip=inner))
+    parts.append(Part("gallbladder", ellipsoid(jitter((48, 45, 52), 4), size((15, 15, 33), 0.12), (25, 0, 10)), clip=inner))
+
+    # heart: chambers around a centre, resting on the diaphragm
+    heart = jitter((-15, 35, 185), 6)
+    heart_rot = angles(8)
+    for atom, offset, radii in (("heart_atrium_right", (40, -10, 10), (28, 25, 28)),
+                                ("heart_ventricle_right", (15, 25, -10), (35, 22, 40)),
+                                ("heart_atrium_left", (-5, -30, 25), (30, 18, 20)),
+                                ("heart_myocardium", (-20, 5, -10), (38, 35, 45)),
+                                ("heart_ventricle_left", (-20, 5, -10), (27, 24, 34))):
+        centre = heart + _rotation(heart_rot) @ (np.asarray(offset) * scale)
+        parts.append(Part(atom, ellipsoid(centre, np.asarray(radii) * scale, heart_rot),
+                          clip=lambda x, y, z: (z > dome(x, y) - 2.0) & inner(x, y, z)))
+
+    # tubes: oesophagus and vessels
+    parts.append(Part("esophagus", tube([jitter(p, 2) for p in [(3, -22, 345), (0, -22, 260), (-5, -20, 200), (-12, -14, 150),
+                                                              (-30, -4, 135), (-45, 0, 128)]], 8)))
+    for side in (1, -1):
+        parts.append(Part("iliac_artery", tube([at((-8, -20, -75)), at((45 * side, -5, -150)), at((70 * side, 10, -215))], [8, 6, 6])))
+        parts.append(Part("iliac_vein", tube([at((25, -12, -75)), at((50 * side, -15, -150)), at((72 * side, 0, -215))], [9, 7, 7])))
+    aorta_r = rng.uniform(0.9, 1.15)
+    parts.append(Part("aorta", tube([at(p) for p in [(-5, 20, 215), (0, 15, 270), (-15, -8, 292), (-28, -20, 270), (-28, -20, 150),
+                                                     (-15, -18, 90), (-10, -18, 0), (-8, -20, -75)]],
+                                    np.array([14, 14, 13, 12, 11, 10.5, 10, 9.5]) * aorta_r)))
+    parts.append(Part("celiac_trunk", tube([at((-14, -10, 92)), at((-12, 8, 94)), at((-8, 15, 97))], 3.8)))
+    parts.append(Part("inferior_vena_cava", tube([at(p) for p in [(25, -14, -75), (22, -12, 50), (25, -5, 120), (25, 15, 175), (28, 20, 190)]],
+                                                 [11, 11, 12, 12, 12])))
+    parts.append(Part("portal_vein_and_splenic_vein", tube([jitter(p, 2) for p in [(-75, -15, 95), (-35, -5, 78), (0, 0, 68), (25, 5, 80),
+                                                                                    (45, 5, 100)]], [5, 5.5, 6.5, 7, 6.5])))
+
+    # lesions (drawn for everyone so the anatomy does not depend on the domain; painted by need)
+    for _ in range(1 + rng.poisson(1.0)):
+        parts.append(Part("liver_tumor", ellipsoid(jitter((45 + rng.uniform(-50, 40), 5 + rng.uniform(-40, 40), 95 + rng.uniform(-25, 30)), 1),
+                                                   [rng.uniform(6, 18)] * 3), host="liver"))
+    side = rng.choice([1, -1])
+    parts.append(Part("kidney_tumor", ellipsoid(jitter((62 * side, -40, 30 + rng.uniform(-35, 35)), 2), [rng.uniform(8, 16)] * 3),
+                      host=f"kidney_{'right' if side > 0 else 'left'}"))
+    parts.append(Part("kidney_cyst", ellipsoid(jitter((78 * -side, -45, 30 + rng.uniform(-30, 30)), 2), [rng.uniform(5, 10)] * 3),
+                      host=f"kidney_{'left' if side > 0 else 'right'}"))
+
+    # skeleton: vertebral column with discs and canal, ribs, sternum, pelvis, femurs
+    spine = [at((0, -50, -60)), at((0, -48, 120)), at((0, -44, 345))]
+    parts.append(Part("bone", tube(spine, 20)))
+    period, disc_phase = 32.0 * sz, rng.uniform(0, 32)
+    for zc in np.arange(-60, 345, 32) * sz:
+        parts.append(Part("bone", ellipsoid(at((0, -82, zc / sz + 10)), size((17, 14, 11), 0.03))))
+        parts.append(Part("bone", ellipsoid(at((0, -97, zc / sz + 5)), size((4, 9, 10), 0.03))))
+        if zc > -20 * sz:
+            parts.append(Part("bone", ellipsoid(at((0, -58, zc / sz + 12)), size((42, 6, 7), 0.03))))
+    parts.append(Part("disc", region([-25, -75, -70 * sz], [25, -20, 350 * sz],
+                                     lambda x, y, z: (np.mod(z - disc_phase, period) < 7.0) & (x ** 2 + (y + 48 * sy) ** 2 < 19.0 ** 2))))
+    parts.append(Part("spinal_canal", tube([at((0, -78, -90)), at((0, -78, 345))], 8)))
+    for i in range(12):  # ribs, from the spine around the body wall, sloping down anteriorly
+        z0, reach = (320 - 20 * i) * sz, [150, 165, 170, 170, 170, 165, 160, 150, 135, 120, 95, 70][i]
+        theta = np.deg2rad(np.linspace(-100, -100 + reach, 9))
+        for side in (1, -1):
+            zz = z0 - 55 * sz * (theta - theta[0]) / np.deg2rad(170)
+            a, b = np.interp(zz, zk, ak) - fat - 6, np.interp(zz, zk, bk) - fat - 6
+            parts.append(Part("bone", tube(np.stack([side * a * np.cos(theta), b * np.sin(theta), zz], 1), 5.0)))
+    zs = np.array([300.0, 180.0]) * sz
+    front = np.interp(zs, zk, bk) - fat - 8
+    parts.append(Part("bone", tube(np.stack([[0, 0], front, zs], 1), 9)))
+    parts.append(Part("bone", ellipsoid(at((0, -62, -130)), size((45, 18, 55)), (30, 0, 0))))  # sacrum
+    for side in (1, -1):
+        parts.append(Part("bone", ellipsoid(at((88 * side, -42, -92)), size((12, 55, 55)), (0, 0, -40 * side))))  # iliac wing
+        parts.append(Part("bone", ellipsoid(at((95 * side, 5, -215)), size((23, 23, 23), 0.03))))           # femoral head
+        parts.append(Part("bone", tube([at((95 * side, 5, -215)), at((122 * side, 5, -245)), at((125 * side, 10, -330))], [12, 14, 13])))
+        parts.append(Part("bone", tube([at((88 * side, 12, -220)), at((8 * side, 55, -222))], 9)))           # pubis
+        parts.append(Part("bone", tube([at((88 * side, -10, -225)), at((60 * side, -40, -262))], 11)))       # ischium
+    subject = Subject(seed, index, parts, z_scale=sz)
+    for _ in range(3):  # smooth elastic deformation: three random plane waves, 150-300 mm long
+        direction = rng.normal(size=3)
+        k = direction / np.linalg.norm(direction) * 2 * np.pi / rng.uniform(150, 300)
+        subject.deformation.append((k, rng.uniform(-2.5, 2.5, 3), rng.uniform(0, 2 * np.pi)))
+    subject.deformation_mm = float(sum(np.abs(a).max() for _, a, _ in subject.deformation))
+    return subject
+
+
+# ----------------------------------------------------------------------------- rasterising
+@dataclass
+class PhantomVolume:
+    """A rasterised phantom: CT in HU and the atom map, both (X, Y, Z) in RAS, with the affine."""
+
+    image: np.ndarray           # (X, Y, Z) int16, Hounsfield units
+    atoms: np.ndarray           # (X, Y, Z) uint8, index into ATOMS
+    affine: np.ndarray          # (4, 4) voxel -> RAS mm
+    domain: str
+    seed: int
+    subject: int
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in np.abs(np.diag(self.affine)[:3]))
+
+    def mask(self, structure: str) -> np.ndarray:
+        """Boolean (X, Y, Z) mask of a template structure (composites such as ``lung_right``
+        are the union of their parts; ``kidney``/``lung`` without a side are both sides)."""
+        if structure in UNSIDED:
+            return self.mask(UNSIDED[structure][0]) | self.mask(UNSIDED[structure][1])
+        check_structure(structure)
+        if structure not in PHANTOM_STRUCTURES:
+            return np.zeros(self.atoms.shape, bool)  # e.g. brain: never in the phantom
+        parts = COMPOSITES.get(structure, (structure,))
+        return np.isin(self.atoms, [ATOM_ID[p] for p in parts])
+
+    def label_map(self, template: dict[int, str]) -> np.ndarray:
+        """Integer label map (X, Y, Z) written with a dataset's template (value -> structure)."""
+        out = np.zeros(self.atoms.shape, np.uint8)
+        for value, structure in template.items():
+            out[self.mask(structure)] = value
+        return out
+
+    def structures_present(self) -> list[str]:
+        present = set(np.unique(self.atoms).tolist())
+        return [s for s in PHANTOM_STRUCTURES
+                if any(ATOM_ID[p] in present for p in COMPOSITES.get(s, (s,)))]
+
+
+def _grid(subject: Subject, fov: str, spacing: tuple[float, float, float]):
+    if fov not in FOVS:
+        raise ValueError(f"unknown field of view {fov!r}; known: {', '.join(FOVS)}")
+    z0, z1 = (np.array(FOVS[fov]) * subject.z_scale).tolist()
+    lo = np.array([-FOV_XY[0], -FOV_XY[1], z0])
+    shape = np.floor((np.array([FOV_XY[0], FOV_XY[1], z1]) - lo) / np.asarray(spacing)).astype(int) + 1
+    axes = [lo[i] + np.arange(shape[i]) * spacing[i] for i in range(3)]
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = lo
+    return axes, affine
+
+
+def render(subject: Subject, domain: Domain | str, spacing: float | tuple[float, float, float] | None = None,
+           fov: str | None = None) -> PhantomVolume:
+    """Rasterise a subject as seen by a domain's scanner.
+
+    Args:
+        subject: from :func:`make_subject`.
+        domain: a :class:`Domain` or its name.
+        spacing: voxel size in mm (one number for isotropic, or x, y, z); default: the domain's.
+        fov: field of view name; default: the domain's.
+
+    Returns:
+        A :class:`PhantomVolume` with ``image`` (X, Y, Z) in HU and the atom map.
+    """
+    domain = get_domain(domain) if isinstance(domain, str) else domain
+    spacing = domain.spacing if spacing is None else spacing
+    spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), (3,)))
+    if min(spacing) <= 0 or not np.all(np.isfinite(spacing)):
+        raise ValueError(f"spacing must be positive millimetres, got {spacing}")
+    if max(spacing) > 20:
+        raise ValueError(f"spacing {spacing} mm is coarser than 20 mm: organs would vanish")
+    axes, affine = _grid(subject, fov or domain.fov, spacing)
+    if np.prod([len(a) for a in axes]) > 80e6:
+        raise ValueError(f"spacing {spacing} mm gives {[len(a) for a in axes]} voxels (over 80 million)")
+    atoms = _paint(subject, axes, domain.lesion_rate)
+    if (atoms == 0).all():
+        raise ValueError(f"field of view {fov or domain.fov!r} holds no body for subject {subject.index}")
+    rng = np.random.default_rng([subject.seed, subject.index, zlib.crc32(domain.name.encode())])
+    image = _appearance(atoms, domain, np.asarray(spacing), rng)
+    return PhantomVolume(image, atoms, affine, domain.name, subject.seed, subject.index)
+
+
+def _paint(subject: Subject, axes: list[np.ndarray], lesion_rate: float) -> np.ndarray:
+    """Paint every part into an atom map, later parts over earlier ones."""
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    qx, qy, qz = subject.deform(x.astype(np.float32), y.astype(np.float32), z.astype(np.float32))
+    atoms = np.zeros(x.shape, np.uint8)
+    margin = subject.deformation_mm + 1.0
+    lesion_draw = np.random.default_rng([subject.seed, subject.index, 0x1E]).uniform()
+    for part in subject.parts:
+        if part.host and lesion_draw >= lesion_rate:
+            continue
+        for lower, upper, inside in part.pieces:
+            sl = tuple(slice(np.searchsorted(ax, lo - margin), np.searchsorted(ax, hi + margin, side="right"))
+                       for ax, lo, hi in zip(axes, lower, upper))
+            if any(s.stop <= s.start for s in sl):
+                continue
+            px, py, pz = qx[sl], qy[sl], qz[sl]
+            m = inside(px, py, pz)
+            if part.clip is not None:
+                m &= part.clip(px, py, pz)
+            if part.host is not None:
+                m &= atoms[sl] == ATOM_ID[part.host]
+            atoms[sl][m] = ATOM_ID[part.atom]
+    return atoms
+
+
+def _appearance(atoms: np.ndarray, domain: Domain, spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Hounsfield units: tissue values, walls, gas, texture, point-spread blur and scanner noise."""
+    if domain.phase not in PHASES:
+        raise ValueError(f"unknown contrast phase {domain.phase!r}; known: {PHASES}")
+    tissues = list(TISSUE_HU)
+    tissue_of_atom = np.array([tissues.index(t) for _, _, t in ATOMS])
+    tissue = tissue_of_atom[atoms]
+    for atom, wall in WALLS.items():  # a one-voxel outer layer of hollow organs and bone
+        inside = atoms == ATOM_ID[atom]
+        tissue[inside & ~ndimage.binary_erosion(inside)] = tissues.index(wall)
+    gi = np.isin(atoms, [ATOM_ID["stomach"], ATOM_ID["duodenum"], ATOM_ID["colon"]])
+    gas_level = np.quantile(np.nonzero(gi)[1], rng.uniform(0.75, 0.9)) if gi.any() else np.inf
+    gas = gi & (tissue == tissues.index("gi_content")) & (np.arange(atoms.shape[1])[None, :, None] > gas_level)
+    tissue[gas] = tissues.index("gas")  # supine patient: gas rises to the anterior part
+
+    phase = PHASES.index(domain.phase)
+    enhancement = rng.uniform(0.85, 1.15)  # how much contrast reached this patient
+    lut = np.array([(v[0] + (v[phase] - v[0]) * enhancement) + rng.normal(0, 3) for v in TISSUE_HU.values()], np.float32)
+    hu = lut[tissue]
+    texture = ndimage.gaussian_filter(rng.standard_normal(atoms.shape).astype(np.float32), 2.0 / spacing)
+    texture /= texture.std() + 1e-6
+    amp = np.array([TEXTURE_HU.get(t, 4.0) for t in tissues], np.float32)
+    hu += texture * amp[tissue]
+    hu = ndimage.gaussian_filter(hu, domain.blur_mm / spacing)           # partial volume at edges
+    noise = ndimage.gaussian_filter(rng.standard_normal(atoms.shape).astype(np.float32), 0.6)
+    hu += noise * (domain.noise_hu / (noise.std() + 1e-6))
+    hu = hu * domain.hu_scale + domain.hu_offset
+    return np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+
+
+def generate(seed: int, subject: int, domain: str = "btcv_like", spacing=None, fov: str | None = None) -> PhantomVolume:
+    """Generate one phantom volume: ``generate(0, 3, 'flare_like', spacing=3.0)``."""
+    dom = get_domain(domain)
+    return render(make_subject(seed, subject), dom, spacing, fov)

@@ -1,0 +1,156 @@
+"""Looking at CT: orthogonal slices with label overlays, and an interactive slice viewer.
+
+Views follow the radiological convention: the patient's right is on the left of the screen,
+anterior is up in axial views, superior is up in coronal and sagittal views. Arrays are
+(X, Y, Z) in RAS (as :mod:`fseft_lab.data.transforms` leaves them), optionally with a leading
+channel. :func:`show` opens :class:`SliceViewer` in a live notebook and falls back to a static
+figure when no frontend can draw widgets (papermill, nbval, scripts, ``FSEFT_HEADLESS=1``).
+"""
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+
+from fseft_lab.anatomy import ALL_STRUCTURES
+
+VIEWS = ("axial", "coronal", "sagittal")
+
+
+def _array(x) -> np.ndarray:
+    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+    return x[0] if x.ndim == 4 else x
+
+
+def structure_color(name: str) -> tuple:
+    """A fixed colour per structure, the same in every figure of the course."""
+    i = ALL_STRUCTURES.index(name) if name in ALL_STRUCTURES else hash(name) % 40
+    return plt.get_cmap("tab20")(i % 20) if i < 20 else plt.get_cmap("tab20b")(i % 20)
+
+
+def _slice(volume: np.ndarray, view: str, index: int) -> np.ndarray:
+    """2-D slice ready for ``imshow(origin='lower')`` in the radiological convention."""
+    if view == "axial":
+        return volume[::-1, :, index].T       # (Y, X): anterior up, patient right on the left
+    if view == "coronal":
+        return volume[::-1, index, :].T       # (Z, X): superior up
+    if view == "sagittal":
+        return volume[index, ::-1, :].T       # (Z, Y): superior up, anterior on the left
+    raise ValueError(f"unknown view {view!r}; choose one of {VIEWS}")
+
+
+def _aspect(view: str, spacing) -> float:
+    sx, sy, sz = spacing
+    return {"axial": sy / sx, "coronal": sz / sx, "sagittal": sz / sy}[view]
+
+
+def draw_slice(ax, image, label=None, structures=(), view="axial", index=None, spacing=(1, 1, 1),
+               window=None, opacity=0.45, show=None):
+    """Draw one slice of ``image`` with ``label`` overlaid on a matplotlib axis.
+
+    Args:
+        image: (X, Y, Z) CT in HU or windowed to [0, 1].
+        label: (X, Y, Z) integer map; value ``i`` is ``structures[i - 1]``.
+        view: ``axial``, ``coronal`` or ``sagittal``.
+        index: slice index along the view's axis (default: centre, or the label's centre).
+        window: (low, high) display range; default -175..250 HU, or 0..1 for windowed images.
+        show: structure names to overlay (default: all).
+    """
+    image = _array(image)
+    label = None if label is None else _array(label)
+    axis = {"axial": 2, "coronal": 1, "sagittal": 0}[view]
+    if index is None:
+        index = int(np.argwhere(label > 0)[:, axis].mean()) if label is not None and label.any() else image.shape[axis] // 2
+    if window is None:
+        window = (0.0, 1.0) if image.max() <= 1.0 else (-175.0, 250.0)
+    ax.imshow(_slice(image, view, index), cmap="gray", vmin=window[0], vmax=window[1], origin="lower",
+              aspect=_aspect(view, spacing), interpolation="nearest")
+    if label is not None and structures:
+        lab = _slice(label, view, index)
+        colours = [(0, 0, 0, 0)] + [structure_color(s) if (show is None or s in show) else (0, 0, 0, 0) for s in structures]
+        ax.imshow(np.ma.masked_equal(lab, 0), cmap=ListedColormap(colours), vmin=0, vmax=len(structures),
+                  alpha=opacity, origin="lower", aspect=_aspect(view, spacing), interpolation="nearest")
+    ax.set_title(f"{view} {index}", fontsize=9)
+    ax.set_axis_off()
+    return index
+
+
+def overlay_figure(image, label=None, structures=(), spacing=(1, 1, 1), title=None, window=None,
+                   views=VIEWS, legend=True, size=3.2):
+    """Static figure: axial, coronal and sagittal slices through the labels' centre."""
+    fig, axes = plt.subplots(1, len(views), figsize=(size * len(views) + (1.6 if legend else 0), size))
+    for ax, view in zip(np.atleast_1d(axes), views):
+        draw_slice(ax, image, label, structures, view, spacing=spacing, window=window)
+    if legend and structures and label is not None:
+        present = set(np.unique(_array(label)).tolist())
+        handles = [plt.Rectangle((0, 0), 1, 1, color=structure_color(s)) for i, s in enumerate(structures, 1) if i in present]
+        names = [s for i, s in enumerate(structures, 1) if i in present]
+        fig.legend(handles, names, loc="center right", fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.82 if legend and structures else 1, 1))
+    return fig
+
+
+def _has_frontend() -> bool:
+    if os.environ.get("FSEFT_HEADLESS"):
+        return False
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+    except ImportError:
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class SliceViewer:
+    """Interactive viewer: view, slice, window level/width, overlay opacity and structures.
+
+    >>> SliceViewer(image, label, structures, spacing=(3, 3, 3)).widget   # doctest: +SKIP
+    """
+
+    def __init__(self, image, label=None, structures=(), spacing=(1, 1, 1)):
+        import ipywidgets as w
+
+        self.image, self.label = _array(image), None if label is None else _array(label)
+        self.structures, self.spacing = tuple(structures), spacing
+        windowed = self.image.max() <= 1.0
+        self.view = w.Dropdown(options=VIEWS, value="axial", description="view")
+        self.index = w.IntSlider(value=self.image.shape[2] // 2, min=0, max=self.image.shape[2] - 1, description="slice")
+        self.level = w.FloatSlider(value=0.5 if windowed else 40, min=0 if windowed else -1000, max=1 if windowed else 1500,
+                                   step=0.01 if windowed else 5, description="level")
+        self.width = w.FloatSlider(value=1.0 if windowed else 425, min=0.05 if windowed else 10, max=2 if windowed else 3000,
+                                   step=0.01 if windowed else 5, description="width")
+        self.opacity = w.FloatSlider(value=0.45, min=0, max=1, step=0.05, description="opacity")
+        self.show = w.SelectMultiple(options=self.structures, value=self.structures, description="structures", rows=6)
+        self.view.observe(self._resize, names="value")
+        out = w.interactive_output(self._draw, dict(view=self.view, index=self.index, level=self.level, width=self.width,
+                                                    opacity=self.opacity, show=self.show))
+        self.widget = w.HBox([w.VBox([self.view, self.index, self.level, self.width, self.opacity, self.show]), out])
+
+    def _resize(self, change):
+        axis = {"axial": 2, "coronal": 1, "sagittal": 0}[change["new"]]
+        self.index.max = self.image.shape[axis] - 1
+        self.index.value = self.image.shape[axis] // 2
+
+    def _draw(self, view, index, level, width, opacity, show):
+        fig, ax = plt.subplots(figsize=(5, 5))
+        draw_slice(ax, self.image, self.label, self.structures, view, min(index, self.index.max), self.spacing,
+                   (level - width / 2, level + width / 2), opacity, show)
+        plt.show()
+
+
+def show(image, label=None, structures=(), spacing=(1, 1, 1), title=None):
+    """Interactive viewer in a live notebook; static three-view figure anywhere else."""
+    if _has_frontend():
+        from IPython.display import display
+        try:
+            display(SliceViewer(image, label, structures, spacing).widget)
+            return None
+        except ImportError:
+            pass
+    fig = overlay_figure(image, label, structures, spacing, title)
+    plt.show()
+    return fig
