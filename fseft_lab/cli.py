@@ -1,6 +1,7 @@
 """``fseft-lab``: the course's work from a terminal.
 
     fseft-lab quickstart [--profile P]                 the main job on phantom data
+    fseft-lab pretrain OUT [--profile P] [--steps N] [--resume]   partial-label pre-training
     fseft-lab phantom export OUT --layout totalsegmentator --cases 10 --seed 0 [--domain D] [--spacing MM]
     fseft-lab phantom domains                          list acquisition domains
     fseft-lab notebooks run [--profile P] [NAMES...]   execute notebooks headless (papermill)
@@ -68,6 +69,16 @@ def _quickstart(args) -> None:
     print("organ volumes in mL; few-shot adaptation on this data arrives with the methods (issue 4)")
 
 
+def _pretrain(args) -> None:
+    from fseft_lab.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(out=args.out, profile=args.profile or "cpu", steps=args.steps, crops_per_step=args.crops,
+                         lr=args.lr, warmup_steps=args.warmup, cases_per_source=args.cases, data_dir=args.data_dir,
+                         seed=args.seed, checkpoint_every=args.checkpoint_every, resume=args.resume, init=args.init)
+    path = pretrain(cfg)
+    print(f"weights: {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fseft-lab", description="Few-shot efficient fine-tuning of a CT foundation model.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=_quickstart)
+
+    p = sub.add_parser("pretrain", help="partial-label pre-training of the foundation model (torchrun for several GPUs)")
+    p.add_argument("out", type=Path, help="run folder (checkpoint.pt, model.pt, log.csv)")
+    p.add_argument("--profile", default=None, help="cpu, gpu or paper (default cpu)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the profile's)")
+    p.add_argument("--crops", type=int, default=1, help="crops per step and process")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
+    p.add_argument("--cases", type=int, default=None, help="phantom volumes per source dataset")
+    p.add_argument("--data-dir", type=Path, default=Path("data/pretrain"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights")
+    p.set_defaults(func=_pretrain)
 
     phantom = sub.add_parser("phantom", help="procedural CT phantom datasets").add_subparsers(dest="action", required=True)
     e = phantom.add_parser("export", help="write a phantom dataset in a real dataset's layout")
@@ -106,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, KeyError) as err:
+    except (ValueError, OSError, KeyError) as err:
         print(f"fseft-lab: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -43,7 +43,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "cpu": Profile("cpu", spacing_mm=3.0, patch_size=64, feature_size=12, crops_per_volume=2,
-                   num_epochs=20, pretrain_steps=200, cases_per_source=8, target_cases=10),
+                   num_epochs=20, pretrain_steps=200, cases_per_source=8, target_cases=16),
     "gpu": Profile("gpu", spacing_mm=2.0, patch_size=96, feature_size=24, crops_per_volume=4,
                    num_epochs=100, pretrain_steps=20_000, cases_per_source=40, target_cases=35),
     "paper": Profile("paper", spacing_mm=1.5, patch_size=96, feature_size=48, crops_per_volume=6,

@@ -107,7 +107,8 @@ class CaseFolder:
         Unsided structures (``kidney``) are split into right/left at the image centre.
         """
         case = self.case(case) if isinstance(case, str) else case
-        structures = tuple(structures or self.structures)
+        # by default every labelled structure, an unsided one (``kidney``) as its two sides
+        structures = tuple(structures or [side for s in self.structures for side in UNSIDED.get(s, (s,))])
         for s in structures:
             check_structure(s)
         image, affine = read_nifti(case.image)

@@ -12,10 +12,12 @@ an intensity offset/scale, so that "a new hospital" is a new domain. Taught in n
 Deterministic: the anatomy depends on ``(seed, subject)``, the appearance on
 ``(seed, subject, domain)``; numpy's PCG64 gives the same volume on any machine.
 
-Typical adult sizes the shapes are drawn from (checked by ``tests/test_phantom.py``), in mL:
-liver 1200-2200, spleen 100-350, each kidney 100-220, gallbladder 15-60, pancreas 40-120,
-stomach 250-900, bladder 60-500, each adrenal 2-10, each gluteus maximus 400-950; aorta
-diameter 18-30 mm (abdominal 18-24), each lung 1500-3500.
+Sizes the shapes produce (checked by ``tests/test_phantom.py``), in mL, with adult reference
+ranges in brackets where the phantom departs from them: liver 1100-2200 [1200-2000], spleen
+100-350, each kidney 70-220 [100-220; the body wall trims them in slim subjects], gallbladder
+15-60, pancreas 40-120, stomach 200-900, bladder 60-500, each adrenal 2-10, each gluteus maximus
+250-950 [500-900; the phantom's are smaller], each lung 1200-3500 [1500-3500 at inspiration];
+aorta diameter 18-30 mm (abdominal 18-26).
 """
 from __future__ import annotations
 

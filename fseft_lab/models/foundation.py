@@ -1,0 +1,52 @@
+"""The foundation model: MONAI's SwinUNETR (v1 layout) with a universal sigmoid head.
+
+SwinUNETR (Hatamizadeh et al., 2022) is a Swin-transformer encoder (``swinViT``) with a U-Net
+style convolutional decoder (``encoder1..4``, ``encoder10`` at the bottleneck, ``decoder5..1``).
+The decoder ends in a (B, F, X, Y, Z) feature map, F = ``feature_size`` (48 in the paper). The
+FSEFT foundation model puts a 1x1x1 convolution **head** on it with one sigmoid channel per
+structure of the universal template (``anatomy.UNIVERSAL_TEMPLATE``), named ``classifier`` as in
+the paper's public checkpoint, so that checkpoint's keys load without renaming. Taught in
+notebook 01; every adaptation method in ``fseft_lab/methods`` starts from this model.
+
+>>> model = FoundationModel(feature_size=12)
+>>> model(torch.zeros(1, 1, 64, 64, 64)).shape
+torch.Size([1, 29, 64, 64, 64])
+"""
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import SwinUNETR
+from torch import nn
+
+from fseft_lab.anatomy import UNIVERSAL_TEMPLATE
+
+
+class FoundationModel(SwinUNETR):
+    """SwinUNETR trunk + 1x1x1 head over the universal template.
+
+    Args:
+        feature_size: SwinUNETR embedding width F (48 in the paper; 12 for the cpu profile).
+        num_classes: head outputs (29 = universal template).
+        use_checkpoint: activation checkpointing in the Swin blocks (saves memory, costs time).
+    """
+
+    def __init__(self, feature_size: int = 48, num_classes: int = len(UNIVERSAL_TEMPLATE), use_checkpoint: bool = False):
+        if feature_size % 12:
+            raise ValueError(f"feature_size={feature_size} must be a multiple of 12 (SwinUNETR's attention heads)")
+        super().__init__(in_channels=1, out_channels=num_classes, feature_size=feature_size, use_v2=False,
+                         use_checkpoint=use_checkpoint)
+        self.feature_size, self.num_classes = feature_size, num_classes
+        self.out = nn.Identity()                                        # the trunk ends at decoder1
+        self.classifier = nn.Conv3d(feature_size, num_classes, kernel_size=1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk: (B, 1, X, Y, Z) windowed CT -> (B, F, X, Y, Z) features (sides multiples of 32)."""
+        return super().forward(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, X, Y, Z) -> (B, C, X, Y, Z) logits; sigmoid gives one probability per structure."""
+        return self.classifier(self.features(x))
+
+
+def build_model(feature_size: int, num_classes: int = len(UNIVERSAL_TEMPLATE), **kwargs) -> FoundationModel:
+    return FoundationModel(feature_size, num_classes, **kwargs)

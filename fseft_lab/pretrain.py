@@ -1,0 +1,239 @@
+"""Partial-label pre-training of the foundation model (paper, section "Foundation model").
+
+Each source dataset labels only some structures of the universal template. A sample ``n`` of a
+dataset contributes a per-class sigmoid Dice loss (smooth 1) plus binary cross-entropy, each
+multiplied by the **annotation mask** ``w[n, c]`` (1 if the dataset labels class ``c``) and
+normalised by ``sum_c w[n, c]``: classes a dataset does not label contribute nothing, neither as
+organ nor as background. Sources are sampled uniformly (balanced), crops are positive:negative
+4:1 with positives spread evenly over the labelled structures present, AdamW with linear warm-up
+then cosine decay, mixed precision on CUDA. Taught in notebook 01.
+
+Runs on one process or many: ``torchrun --nproc_per_node N -m fseft_lab.cli pretrain ...``
+starts DistributedDataParallel (NCCL on GPUs, gloo on CPUs); every rank draws its own crops.
+Every ``checkpoint_every`` steps the full state is saved atomically; ``resume=True`` continues
+from it and gives the same weights as an uninterrupted run, because the crops of step ``s`` are
+drawn from a generator seeded by ``(seed, s, rank)``, not from a stream that depends on the past.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from monai.transforms import RandCropByLabelClassesd, SpatialPadd
+from tqdm.auto import tqdm
+
+from fseft_lab.data.layouts import export_phantom, open_dataset
+from fseft_lab.data.transforms import UniversalTargetd, preprocess
+from fseft_lab.models.foundation import FoundationModel
+from fseft_lab.profiles import get_profile
+
+#: Phantom source datasets: domain -> label template of the real dataset it imitates.
+SOURCES: dict[str, str] = {"btcv_like": "btcv", "lits_like": "lits", "kits_like": "kits",
+                           "amos_like": "amos", "ctorg_like": "ctorg"}
+
+
+@dataclass
+class PretrainConfig:
+    """Pre-training settings (defaults: the cpu profile's shipped run).
+
+    Args:
+        out: run folder: ``checkpoint.pt`` (resumable state), ``model.pt`` (weights), ``log.csv``.
+        profile: sizes (spacing, patch, feature size); see :mod:`fseft_lab.profiles`.
+        steps: optimiser steps (default: the profile's ``pretrain_steps``).
+        crops_per_step: random crops per step and process (the batch).
+        lr: peak learning rate after warm-up.
+        warmup_steps: linear warm-up steps, then cosine decay to zero.
+        weight_decay: AdamW weight decay (1e-5 in the paper).
+        bce_weight: weight of the masked cross-entropy added to the masked Dice loss.
+        cases_per_source: phantom volumes per source dataset (default: the profile's).
+        data_dir: where phantom sources are exported (reused when already there).
+        sources: source folders; default: phantom sources exported into ``data_dir``.
+        seed: seeds the model initialisation and every crop.
+        checkpoint_every: save the resumable state every this many steps.
+        resume: continue from ``out/checkpoint.pt``.
+        init: optional weights file to start from (e.g. a shorter run's ``model.pt``).
+    """
+
+    out: Path
+    profile: str = "cpu"
+    steps: int | None = None
+    crops_per_step: int = 1
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 1e-5
+    bce_weight: float = 1.0
+    cases_per_source: int | None = None
+    data_dir: Path = Path("data/pretrain")
+    sources: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    checkpoint_every: int = 100
+    resume: bool = False
+    init: Path | None = None
+
+
+def masked_partial_label_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor,
+                              bce_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Partial-label loss: per-class Dice + BCE, counted only where the dataset labels the class.
+
+    Args:
+        logits: (B, C, X, Y, Z) head outputs.
+        target: (B, C, X, Y, Z) 0/1 one-hot targets in the universal template.
+        annotated: (B, C) annotation mask w: 1 if sample b's dataset labels class c.
+
+    Returns:
+        (total, dice, bce) scalar losses.
+    """
+    dims = tuple(range(2, logits.ndim))
+    prob = torch.sigmoid(logits.float())                                          # (B, C, X, Y, Z)
+    inter = (prob * target).sum(dims)                                              # (B, C)
+    dice = 1.0 - (2.0 * inter + 1.0) / (prob.sum(dims) + target.sum(dims) + 1.0)   # (B, C), smooth 1
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean(dims)  # (B, C)
+    norm = annotated.sum(1).clamp_min(1.0)                                         # (B,)
+    dice_loss = ((dice * annotated).sum(1) / norm).mean()
+    bce_loss = ((bce * annotated).sum(1) / norm).mean()
+    return dice_loss + bce_weight * bce_loss, dice_loss, bce_loss
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def phantom_sources(data_dir: Path, spacing_mm: float, cases: int, seed: int = 100) -> dict[str, Path]:
+    """Export the five phantom source datasets (MSD layout, each with its real template)."""
+    folders = {}
+    for i, (domain, template) in enumerate(SOURCES.items()):
+        ds = export_phantom(Path(data_dir) / f"{domain}_{spacing_mm:g}mm", "msd", cases=cases, seed=seed + i,
+                            domain=domain, spacing=spacing_mm, template=template, num_test=0, progress=False)
+        folders[str(ds.root)] = template
+    return folders
+
+
+def load_sources(sources: dict[str, str], spacing_mm: float, patch_size: int) -> list[list[dict]]:
+    """Pre-process every volume once; returns one list of cases per source dataset."""
+    chain = preprocess(spacing_mm, patch_size)
+    loaded = []
+    for folder, template in tqdm(sources.items(), desc="loading sources"):
+        ds = open_dataset(folder, template)
+        cases = []
+        for case in ds.cases:
+            d = chain(ds.load(case))
+            d["present"] = sorted(set(torch.unique(d["label"]).int().tolist()) - {0})
+            cases.append(d)
+        loaded.append(cases)
+    return loaded
+
+
+def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_size: int, crops: int) -> dict:
+    """The crops of one step, a pure function of (seed, step, rank): resuming redraws them exactly."""
+    rng = np.random.default_rng([seed, step, rank])
+    source = data[rng.integers(len(data))]                   # balanced across datasets
+    case = source[rng.integers(len(source))]
+    num_classes = len(case["structures"]) + 1
+    ratios = [0.0] * num_classes
+    ratios[0] = 1.0                                          # negatives: anywhere
+    for value in case["present"]:                            # positives: 4 shared by the structures
+        ratios[value] = 4.0 / max(1, len(case["present"]))
+    cropper = RandCropByLabelClassesd(["image", "label"], "label", (patch_size,) * 3, ratios=ratios,
+                                      num_classes=num_classes, num_samples=crops, warn=False)
+    cropper.set_random_state(seed=int(rng.integers(2**31)))
+    pad, target = SpatialPadd(["image", "label"], (patch_size,) * 3), UniversalTargetd()
+    samples = [target(pad({**c, "structures": case["structures"]}))
+               for c in cropper({"image": case["image"], "label": case["label"]})]
+    shift = torch.as_tensor(rng.uniform(-0.1, 0.1, len(samples)) * (rng.uniform(size=len(samples)) < 0.2))
+    return {"image": torch.stack([s["image"].as_tensor() for s in samples]) + shift.float().view(-1, 1, 1, 1, 1),
+            "target": torch.stack([s["target"] for s in samples]),
+            "annotated": torch.stack([s["annotated"] for s in samples])}
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress: bool = True) -> Path:
+    """Run (or resume) pre-training; returns the path of the trained weights ``model.pt``."""
+    profile = get_profile(cfg.profile)
+    steps = cfg.steps or profile.pretrain_steps
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
+    model = FoundationModel(profile.feature_size).to(device)
+    if cfg.init:
+        model.load_state_dict({k: v.float() for k, v in torch.load(cfg.init, map_location=device, weights_only=True).items()})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, steps))
+    start, elapsed = 0, 0.0
+    if cfg.resume and (out / "checkpoint.pt").is_file():
+        state = torch.load(out / "checkpoint.pt", map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, elapsed = state["step"], state["elapsed"]
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+
+    if data is None:
+        sources = cfg.sources or phantom_sources(cfg.data_dir, profile.spacing_mm, cfg.cases_per_source or profile.cases_per_source)
+        data = load_sources(sources, profile.spacing_mm, profile.patch_size)
+    log_path = out / "log.csv"
+    rows = []
+    if start and log_path.is_file():  # keep only the rows the checkpoint has seen
+        with open(log_path) as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) < start]
+    if rank == 0:
+        with open(log_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, ["step", "loss", "dice", "bce", "lr", "seconds"])
+            writer.writeheader()
+            writer.writerows(rows)
+    ddp.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="pre-training", disable=not progress or rank > 0)
+    for step in bar:
+        tic = time.perf_counter()
+        batch = draw_batch(data, step, cfg.seed, rank, profile.patch_size, cfg.crops_per_step)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            logits = ddp(batch["image"].to(device))                                # (B, C, X, Y, Z)
+        loss, dice, bce = masked_partial_label_loss(logits, batch["target"].to(device), batch["annotated"].to(device), cfg.bce_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step} (lr {scheduler.get_last_lr()[0]:.2e})")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        elapsed += time.perf_counter() - tic
+        if rank == 0:
+            with open(log_path, "a", newline="") as f:
+                csv.writer(f).writerow([step, f"{loss.item():.5f}", f"{dice.item():.5f}", f"{bce.item():.5f}",
+                                        f"{scheduler.get_last_lr()[0]:.3e}", f"{elapsed:.1f}"])
+            bar.set_postfix(loss=f"{loss.item():.3f}", dice=f"{dice.item():.3f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == steps:
+                _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "step": step + 1, "elapsed": elapsed,
+                              "config": {k: str(v) for k, v in asdict(cfg).items()}}, out / "checkpoint.pt")
+    if rank == 0:
+        _save_atomic({k: v.half() for k, v in model.state_dict().items()}, out / "model.pt")
+        (out / "run.json").write_text(json.dumps({"steps": steps, "train_seconds": round(elapsed, 1), "world_size": world,
+                                                  "device": str(device), **{k: str(v) for k, v in asdict(cfg).items()}}, indent=1))
+    if world > 1:
+        dist.barrier()
+    return out / "model.pt"

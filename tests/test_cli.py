@@ -1,0 +1,73 @@
+"""The ``fseft-lab`` command line, run in-process (fseft_lab.cli.main)."""
+import json
+
+import pytest
+
+from fseft_lab.cli import main
+from fseft_lab.data.layouts import MANIFEST, open_dataset
+from fseft_lab.data.phantom import DOMAINS
+
+
+def test_phantom_export_totalsegmentator(tmp_path, capsys):
+    out = tmp_path / "ts"
+    assert main(["phantom", "export", str(out), "--cases", "2", "--num-test", "1", "--spacing", "6"]) == 0
+    stdout = capsys.readouterr().out
+    assert "wrote 2 cases (1 test)" in stdout
+    assert "totalsegmentator layout" in stdout
+    assert "spacing [6.0, 6.0, 6.0] mm" in stdout
+    ds = open_dataset(out)
+    assert ds.layout == "totalsegmentator" and ds.case_ids == ["s0000", "s0001"] and ds.test_ids == ["s0001"]
+    assert json.loads((out / MANIFEST).read_text())["domain"] == "totalseg_like"
+
+
+def test_phantom_export_msd(tmp_path, capsys):
+    out = tmp_path / "msd"
+    code = main(["phantom", "export", str(out), "--layout", "msd", "--cases", "2", "--num-test", "1",
+                 "--spacing", "6", "--seed", "3"])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "wrote 2 cases (1 test)" in stdout and "msd layout" in stdout
+    assert "13 structures: liver, kidney_right" in stdout
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert (manifest["layout"], manifest["seed"], manifest["template"]) == ("msd", 3, "flare22")
+    assert open_dataset(out).test_ids == ["FLARE22_Tr_0002"]
+
+
+def test_unknown_domain(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["phantom", "export", str(out), "--domain", "hospital_x", "--cases", "2", "--num-test", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "fseft-lab: error:" in err and "hospital_x" in err
+    assert not out.exists()
+
+
+def test_export_again_with_different_cases_asks_for_overwrite(tmp_path, capsys):
+    out = tmp_path / "ts"
+    args = ["phantom", "export", str(out), "--layout", "msd", "--num-test", "1", "--spacing", "6"]
+    assert main(args + ["--cases", "2"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--cases", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and str(out) in err
+    assert len(open_dataset(out).cases) == 2
+    # the same arguments again reuse the dataset; --overwrite replaces it
+    assert main(args + ["--cases", "2"]) == 0
+    assert main(args + ["--cases", "3", "--overwrite"]) == 0
+    assert "wrote 3 cases" in capsys.readouterr().out
+
+
+def test_bad_export_arguments_return_2(tmp_path, capsys):
+    assert main(["phantom", "export", str(tmp_path / "a"), "--cases", "0"]) == 2
+    assert "cases must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse rejects an unknown layout itself
+        main(["phantom", "export", str(tmp_path / "b"), "--layout", "nnunet"])
+    assert exit_.value.code == 2
+    assert "nnunet" in capsys.readouterr().err
+
+
+def test_phantom_domains(capsys):
+    assert main(["phantom", "domains"]) == 0
+    stdout = capsys.readouterr().out
+    assert "flare_like" in stdout
+    assert all(name in stdout for name in DOMAINS)
+    assert len(stdout.strip().splitlines()) == len(DOMAINS) + 1  # header + one line per domain

@@ -1,0 +1,253 @@
+"""The procedural CT phantom (fseft_lab.data.phantom): determinism, anatomy, labels, appearance."""
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+from fseft_lab.anatomy import BASE_ORGANS, COMPOSITES, dataset_template
+from fseft_lab.data import phantom
+from fseft_lab.data.phantom import ATOM_ID, DOMAINS, PHANTOM_STRUCTURES, generate, make_subject, render
+
+LESIONS = ("liver_tumor", "kidney_tumor", "kidney_cyst")
+NO_LESIONS = dataclasses.replace(DOMAINS["ctorg_like"], lesion_rate=0.0)
+ALL_LESIONS = dataclasses.replace(DOMAINS["ctorg_like"], lesion_rate=1.0)
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_generate_is_deterministic():
+    a = generate(0, 1, "btcv_like", spacing=6.0)
+    b = generate(0, 1, "btcv_like", spacing=6.0)
+    assert a.image.shape == a.atoms.shape == b.image.shape
+    assert np.array_equal(a.image, b.image)
+    assert np.array_equal(a.atoms, b.atoms)
+    assert np.array_equal(a.affine, b.affine)
+    assert a.image.dtype == np.int16 and a.atoms.dtype == np.uint8
+    assert a.spacing == (6.0, 6.0, 6.0)
+
+
+def test_different_seed_or_subject_gives_a_different_person():
+    base = generate(0, 1, "btcv_like", spacing=6.0)
+    other_seed = generate(1, 1, "btcv_like", spacing=6.0)
+    other_subject = generate(0, 2, "btcv_like", spacing=6.0)
+    for other in (other_seed, other_subject):
+        assert not np.array_equal(other.atoms, base.atoms)
+        assert not np.array_equal(other.image, base.image)
+        assert other.mask("liver").sum() != base.mask("liver").sum()  # organ sizes differ too
+
+
+def test_same_subject_in_two_domains_has_the_same_anatomy_but_not_the_same_image():
+    subject = make_subject(0, 3)
+    # both domains have lesion_rate 0.1, so the same lesion draw applies
+    assert DOMAINS["btcv_like"].lesion_rate == DOMAINS["flare_like"].lesion_rate
+    a = render(subject, "btcv_like", 6.0, fov="tap")
+    b = render(make_subject(0, 3), "flare_like", 6.0, fov="tap")
+    assert np.array_equal(a.atoms, b.atoms)
+    assert np.array_equal(a.affine, b.affine)
+    assert not np.array_equal(a.image, b.image)
+    assert (a.domain, b.domain) == ("btcv_like", "flare_like")
+
+
+# ----------------------------------------------------------------------------- anatomy at 3 mm
+#: The ranges the phantom module docstring states ("Typical adult sizes ..."), in mL.
+DOCSTRING_RANGES_ML = {
+    "liver": (1100, 2200), "spleen": (100, 350),
+    "kidney_right": (70, 220), "kidney_left": (70, 220),  # "each kidney 70-220"
+    "gallbladder": (15, 60), "pancreas": (40, 120), "stomach": (200, 900), "urinary_bladder": (60, 500),
+    "adrenal_gland_right": (2, 10), "adrenal_gland_left": (2, 10),  # "each adrenal 2-10"
+    "gluteus_maximus_right": (250, 950), "gluteus_maximus_left": (250, 950),
+    "lung_right": (1200, 3500), "lung_left": (1200, 3500),  # "each lung 1200-3500"
+}
+PLAUSIBLE_SUBJECTS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def plausible():
+    """Three subjects at 3 mm, whole trunk, no lesions (lesions would eat into liver and kidneys)."""
+    return [render(make_subject(0, i), NO_LESIONS, 3.0, fov="tap") for i in PLAUSIBLE_SUBJECTS]
+
+
+def _docstring_ranges() -> str:
+    return " ".join(phantom.__doc__.split())
+
+
+def test_range_table_matches_the_module_docstring():
+    doc = _docstring_ranges()
+    for text in ("liver 1100-2200", "spleen 100-350", "each kidney 70-220", "gallbladder 15-60",
+                 "pancreas 40-120", "stomach 200-900", "bladder 60-500", "each adrenal 2-10",
+                 "each gluteus maximus 250-950", "aorta diameter 18-30 mm (abdominal 18-26)",
+                 "each lung 1200-3500"):
+        assert text in doc, f"the docstring no longer states {text!r}: update DOCSTRING_RANGES_ML"
+
+
+@pytest.mark.parametrize("structure", [
+    s for s in DOCSTRING_RANGES_ML])
+def test_organ_volumes_within_docstring_ranges(plausible, structure):
+    lo, hi = DOCSTRING_RANGES_ML[structure]
+    volumes = [float(v.mask(structure).sum()) * np.prod(v.spacing) / 1000.0 for v in plausible]
+    bad = {i: round(float(ml), 1) for i, ml in zip(PLAUSIBLE_SUBJECTS, volumes) if not lo <= ml <= hi}
+    assert not bad, f"{structure} volumes (mL) outside {lo}-{hi} for subjects {bad}; all: {np.round(volumes, 1)}"
+
+
+def test_abdominal_aorta_diameter(plausible):
+    diameters = []
+    for v in plausible:
+        aorta = v.mask("aorta")
+        z = v.affine[2, 3] + v.affine[2, 2] * np.arange(aorta.shape[2])      # world z of each slice
+        area = aorta[:, :, z < 100.0].sum(axis=(0, 1)) * v.spacing[0] * v.spacing[1]  # mm^2 per slice
+        assert area.max() > 0, "no aorta below z = 100 mm"
+        diameters.append(2.0 * np.sqrt(area.max() / np.pi))
+    # docstring: "aorta diameter 18-30 mm (abdominal 18-26)"; below z = 100 mm is the abdomen
+    assert all(18.0 <= d <= 26.0 for d in diameters), diameters
+
+
+def test_organs_are_where_anatomy_puts_them(plausible):
+    for v in plausible:
+        def centre(s):
+            return (v.affine[:3, :3] @ np.argwhere(v.mask(s)).mean(axis=0)) + v.affine[:3, 3]
+        # RAS: +x is the patient's right, +y anterior, +z superior
+        assert centre("liver")[0] > 0 > centre("spleen")[0]
+        assert centre("kidney_right")[0] > 0 > centre("kidney_left")[0]
+        assert centre("lung_right")[2] > centre("liver")[2] > centre("urinary_bladder")[2]
+        assert centre("aorta")[1] < centre("gallbladder")[1]  # aorta is posterior
+
+
+# ----------------------------------------------------------------------------- labels
+@pytest.fixture(scope="module")
+def tap6():
+    return [render(make_subject(0, i), NO_LESIONS, 6.0, fov="tap") for i in range(3)]
+
+
+def test_label_map_flare22_loses_no_voxels(tap6):
+    template = dataset_template("flare22")
+    for v in tap6:
+        lm = v.label_map(template)
+        assert lm.shape == v.atoms.shape
+        assert set(np.unique(lm).tolist()) <= set(range(14))
+        for value, structure in template.items():
+            mask = v.mask(structure)
+            assert mask.any(), structure
+            assert (lm == value).sum() == mask.sum(), structure
+            assert np.array_equal(lm == value, mask), structure
+        assert (lm == 0).sum() == lm.size - sum(v.mask(s).sum() for s in template.values())
+
+
+def test_composite_and_unsided_masks_are_unions(tap6):
+    for v in tap6:
+        for composite, parts in COMPOSITES.items():
+            union = np.zeros(v.atoms.shape, bool)
+            for p in parts:
+                assert v.mask(p).any(), p
+                union |= v.atoms == ATOM_ID[p]
+            assert np.array_equal(v.mask(composite), union)
+        assert np.array_equal(v.mask("kidney"), v.mask("kidney_right") | v.mask("kidney_left"))
+        assert not v.mask("brain").any()  # template structure the phantom never draws
+        with pytest.raises(ValueError, match="livr"):
+            v.mask("livr")
+
+
+def test_every_structure_present_in_the_tap_fov(tap6):
+    expected = [s for s in PHANTOM_STRUCTURES if s not in LESIONS]
+    for v in tap6:
+        missing = [s for s in expected if not v.mask(s).any()]
+        assert not missing, f"subject {v.subject}: {missing}"
+        assert set(v.structures_present()) == set(expected)
+        assert not any(v.mask(s).any() for s in LESIONS)  # lesion_rate 0
+
+
+def test_base_organs_present_in_the_abdomen_fov():
+    for i in range(3):
+        v = generate(0, i, "btcv_like", spacing=6.0)
+        assert v.atoms.shape[2] < 60  # the abdomen FOV is short
+        missing = [s for s in BASE_ORGANS if not v.mask(s).any()]
+        assert not missing, f"subject {i}: {missing}"
+
+
+# ----------------------------------------------------------------------------- lesions
+def test_lesions_replace_their_host_organ_only():
+    for i in range(3):
+        with_lesions = render(make_subject(0, i), ALL_LESIONS, 6.0, fov="abdomen")
+        without = render(make_subject(0, i), NO_LESIONS, 6.0, fov="abdomen")
+        tumour = with_lesions.mask("liver_tumor")
+        assert tumour.any()
+        assert (without.atoms[tumour] == ATOM_ID["liver"]).all()
+        kidney_tumour = with_lesions.mask("kidney_tumor")
+        assert kidney_tumour.any()
+        hosts = set(np.unique(without.atoms[kidney_tumour]).tolist())
+        assert len(hosts) == 1 and hosts <= {ATOM_ID["kidney_right"], ATOM_ID["kidney_left"]}
+        cyst = with_lesions.mask("kidney_cyst")
+        if cyst.any():  # small cysts may vanish at 6 mm; when present, in the other kidney
+            assert set(np.unique(without.atoms[cyst]).tolist()) == {ATOM_ID["kidney_right"], ATOM_ID["kidney_left"]} - hosts
+        # nothing else changes
+        changed = with_lesions.atoms != without.atoms
+        assert np.array_equal(changed, tumour | kidney_tumour | cyst)
+
+
+def test_lesion_domains_always_have_lesions():
+    assert DOMAINS["lits_like"].lesion_rate == 1.0
+    v = generate(0, 0, "lits_like", spacing=6.0)
+    assert v.mask("liver_tumor").any()
+
+
+# ----------------------------------------------------------------------------- appearance
+@pytest.fixture(scope="module")
+def two_phases():
+    subject = make_subject(0, 0)
+    return render(subject, "btcv_like", 6.0, fov="tap"), render(subject, "ctorg_like", 6.0, fov="tap")
+
+
+def test_contrast_phase_and_tissue_hu(two_phases):
+    portal, plain = two_phases
+    assert DOMAINS["btcv_like"].phase == "portal" and DOMAINS["ctorg_like"].phase == "none"
+    aorta = portal.mask("aorta")
+    assert np.array_equal(aorta, plain.mask("aorta"))
+    portal_aorta, plain_aorta = portal.image[aorta].mean(), plain.image[aorta].mean()
+    assert portal_aorta > 120
+    assert portal_aorta - plain_aorta > 80
+    lungs = plain.mask("lung_right") | plain.mask("lung_left")
+    assert plain.image[lungs].mean() < -600
+    fat = plain.atoms == ATOM_ID["body_fat"]
+    assert -160 < plain.image[fat].mean() < -40
+    assert plain.image[plain.atoms == ATOM_ID["air"]].mean() < -900
+    assert plain.image[plain.mask("bone")].mean() > 150
+
+
+def test_hu_offset_shifts_every_voxel():
+    subject = make_subject(0, 0)
+    base = dataclasses.replace(DOMAINS["btcv_like"], name="offset_test")
+    shifted = dataclasses.replace(base, hu_offset=100.0)
+    a, b = render(subject, base, 6.0), render(subject, shifted, 6.0)
+    body = a.atoms != ATOM_ID["air"]          # away from the -1024 clip
+    diff = b.image[body].astype(float) - a.image[body]
+    assert np.abs(diff - 100).max() <= 1      # same noise, rounding only
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_unknown_domain():
+    with pytest.raises(ValueError, match="'hospital_x'"):
+        generate(0, 0, "hospital_x", spacing=6.0)
+
+
+@pytest.mark.parametrize("spacing", [0.0, -3.0, (6.0, 0.0, 6.0), float("nan"), 25.0])
+def test_bad_spacing(spacing):
+    with pytest.raises(ValueError, match="spacing"):
+        generate(0, 0, "btcv_like", spacing=spacing)
+
+
+def test_unknown_fov():
+    with pytest.raises(ValueError, match="'legs'"):
+        generate(0, 0, "btcv_like", spacing=6.0, fov="legs")
+
+
+def test_empty_fov(monkeypatch):
+    monkeypatch.setitem(phantom.FOVS, "nowhere", (2000.0, 2100.0))
+    domain = dataclasses.replace(DOMAINS["btcv_like"], fov="nowhere")
+    with pytest.raises(ValueError, match="no body"):
+        render(make_subject(0, 0), domain, 6.0)
+
+
+def test_negative_subject_index():
+    with pytest.raises(ValueError, match=re.escape("-1")):
+        make_subject(0, -1)
+    with pytest.raises(ValueError, match="subject index"):
+        generate(0, -2, "btcv_like", spacing=6.0)

@@ -1,0 +1,167 @@
+"""Transform chains (fseft_lab.data.transforms) and few-shot splits (fseft_lab.data.fewshot)."""
+import numpy as np
+import pytest
+import torch
+
+from fseft_lab.anatomy import UNIVERSAL_TEMPLATE, template_index
+from fseft_lab.data.fewshot import FewShotSplit, few_shot_split
+from fseft_lab.data.layouts import export_phantom
+from fseft_lab.data.transforms import UniversalTargetd, binary_target, preprocess, training_crops
+
+STRUCTURES = ["liver", "heart_myocardium", "aorta", "kidney_left"]  # heart_myocardium: novel, not in the head
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return export_phantom(tmp_path_factory.mktemp("tf") / "ts", "totalsegmentator", cases=1, num_test=0,
+                          spacing=6.0, progress=False)
+
+
+@pytest.fixture()
+def case(dataset):
+    return dataset.load(dataset.cases[0], STRUCTURES)
+
+
+# ----------------------------------------------------------------------------- preprocess
+def test_preprocess_resamples_windows_and_keeps_labels(case):
+    assert case["image"].pixdim.tolist() == [6.0, 6.0, 6.0]
+    before_values = set(torch.unique(case["label"]).tolist())
+    assert before_values == {0, 1, 2, 3, 4}
+    out = preprocess(spacing_mm=7.5)(dict(case))
+    for key in ("image", "label"):
+        assert np.allclose(out[key].pixdim.tolist(), [7.5] * 3), key
+        assert np.allclose(np.abs(np.diag(out[key].affine.numpy())[:3]), 7.5), key
+    image = out["image"]
+    assert image.min() >= 0.0 and image.max() <= 1.0
+    assert image.min() == 0.0 and image.max() == 1.0       # air and bone hit the window's ends
+    assert set(torch.unique(out["label"]).tolist()) == before_values
+    assert out["image"].shape == out["label"].shape
+    # without the body crop, the whole FOV resampled from 6 mm to 7.5 mm
+    full = preprocess(spacing_mm=7.5, crop_foreground=False)(dict(case))
+    for axis in (1, 2, 3):
+        assert abs(full["image"].shape[axis] - case["image"].shape[axis] * 6.0 / 7.5) <= 1
+    assert all(c <= f for c, f in zip(image.shape, full["image"].shape))
+    assert image.shape[1] < full["image"].shape[1]
+
+
+def test_preprocess_window_is_linear():
+    from monai.data import MetaTensor
+    hu = torch.tensor([-1000.0, -175.0, 37.5, 250.0, 1000.0]).reshape(1, 5, 1, 1)
+    d = {"image": MetaTensor(hu.clone(), affine=torch.eye(4)), "label": MetaTensor(torch.zeros_like(hu), affine=torch.eye(4))}
+    out = preprocess(spacing_mm=1.0, crop_foreground=False)(d)
+    assert torch.allclose(out["image"].flatten(), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]), atol=1e-5)
+
+
+def test_preprocess_pads_to_the_patch(case):
+    unpadded = preprocess(spacing_mm=7.5)(dict(case))
+    padded = preprocess(spacing_mm=7.5, patch_size=64)(dict(case))
+    before = unpadded["image"].shape[1:]
+    assert min(before) < 64  # the test means something only if some side needs padding
+    assert tuple(padded["image"].shape[1:]) == tuple(max(s, 64) for s in before)
+    assert padded["label"].shape == padded["image"].shape
+    assert padded["image"].min() >= 0.0 and padded["image"].max() <= 1.0
+    # padding adds background only
+    for v in (1, 2, 3, 4):
+        assert (padded["label"] == v).sum() == (unpadded["label"] == v).sum()
+
+
+# ----------------------------------------------------------------------------- crops
+def test_training_crops_shape_and_foreground(case):
+    d = preprocess(spacing_mm=7.5, patch_size=32)(dict(case))
+    crops = training_crops(32, num_samples=5, pos=1.0, neg=0.0)
+    crops.set_random_state(0)
+    out = crops(d)
+    assert len(out) == 5
+    for c in out:
+        assert tuple(c["image"].shape) == (1, 32, 32, 32)
+        assert tuple(c["label"].shape) == (1, 32, 32, 32)
+        assert (c["label"] > 0).any()
+
+
+def test_training_crops_reject_bad_patch_sizes():
+    for bad in (48, 50, 100):
+        with pytest.raises(ValueError, match=f"patch_size={bad}.*multiple of 32"):
+            training_crops(bad, num_samples=2)
+    assert training_crops(64, num_samples=2) is not None
+
+
+# ----------------------------------------------------------------------------- targets
+def test_universal_target(case):
+    d = UniversalTargetd()(dict(case))
+    label = case["label"][0]
+    assert tuple(d["target"].shape) == (29, *label.shape)
+    assert tuple(d["annotated"].shape) == (29,)
+    expected = {template_index(s) for s in STRUCTURES if s in UNIVERSAL_TEMPLATE}
+    assert set(torch.nonzero(d["annotated"]).flatten().tolist()) == expected
+    assert expected == {template_index("liver"), template_index("aorta"), template_index("kidney_left")}
+    for value, s in enumerate(STRUCTURES, start=1):
+        if s in UNIVERSAL_TEMPLATE:
+            assert torch.equal(d["target"][template_index(s)], (label == value).float()), s
+            assert d["target"][template_index(s)].sum() > 0, s
+    others = [c for c in range(29) if c not in expected]
+    assert d["target"][others].sum() == 0
+    assert d["target"].sum(0).max() <= 1  # one structure per voxel
+    assert case["label"] is d["label"]    # input left alone
+
+
+def test_binary_target():
+    label = torch.tensor([0, 1, 2, 1]).reshape(1, 1, 4, 1, 1)
+    assert binary_target(label).flatten().tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert binary_target(label, 2).flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+# ----------------------------------------------------------------------------- few-shot splits
+POOL = [f"c{i:02d}" for i in range(25)]  # 20 in the pool after the last 5 go to test
+
+
+def test_few_shot_split_is_reproducible_and_disjoint():
+    a = few_shot_split(POOL, k=3, seed=4)
+    b = few_shot_split(list(reversed(POOL)), k=3, seed=4)
+    assert a == b
+    assert isinstance(a, FewShotSplit) and (a.k, a.seed) == (3, 4)
+    assert len(a.support) == 3 and len(a.validation) == 1
+    assert not set(a.support) & set(a.validation)
+    assert not (set(a.support) | set(a.validation)) & set(a.test)
+    assert set(a.support) | set(a.validation) <= set(POOL[:20])
+
+
+def test_few_shot_split_seeds_differ():
+    supports = {few_shot_split(POOL, k=2, seed=s).support for s in range(6)}
+    assert len(supports) > 1
+    validations = {few_shot_split(POOL, k=2, seed=s).validation for s in range(6)}
+    assert len(validations) > 1
+
+
+def test_few_shot_split_default_test_is_last_sorted_cases():
+    shuffled = list(np.random.default_rng(0).permutation(POOL))
+    split = few_shot_split(shuffled, k=1, seed=0, num_test=4)
+    assert split.test == tuple(sorted(POOL)[-4:])
+    explicit = few_shot_split(POOL, k=1, seed=0, test=["c03", "c01"])
+    assert explicit.test == ("c01", "c03")
+    assert not {"c01", "c03"} & set(explicit.support + explicit.validation)
+
+
+def test_few_shot_split_whole_pool():
+    split = few_shot_split(POOL, k=20, seed=7)
+    assert split.support == tuple(POOL[:20])
+    assert split.validation == ()
+    assert split.test == tuple(POOL[20:])
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, True, "3"])
+def test_few_shot_split_rejects_bad_k(k):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        few_shot_split(POOL, k=k, seed=0)
+
+
+def test_few_shot_split_k_larger_than_pool():
+    with pytest.raises(ValueError, match=r"k=21.*20"):
+        few_shot_split(POOL, k=21, seed=0)
+
+
+def test_few_shot_split_bad_test_cases():
+    with pytest.raises(ValueError, match="c99"):
+        few_shot_split(POOL, k=1, seed=0, test=["c99"])
+    with pytest.raises(ValueError, match="num_test=25"):
+        few_shot_split(POOL, k=1, seed=0, num_test=25)
+    assert few_shot_split(POOL, k=np.int64(2), seed=0).k == 2

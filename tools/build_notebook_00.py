@@ -1,0 +1,242 @@
+"""Builds notebooks/00_data.ipynb from cells (kept so the notebook can be regenerated)."""
+import nbformat as nbf
+
+md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+cells = [
+md("""# 00 · The data: CT, a phantom body, domains and partial labels
+
+[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/fseft-lab/fseft_lab/blob/main/notebooks/00_data.ipynb)
+
+Before adapting a foundation model we need to know what it sees. This notebook tours the data of
+the whole course: what a CT volume is (Hounsfield units, voxels, orientation), the **procedural
+phantom** that stands in for real CT so that everything runs offline, the **domains** that make one
+hospital's scans look unlike another's, the **partial labels** of the pre-training datasets and the
+**universal template** of the foundation model's outputs, and how the same loaders read the
+TotalSegmentator and FLARE/MSD folder layouts, phantom or real.
+
+**You will learn to**
+- read CT intensities in HU and explain the -175..250 HU window the model uses;
+- generate phantom subjects, view them with label overlays, and change the acquisition domain;
+- explain partial labels and the annotation mask $w_{n,c}$;
+- export, load and pre-process datasets in real layouts, and draw few-shot splits.
+
+**Run time**: about 1 minute with the `cpu` profile on 2 cores, 2-3 minutes with `gpu`."""),
+code("""# Set-up: on Colab, install the course package; elsewhere nothing to do.
+import sys
+if "google.colab" in sys.modules:
+    import subprocess
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/fseft-lab/fseft_lab"], check=True)"""),
+code("""import os
+profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto
+seed = 0                                            # phantom population seed
+data_dir = "../data"                                # where exported datasets go""", metadata={"tags": ["parameters"]}),
+code("""import warnings
+warnings.filterwarnings("ignore")
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import monai
+import numpy as np
+import pandas as pd
+import torch
+
+import fseft_lab
+from fseft_lab import anatomy, viz
+from fseft_lab.data import phantom
+from fseft_lab.data.fewshot import few_shot_split
+from fseft_lab.data.layouts import export_phantom, open_dataset
+from fseft_lab.data.transforms import preprocess, training_crops
+from fseft_lab.profiles import get_profile
+
+P = get_profile(profile)
+torch.manual_seed(seed)
+monai.utils.set_determinism(seed)
+pd.set_option("display.width", 120)
+plt.rcParams["figure.dpi"] = 64  # small figures keep the committed notebook light
+print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name}")"""),
+md("""## 1. CT in one paragraph
+
+A CT volume is a 3-D array of **Hounsfield units** (HU): X-ray attenuation relative to water, so
+that water is 0 HU and air -1000 HU. Each voxel has a physical size (the *spacing*, in mm), and an
+**affine** matrix maps voxel indices to patient coordinates. The course works in **RAS**: +x
+towards the patient's Right, +y Anterior, +z Superior. Figures use the radiological convention:
+the patient's right is on the left of the screen.
+
+The tissues of the phantom and their HU in each contrast phase (an iodine injection makes blood
+and well-perfused organs brighter, first in arteries, then in the portal venous system):"""),
+code("""# NBVAL_CHECK_OUTPUT
+hu = pd.DataFrame(phantom.TISSUE_HU, index=phantom.PHASES).T
+hu.loc[["air", "lung", "fat", "water", "muscle", "liver", "kidney", "artery", "portal", "bone", "cortical_bone"]]"""),
+md(r"""The model never sees raw HU. Soft tissue lives in a narrow band, so the paper clips to the
+abdominal window and rescales to $[0, 1]$:
+
+$$x = \frac{\operatorname{clip}(\mathrm{HU}, -175, 250) + 175}{425}.$$
+
+Everything below -175 HU (air, lung, fat) becomes 0; everything above 250 HU (bone, contrast-filled
+aorta) becomes 1. Here is one phantom subject, its intensity histogram and the window:"""),
+code("""volume = phantom.generate(seed, 0, "btcv_like", spacing=P.spacing_mm)
+print(f"image {volume.image.shape} voxels of {volume.spacing} mm, dtype {volume.image.dtype}")
+fig, ax = plt.subplots(figsize=(7, 2.5))
+ax.hist(volume.image.ravel(), bins=200, range=(-1050, 1100), log=True, color="0.3")
+for edge in (-175, 250):
+    ax.axvline(edge, color="tab:red", ls="--")
+ax.set(xlabel="HU", ylabel="voxels (log)", title="HU histogram; red: the -175..250 window")
+plt.show()"""),
+md("""## 2. A phantom subject
+
+Real CT cannot be downloaded here, so the course draws its own. A phantom subject is a list of
+smooth shapes in millimetres (deformed ellipsoids for organs, swept tubes for vessels, the bowel
+and ribs, regions bounded by the diaphragm or the body wall), with realistic sizes and positions
+that vary from person to person. Painting the shapes one after another gives **one label per
+voxel**, and organs touch where later shapes overwrite earlier ones. Read the recipe in
+`fseft_lab/data/phantom.py` (`make_subject`)."""),
+code("""structures = volume.structures_present()
+atomic = [s for s in structures if s not in anatomy.COMPOSITES]     # drop lung_right/left (unions of lobes)
+label = volume.label_map({i + 1: s for i, s in enumerate(atomic)})
+fig = viz.overlay_figure(volume.image, label, atomic, volume.spacing, title="subject 0, domain btcv_like")
+plt.show()"""),
+code("""ml = {s: volume.mask(s).sum() * np.prod(volume.spacing) / 1000 for s in anatomy.BASE_ORGANS}
+pd.Series(ml, name="volume (mL)").round(0).to_frame().T"""),
+md("""## 3. Domains: one body, many scanners
+
+A **domain** is a named set of acquisition parameters: contrast phase, noise, blur, spacing,
+field of view and an intensity calibration. The same subject looks different in each. The
+pre-training sources (`*_like` after BTCV, LiTS, KiTS, AMOS, CT-ORG) are mostly clean contrast
+scans of the abdomen; the two targets, TotalSegmentator-like and FLARE-like, come from other
+scanners and protocols. That gap is what makes zero-shot transfer imperfect and few labelled
+target volumes useful (notebooks 02-08)."""),
+code("""# NBVAL_CHECK_OUTPUT
+pd.DataFrame([vars(d) for d in phantom.DOMAINS.values()]).set_index("name")"""),
+code("""subject = phantom.make_subject(seed, 0)
+fig, axes = plt.subplots(1, len(phantom.DOMAINS), figsize=(2.3 * len(phantom.DOMAINS), 2.6))
+for ax, name in zip(axes, phantom.DOMAINS):
+    v = phantom.render(subject, name, spacing=P.spacing_mm, fov="abdomen")
+    liver_z = int(np.argwhere(v.mask("liver"))[:, 2].mean())
+    viz.draw_slice(ax, v.image, view="axial", index=liver_z, spacing=v.spacing)
+    ax.set_title(f"{name}\\n{phantom.DOMAINS[name].phase}", fontsize=8)
+plt.tight_layout()
+plt.show()"""),
+md(r"""## 4. Partial labels and the universal template
+
+The foundation model has one sigmoid output per structure of a **universal template**: the paper's
+29 structures. No pre-training dataset labels all of them: LiTS labels the liver and its tumours,
+KiTS the kidneys and their tumours, BTCV 13 abdominal organs... For a volume $n$ of a dataset that
+does not label class $c$, the absence of a label says nothing: the organ may well be there. The
+pre-training loss therefore multiplies each class's loss by an **annotation mask**
+
+$$w_{n,c} = \begin{cases}1 & \text{if the dataset of } n \text{ labels } c\\ 0 & \text{otherwise,}\end{cases}
+\qquad \mathcal{L}_n = \frac{\sum_c w_{n,c}\,\mathcal{L}^{\text{Dice}}_{n,c}}{\sum_c w_{n,c}}.$$
+
+The matrix below is $w$ for the five source datasets (KiTS and CT-ORG label kidneys without a
+side: they are split at the image centre on loading)."""),
+code("""sources = ["btcv", "lits", "kits", "amos", "ctorg"]
+w = pd.DataFrame(0, index=sources, columns=anatomy.UNIVERSAL_TEMPLATE)
+for ds in sources:
+    for name in anatomy.dataset_template(ds).values():
+        for s in anatomy.UNSIDED.get(name, (name,)):
+            w.loc[ds, s] = 1
+fig, ax = plt.subplots(figsize=(11, 2.2))
+ax.imshow(w.values, cmap="Greens", aspect="auto")
+ax.set_xticks(range(len(w.columns)), w.columns, rotation=90, fontsize=7)
+ax.set_yticks(range(len(sources)), sources)
+ax.set_title("annotation mask w: which dataset labels which template structure")
+plt.show()"""),
+code("""# NBVAL_CHECK_OUTPUT
+template = pd.DataFrame({"structure": anatomy.UNIVERSAL_TEMPLATE,
+                         "labelled by": [", ".join(w.index[w[s] == 1]) or "-" for s in anatomy.UNIVERSAL_TEMPLATE],
+                         "in phantom": [s in phantom.PHANTOM_STRUCTURES for s in anatomy.UNIVERSAL_TEMPLATE]})
+print(template.to_string())
+print({group: len(names) for group, names in anatomy.NOVEL_GROUPS.items()}, "novel structures, never labelled in pre-training")"""),
+md("""## 5. Real folder layouts
+
+Real datasets come in two layouts, and the phantom writes both, so the loaders that read the
+phantom read the real thing (notebook 10):
+
+* **TotalSegmentator**: `<case>/ct.nii.gz` and one binary mask per structure in `<case>/segmentations/`;
+* **MSD / FLARE** (also nnU-Net's): `imagesTr/`, `labelsTr/` with one integer label map per case,
+  and `dataset.json` naming the values (FLARE22: 1 liver, 2 right kidney, 3 spleen, ...).
+
+Exports are atomic (written to a temporary folder, then renamed) and reused when the same dataset
+already exists, so re-running this cell is instant."""),
+code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
+                    seed=seed, spacing=P.spacing_mm, progress=False)
+flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=P.spacing_mm,
+                       num_test=2, progress=False)
+first = ts.cases[0]
+print(first.case_id, "/", first.image.name, "+", len(first.labels), "masks, e.g.", sorted(first.labels)[:4])
+print("test cases:", ts.test_ids)
+print("FLARE-like:", flare.case_ids[:2], "...", dict(list(flare.template.items())[:4]), "...")"""),
+md("""`load` returns MONAI `MetaTensor`s: arrays that carry their affine. We ask for the structures
+we want; the label map's value $i$ is the $i$-th requested structure."""),
+code("""# NBVAL_CHECK_OUTPUT
+case = ts.load(ts.cases[0], ["liver", "spleen", "kidney_left", "aorta"])
+print(type(case["image"]).__name__, tuple(case["image"].shape), case["image"].dtype, "| structures:", case["structures"])"""),
+md("""## 6. Pre-processing with MONAI
+
+Every volume goes through the same chain before the model sees it: orientation RAS, resampling
+to isotropic voxels, the HU window, a crop to the body and padding to at least one patch. For
+training, random **crops** of one patch are drawn, half centred on the structure (positive), half
+anywhere (negative). SwinUNETR halves the resolution five times, so a patch side must be a
+multiple of 32."""),
+code("""chain = preprocess(P.spacing_mm, P.patch_size)
+ready = chain(case)
+print("before:", tuple(case["image"].shape[1:]), "after:", tuple(ready["image"].shape[1:]),
+      "| intensity range", float(ready["image"].min()), "..", float(ready["image"].max()))
+crops = training_crops(P.patch_size, num_samples=4, pos=1, neg=1)(ready)
+fig, axes = plt.subplots(1, 4, figsize=(10, 2.6))
+for ax, crop in zip(axes, crops):
+    viz.draw_slice(ax, crop["image"], crop["label"], case["structures"], "coronal", crop["image"].shape[2] // 2)
+plt.suptitle(f"four random {P.patch_size}^3 training crops (coronal middle slice)", fontsize=9)
+plt.show()"""),
+md("""## 7. Few-shot splits
+
+The protocol fixes the test cases of a task, then each draw (a "seed") takes $k$ support volumes and
+one validation volume from the rest. Three seeds give three different support sets: results are
+averaged over them."""),
+code("""# NBVAL_CHECK_OUTPUT
+rows = []
+for k in (1, 5):
+    for s in range(3):
+        split = few_shot_split(ts.case_ids, k=k, seed=s, test=ts.test_ids)
+        rows.append({"k": k, "seed": s, "support": " ".join(split.support), "validation": " ".join(split.validation)})
+pd.DataFrame(rows)"""),
+md("""## 8. Looking around
+
+`viz.show` opens an interactive slice viewer (view, slice, window level/width, overlay opacity,
+structures) in a live notebook, and draws a static figure when run headless, as here."""),
+code("""names = ["liver", "spleen", "kidney_right", "kidney_left", "stomach", "pancreas", "aorta", "heart_myocardium",
+         "heart_ventricle_left", "lung_upper_lobe_right", "lung_lower_lobe_right", "gluteus_maximus_left"]
+case = chain(ts.load(ts.cases[1], names))
+_ = viz.show(case["image"], case["label"], names, spacing=(P.spacing_mm,) * 3, title="TotalSegmentator-like case s0001")"""),
+md("""## Exercises
+
+1. Render subject 3 in `flare_like` and in `btcv_like` and compare the liver's mean HU in each. Which
+   domain parameters explain the difference?
+2. Export a 3-case MSD dataset with the `amos` template and load it: which structures does it name?
+3. Why must a TotalSegmentator-like case's masks have exactly the image's affine? Try loading a
+   mask with a shifted affine.
+
+<details><summary>Solutions</summary>
+
+1. `phantom.render(phantom.make_subject(0, 3), "flare_like", 3.0).image[v.mask("liver")].mean()`:
+   `flare_like` is a plain (non-contrast) scan, with a -30 HU offset and a 1.05 scale, so the liver is
+   about 60 HU darker than in the portal-venous `btcv_like`.
+2. `export_phantom(path, "msd", cases=3, template="amos")` then `open_dataset(path).structures`: the 15
+   AMOS organs, bladder and prostate/uterus included.
+3. The mask would label other anatomy than it claims; `load` refuses it with an error naming the file
+   and both affines.
+</details>
+
+## What you learned
+- CT is HU on a voxel grid with an affine; the model sees the -175..250 HU window in RAS orientation.
+- The phantom draws anatomy in millimetres and renders it per domain; domains create the gap between
+  pre-training and target data.
+- Partial labels: the annotation mask keeps unlabelled classes out of the loss.
+- The same loaders read TotalSegmentator and MSD/FLARE layouts; few-shot splits are seeded draws.
+
+Next: **01 · pre-training a foundation model with partial labels**."""),
+]
+nb = nbf.v4.new_notebook(cells=cells)
+nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+               "language_info": {"name": "python"}}
+nbf.write(nb, "notebooks/00_data.ipynb")
