@@ -157,11 +157,11 @@ phantom read the real thing (notebook 10):
   and `dataset.json` naming the values (FLARE22: 1 liver, 2 right kidney, 3 spleen, ...).
 
 Exports are atomic (written to a temporary folder, then renamed) and reused when the same dataset
-already exists, so re-running this cell is instant."""),
+already exists, so re-running this cell is instant (`overwrite=True` replaces the course cache when a profile asks for a different one)."""),
 code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
-                    seed=seed, spacing=P.spacing_mm, progress=False)
+                    seed=seed, spacing=P.spacing_mm, overwrite=True, progress=False)
 flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=P.spacing_mm,
-                       num_test=2, progress=False)
+                       num_test=2, overwrite=True, progress=False)
 first = ts.cases[0]
 print(first.case_id, "/", first.image.name, "+", len(first.labels), "masks, e.g.", sorted(first.labels)[:4])
 print("test cases:", ts.test_ids)
