@@ -75,8 +75,8 @@ def _pretrain(args) -> None:
     cfg = PretrainConfig(out=args.out, profile=args.profile or "cpu", steps=args.steps, crops_per_step=args.crops,
                          lr=args.lr, warmup_steps=args.warmup, cases_per_source=args.cases, data_dir=args.data_dir,
                          seed=args.seed, checkpoint_every=args.checkpoint_every, resume=args.resume, init=args.init)
-    path = pretrain(cfg)
-    print(f"weights: {path}")
+    pretrain(cfg)
+    print(f"weights: {Path(args.out) / 'model.pt'} | log: {Path(args.out) / 'log.csv'}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ and normalised surface Dice (NSD) at a tolerance in mm. Results are a tidy table
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -54,6 +55,12 @@ def score(masks: torch.Tensor, truth: torch.Tensor, spacing: Sequence[float], ns
     A structure absent from the truth gets NaN (it cannot be scored), not a 0 or a 1.
     """
     spacing = [float(s) for s in spacing]
+    with warnings.catch_warnings():  # MONAI warns about empty classes, which are NaN by design here
+        warnings.simplefilter("ignore")
+        return _score(masks, truth, spacing, nsd_tolerance_mm)
+
+
+def _score(masks, truth, spacing, nsd_tolerance_mm):
     dice = compute_dice(masks, truth, include_background=True, ignore_empty=True)[0]
     hd95 = compute_hausdorff_distance(masks, truth, include_background=True, percentile=95, spacing=spacing)[0]
     nsd = compute_surface_dice(masks, truth, [nsd_tolerance_mm] * masks.shape[1], include_background=True, spacing=spacing)[0]

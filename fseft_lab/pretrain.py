@@ -152,7 +152,7 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     samples = [target(pad({**c, "structures": case["structures"]}))
                for c in cropper({"image": case["image"], "label": case["label"]})]
     shift = torch.as_tensor(rng.uniform(-0.1, 0.1, len(samples)) * (rng.uniform(size=len(samples)) < 0.2))
-    return {"image": torch.stack([s["image"].as_tensor() for s in samples]) + shift.float().view(-1, 1, 1, 1, 1),
+    return {"image": torch.stack([s["image"].as_tensor() for s in samples]).float() + shift.float().view(-1, 1, 1, 1, 1),
             "target": torch.stack([s["target"] for s in samples]),
             "annotated": torch.stack([s["annotated"] for s in samples])}
 
@@ -163,8 +163,8 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress: bool = True) -> Path:
-    """Run (or resume) pre-training; returns the path of the trained weights ``model.pt``."""
+def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress: bool = True) -> FoundationModel:
+    """Run (or resume) pre-training; returns the trained model (also saved as ``out/model.pt``)."""
     profile = get_profile(cfg.profile)
     steps = cfg.steps or profile.pretrain_steps
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -236,4 +236,4 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
                                                   "device": str(device), **{k: str(v) for k, v in asdict(cfg).items()}}, indent=1))
     if world > 1:
         dist.barrier()
-    return out / "model.pt"
+    return model

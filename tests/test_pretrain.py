@@ -1,0 +1,138 @@
+"""Partial-label pre-training: the masked loss, the schedule, resume equivalence and DDP."""
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from monai.data import MetaTensor
+
+from fseft_lab.models.foundation import FoundationModel
+from fseft_lab.pretrain import PretrainConfig, draw_batch, masked_partial_label_loss, pretrain, warmup_cosine
+
+
+def test_unannotated_classes_get_no_gradient_and_do_not_change_the_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8, 8, requires_grad=True)
+    target = (torch.rand(2, 4, 8, 8, 8) > 0.7).float()
+    annotated = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
+    loss, dice, bce = masked_partial_label_loss(logits, target, annotated)
+    loss.backward()
+    for b in range(2):
+        for c in range(4):
+            grad = logits.grad[b, c].abs().sum().item()
+            assert (grad == 0.0) == (annotated[b, c] == 0), (b, c, grad)
+    # changing an unannotated channel's logits or target changes nothing
+    other_logits, other_target = logits.detach().clone(), target.clone()
+    other_logits[0, 1] += 5.0
+    other_target[1, 0] = 1.0 - other_target[1, 0]
+    assert torch.allclose(masked_partial_label_loss(other_logits, other_target, annotated)[0], loss.detach())
+    assert loss.item() == pytest.approx(dice.item() + bce.item(), rel=1e-6)
+
+
+def test_dice_part_is_zero_for_a_perfect_confident_prediction():
+    target = torch.zeros(1, 2, 8, 8, 8)
+    target[0, 0, 2:5, 2:5, 2:5] = 1.0
+    logits = (target * 2 - 1) * 30.0
+    _, dice, bce = masked_partial_label_loss(logits, target, torch.ones(1, 2))
+    assert dice.item() < 1e-3 and bce.item() < 1e-6
+
+
+def test_warmup_then_cosine():
+    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(55, 10, 100) == pytest.approx(0.5)
+    assert warmup_cosine(100, 10, 100) == pytest.approx(0.0)
+
+
+def _tiny_sources():
+    """Two 'datasets' of one synthetic 64^3 case each, labelling different structures."""
+    rng = np.random.default_rng(0)
+    data = []
+    for structures in (("liver", "spleen"), ("kidney_left",)):
+        label = np.zeros((1, 64, 64, 64), np.uint8)
+        label[0, 10:30, 10:30, 10:30] = 1
+        if len(structures) > 1:
+            label[0, 40:50, 40:55, 30:50] = 2
+        image = (rng.uniform(0, 0.2, (1, 64, 64, 64)) + 0.5 * (label > 0)).astype(np.float32)
+        data.append([{"image": MetaTensor(torch.from_numpy(image)), "label": MetaTensor(torch.from_numpy(label)),
+                      "structures": structures, "present": sorted(set(np.unique(label).tolist()) - {0})}])
+    return data
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    data = _tiny_sources()
+    a, b = draw_batch(data, 7, 0, 0, 64, 2), draw_batch(data, 7, 0, 0, 64, 2)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["annotated"], b["annotated"])
+    assert a["image"].shape == (2, 1, 64, 64, 64) and a["target"].shape == (2, 29, 64, 64, 64)
+    others = [draw_batch(data, s, 0, 0, 64, 2)["image"] for s in range(8, 12)]
+    assert any(not torch.equal(a["image"], o) for o in others)
+
+
+@pytest.fixture
+def deterministic():
+    """CPU convolutions reduce in parallel; deterministic kernels make two runs bit-identical."""
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, deterministic):
+    data = _tiny_sources()
+    common = dict(profile="cpu", steps=4, warmup_steps=2, checkpoint_every=2, seed=3)
+    straight = pretrain(PretrainConfig(out=tmp_path / "straight", **common), data=data, progress=False)
+    interrupted = tmp_path / "interrupted"
+    # run 2 steps of a 4-step schedule, as if killed right after the step-2 checkpoint
+    state = _run_until(PretrainConfig(out=interrupted, **common), data, stop_after=2)
+    assert state["step"] == 2
+    resumed = pretrain(PretrainConfig(out=interrupted, resume=True, **common), data=data, progress=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    log = (interrupted / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["0", "1", "2", "3"]
+
+
+def _run_until(cfg, data, stop_after):
+    """Run pre-training but raise right after the checkpoint of step ``stop_after``."""
+    import fseft_lab.pretrain as module
+
+    real_save = module._save_atomic
+
+    def save_then_stop(obj, path):
+        real_save(obj, path)
+        if path.name == "checkpoint.pt" and obj["step"] == stop_after:
+            raise KeyboardInterrupt
+    module._save_atomic = save_then_stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(cfg, data=data, progress=False)
+    finally:
+        module._save_atomic = real_save
+    return torch.load(cfg.out / "checkpoint.pt", weights_only=True)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    model = pretrain(PretrainConfig(out=out / "run", profile="cpu", steps=2, warmup_steps=1, seed=5), data=_tiny_sources(), progress=False)
+    torch.save(model.state_dict(), out / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    torch.manual_seed(5)  # the initialisation pretrain() starts from
+    init = FoundationModel(12).state_dict()
+    changed = 0
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+        changed += not torch.equal(a[name], init[name])
+    assert changed > 0, "the ranks did not train"
