@@ -5,6 +5,7 @@
     fseft-lab phantom export OUT --layout totalsegmentator --cases 10 --seed 0 [--domain D] [--spacing MM]
     fseft-lab phantom domains                          list acquisition domains
     fseft-lab notebooks run [--profile P] [NAMES...]   execute notebooks headless (papermill)
+    fseft-lab zoo list | info NAME | download NAME     foundation-model checkpoints
 """
 from __future__ import annotations
 
@@ -79,6 +80,24 @@ def _pretrain(args) -> None:
     print(f"weights: {Path(args.out) / 'model.pt'} | log: {Path(args.out) / 'log.csv'}")
 
 
+def _zoo(args) -> None:
+    from fseft_lab.models import zoo
+
+    if args.action == "list":
+        for entry in zoo.ZOO.values():
+            state = "available" if zoo.local_path(entry).is_file() else ("download by hand" if entry.manual else "not downloaded")
+            print(f"{entry.name:18s} {state:17s} {entry.description}")
+    elif args.action == "info":
+        entry = zoo.get_checkpoint(args.name)
+        for key in ("description", "url", "filename", "sha256", "feature_size", "container", "strip", "renames", "keep",
+                    "legacy_merging", "licence", "note"):
+            print(f"{key:15s} {getattr(entry, key)}")
+        print(f"{'head rows':15s} {sum(c is not None for c in entry.classes)} ({'plain head' if entry.classes else 'none: new head'})")
+        print(f"{'local file':15s} {zoo.local_path(entry)}")
+    else:
+        print(f"saved {zoo.download(args.name)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fseft-lab", description="Few-shot efficient fine-tuning of a CT foundation model.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_export)
     phantom.add_parser("domains", help="list acquisition domains").set_defaults(func=_domains)
 
+    z = sub.add_parser("zoo", help="foundation-model checkpoints").add_subparsers(dest="action", required=True)
+    z.add_parser("list", help="list checkpoints").set_defaults(func=_zoo)
+    for action in ("info", "download"):
+        a = z.add_parser(action, help=f"{action} a checkpoint")
+        a.add_argument("name")
+        a.set_defaults(func=_zoo)
+
     nb = sub.add_parser("notebooks", help="course notebooks").add_subparsers(dest="action", required=True)
     r = nb.add_parser("run", help="execute notebooks headless with papermill")
     r.add_argument("names", nargs="*", help="notebook names or prefixes (default: all)")
@@ -132,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError, KeyError) as err:
+    except (ValueError, OSError, KeyError, RuntimeError) as err:
         print(f"fseft-lab: error: {err}", file=sys.stderr)
         return 2
     return 0

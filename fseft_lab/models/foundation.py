@@ -28,13 +28,18 @@ class FoundationModel(SwinUNETR):
         feature_size: SwinUNETR embedding width F (48 in the paper; 12 for the cpu profile).
         num_classes: head outputs (29 = universal template).
         use_checkpoint: activation checkpointing in the Swin blocks (saves memory, costs time).
+        legacy_merging: MONAI < 1.5 patch merging, needed by checkpoints trained before 1.5
+            (see :class:`fseft_lab.models.zoo.LegacyPatchMerging`).
     """
 
-    def __init__(self, feature_size: int = 48, num_classes: int = len(UNIVERSAL_TEMPLATE), use_checkpoint: bool = False):
+    def __init__(self, feature_size: int = 48, num_classes: int = len(UNIVERSAL_TEMPLATE), use_checkpoint: bool = False,
+                 legacy_merging: bool = False):
         if feature_size % 12:
             raise ValueError(f"feature_size={feature_size} must be a multiple of 12 (SwinUNETR's attention heads)")
+        if legacy_merging:
+            from fseft_lab.models.zoo import LegacyPatchMerging
         super().__init__(in_channels=1, out_channels=num_classes, feature_size=feature_size, use_v2=False,
-                         use_checkpoint=use_checkpoint)
+                         use_checkpoint=use_checkpoint, downsample=LegacyPatchMerging if legacy_merging else "merging")
         self.feature_size, self.num_classes = feature_size, num_classes
         self.out = nn.Identity()                                        # the trunk ends at decoder1
         self.classifier = nn.Conv3d(feature_size, num_classes, kernel_size=1)

@@ -1,0 +1,139 @@
+"""Model zoo: every public naming scheme loads into FoundationModel; bad files fail clearly."""
+import dataclasses
+
+import pytest
+import torch
+
+from fseft_lab.anatomy import DATASET_TEMPLATES, UNIVERSAL_TEMPLATE
+from fseft_lab.models import zoo
+from fseft_lab.models.foundation import FoundationModel
+
+
+@pytest.fixture(scope="module")
+def source():
+    torch.manual_seed(0)
+    return FoundationModel(12).eval()
+
+
+def tiny(name):
+    return dataclasses.replace(zoo.ZOO[name], feature_size=12, legacy_merging=False)
+
+
+def fresh():
+    torch.manual_seed(1)
+    return FoundationModel(12).eval()
+
+
+def outputs(model, features=False):
+    torch.manual_seed(2)
+    x = torch.rand(1, 1, 64, 64, 64)
+    with torch.no_grad():
+        return model.features(x) if features else model(x)
+
+
+def test_fseft_scheme_module_prefix_loads_everything(source):
+    state = {"module." + k: v for k, v in source.state_dict().items()}
+    model = fresh()
+    report = zoo.load_checkpoint(model, state, tiny("fseft"))
+    assert report.missing == [] and report.unexpected == []
+    assert report.head_rows == list(UNIVERSAL_TEMPLATE)
+    assert torch.allclose(outputs(model), outputs(source), atol=1e-6)
+
+
+def test_btcv_softmax_head_rows_go_to_their_structures(source):
+    state = {k.replace("classifier", "out.conv.conv"): v for k, v in source.state_dict().items() if not k.startswith("classifier")}
+    rows = [UNIVERSAL_TEMPLATE.index(s) for s in DATASET_TEMPLATES["btcv"].values()]
+    weight = source.classifier.weight.detach()
+    state["out.conv.conv.weight"] = torch.cat([torch.randn(1, *weight.shape[1:]), weight[rows]])  # background first
+    state["out.conv.conv.bias"] = torch.cat([torch.randn(1), source.classifier.bias.detach()[rows]])
+    model = fresh()
+    report = zoo.load_checkpoint(model, {"state_dict": state}, tiny("btcv"))
+    assert report.head_rows == list(DATASET_TEMPLATES["btcv"].values())
+    assert torch.allclose(outputs(model)[:, rows], outputs(source)[:, rows], atol=1e-6)
+    duodenum = UNIVERSAL_TEMPLATE.index("duodenum")  # not a BTCV class: its row stays as initialised
+    assert torch.equal(model.classifier.weight[duodenum], fresh().classifier.weight[duodenum])
+
+
+def test_tang_encoder_only_with_fc_names(source):
+    state = {"module." + k[len("swinViT."):].replace(".mlp.linear", ".mlp.fc"): v
+             for k, v in source.state_dict().items() if k.startswith("swinViT.")}
+    state["module.rotation_head.weight"] = torch.zeros(4, 8)
+    model = fresh()
+    report = zoo.load_checkpoint(model, {"state_dict": state}, tiny("tang2022_ssl"))
+    for k, v in source.state_dict().items():
+        if k.startswith("swinViT."):
+            assert torch.equal(model.state_dict()[k], v), k
+    assert any(k.startswith("decoder1.") for k in report.missing) and "classifier.weight" in report.missing
+    assert report.unexpected == ["rotation_head.weight"]
+
+
+@pytest.mark.parametrize("name,prefix", [("clip_driven", "module."), ("clip_driven", "module.backbone."),
+                                         ("suprem_swinunetr", "module.backbone.")])
+def test_dynamic_head_checkpoints_load_the_backbone_only(source, name, prefix):
+    state = {prefix + k: v for k, v in source.state_dict().items() if not k.startswith("classifier")}
+    state.update({"module.controller.weight": torch.zeros(153, 512, 1, 1, 1), "module.organ_embedding": torch.zeros(32, 512)})
+    model = fresh()
+    report = zoo.load_checkpoint(model, {"net": state}, tiny(name))
+    assert report.missing == ["classifier.bias", "classifier.weight"]
+    assert sorted(report.unexpected) == ["controller.weight", "organ_embedding"]
+    assert torch.allclose(outputs(model, features=True), outputs(source, features=True), atol=1e-6)
+
+
+def test_shape_mismatch_names_the_key(source):
+    torch.manual_seed(0)
+    wide = FoundationModel(24).state_dict()
+    with pytest.raises(ValueError, match="shape mismatch for .*checkpoint .*24"):
+        zoo.load_checkpoint(fresh(), wide, tiny("fseft"))
+
+
+def test_unknown_keys_are_refused_when_strict(source):
+    state = dict(source.state_dict())
+    state["decoder9.conv.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="decoder9"):
+        zoo.load_checkpoint(fresh(), state, tiny("fseft"))
+    report = zoo.load_checkpoint(fresh(), state, tiny("fseft"), strict=False)
+    assert "decoder9.conv.weight" in report.unexpected
+
+
+def test_truncated_and_missing_files(tmp_path, source):
+    path = tmp_path / "model.pt"
+    torch.save(source.state_dict(), path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="cannot read checkpoint .*model.pt"):
+        zoo.load_checkpoint(fresh(), path, tiny("fseft"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        zoo.load_checkpoint(fresh(), tmp_path / "absent.pt", tiny("fseft"))
+
+
+def test_download_is_atomic_and_checks_the_checksum(tmp_path, monkeypatch, source):
+    monkeypatch.setenv("FSEFT_CACHE", str(tmp_path / "cache"))
+    remote = tmp_path / "remote.pt"
+    torch.save(source.state_dict(), remote)
+    good = dataclasses.replace(tiny("btcv"), name="good", url=remote.as_uri(), filename="good.pt", sha256=zoo.sha256(remote))
+    bad = dataclasses.replace(good, name="bad", filename="bad.pt", sha256="0" * 64)
+    offline = dataclasses.replace(good, name="offline", url="http://127.0.0.1:9/none.pt", filename="offline.pt")
+    monkeypatch.setitem(zoo.ZOO, "good", good)
+    monkeypatch.setitem(zoo.ZOO, "bad", bad)
+    monkeypatch.setitem(zoo.ZOO, "offline", offline)
+    path = zoo.download("good", progress=False)
+    assert path.read_bytes() == remote.read_bytes()
+    with pytest.raises(ValueError, match="checksum mismatch for bad"):
+        zoo.download("bad", progress=False)
+    with pytest.raises(ConnectionError, match="by hand .*offline.pt"):
+        zoo.download("offline", progress=False, timeout=2)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["good.pt"]  # nothing half-written
+
+
+def test_unknown_checkpoint_lists_the_zoo():
+    with pytest.raises(ValueError, match="phantom_cpu"):
+        zoo.get_checkpoint("imagenet")
+
+
+def test_legacy_patch_merging_has_the_same_weights_but_another_function():
+    from monai.networks.nets.swin_unetr import PatchMerging
+    torch.manual_seed(0)
+    new, old = PatchMerging(6), zoo.LegacyPatchMerging(6)
+    old.load_state_dict(new.state_dict())
+    x = torch.rand(1, 4, 4, 4, 6)
+    assert new(x).shape == old(x).shape == (1, 2, 2, 2, 12)
+    assert not torch.allclose(new(x), old(x))
