@@ -237,3 +237,31 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
     if world > 1:
         dist.barrier()
     return model
+
+
+def zero_shot_phantoms(model: FoundationModel, profile: str = "cpu", domains: tuple[str, ...] | None = None,
+                       cases: int = 3, seed: int = 900, structures: tuple[str, ...] | None = None,
+                       data_dir: Path = Path("data/heldout"), progress: bool = False):
+    """Zero-shot DSC of the foundation model on held-out phantoms of each domain (tidy table).
+
+    Held-out subjects come from population ``seed`` (the sources use 100-104, the course's
+    targets 0-1), exported in MSD layout with the AMOS template, which names all nine base organs.
+    """
+    import pandas as pd
+
+    from fseft_lab.anatomy import BASE_ORGANS, template_index
+    from fseft_lab.data.phantom import DOMAINS
+    from fseft_lab.evaluate import evaluate
+
+    prof = get_profile(profile)
+    structures = tuple(structures or BASE_ORGANS)
+    chain = preprocess(prof.spacing_mm, prof.patch_size)
+    model.eval()
+    tables = []
+    for domain in domains or tuple(DOMAINS):
+        ds = export_phantom(Path(data_dir) / f"{domain}_{prof.spacing_mm:g}mm_{seed}", "msd", cases=cases, seed=seed,
+                            domain=domain, spacing=prof.spacing_mm, template="amos", num_test=0, progress=False)
+        loaded = [chain(ds.load(c, structures)) for c in ds.cases]
+        tables.append(evaluate(model, loaded, [template_index(s) for s in structures], prof.patch_size,
+                               progress=progress, domain=domain, source=domain in SOURCES))
+    return pd.concat(tables, ignore_index=True)

@@ -275,7 +275,8 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        ids = [f"s{i:04d}" if layout == "totalsegmentator" else f"FLARE22_Tr_{i + 1:04d}" for i in range(cases)]
+        prefix = {"flare22": "FLARE22_Tr"}.get(template, domain)  # FLARE-like cases carry FLARE22's names
+        ids = [f"s{i:04d}" if layout == "totalsegmentator" else f"{prefix}_{i + 1:04d}" for i in range(cases)]
         splits = ["test" if i >= cases - num_test else "train" for i in range(cases)]
         for i, case_id in enumerate(tqdm(ids, desc=f"phantom {domain}", disable=not progress)):
             vol = generate(seed, i, domain, spacing)
