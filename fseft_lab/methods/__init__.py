@@ -1,0 +1,140 @@
+"""Adaptation methods: one small file each, all registered by name.
+
+A method is a ``@dataclass`` config plus ``apply(model, cfg) -> model`` that freezes the
+foundation model, then wraps or unfreezes what the method trains. :func:`build` is the one way
+to make an adapted model: copy the foundation model, give it a head for the task (rows taken
+from the pre-trained head for known structures, new rows for novel ones), apply the method,
+then the decoder option. Registering a method enrols it in ``tests/test_methods.py``.
+
+>>> model = build(foundation, "spatial_adapter", ["liver"])          # doctest: +SKIP
+>>> print_trainable_parameters(model)                                # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import pkgutil
+from dataclasses import dataclass, fields, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from fseft_lab.anatomy import UNIVERSAL_TEMPLATE, check_structure
+
+DECODER_MODULES = ("encoder1", "encoder2", "encoder3", "encoder4", "encoder10",
+                   "decoder5", "decoder4", "decoder3", "decoder2", "decoder1")
+DECODER_OPTIONS = ("frozen", "fine-tuned", "new")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config: type
+    apply: Callable[[nn.Module, object], nn.Module]
+    lr: float            # the paper's learning rate for this method (decoder frozen)
+    additive: bool       # adds zero-initialised weights: the output is unchanged at step 0
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(name: str, config: type, lr: float, additive: bool = False):
+    """Decorator: ``@register("lora", LoRAConfig, lr=1e-3, additive=True)`` on ``apply``."""
+    def wrap(fn):
+        if name in REGISTRY:
+            raise ValueError(f"method {name!r} is registered twice")
+        REGISTRY[name] = Method(name, config, fn, lr, additive)
+        return fn
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    _load_all()
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def _load_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def swin_modules(model: nn.Module, kind: type) -> list[tuple[str, nn.Module]]:
+    """Modules of a type inside the Swin encoder only (``norm1``, ``proj`` also occur elsewhere)."""
+    return [(n, m) for n, m in model.named_modules() if n.startswith("swinViT.") and isinstance(m, kind)]
+
+
+def set_task_head(model: nn.Module, structures: list[str] | tuple[str, ...], multiclass: bool = False) -> nn.Module:
+    """Replace the universal head by a task head: (F -> len(structures)), plus a background row
+    first for multi-class (softmax) tasks. Rows of structures in the template start from the
+    pre-trained row (zero-shot); novel structures and the background get a new row."""
+    old = model.classifier
+    rows = (["background"] if multiclass else []) + [check_structure(s) for s in structures]
+    head = nn.Conv3d(old.in_channels, len(rows), kernel_size=1)
+    with torch.no_grad():
+        head.bias.fill_(0.0)
+        for i, s in enumerate(rows):
+            if s in UNIVERSAL_TEMPLATE[: old.out_channels]:
+                head.weight[i] = old.weight[UNIVERSAL_TEMPLATE.index(s)]
+                head.bias[i] = old.bias[UNIVERSAL_TEMPLATE.index(s)]
+    model.classifier, model.task_structures, model.multiclass = head, tuple(rows), multiclass
+    return model
+
+
+def build(foundation: nn.Module, method: str, structures, multiclass: bool = False, decoder: str = "frozen",
+          **overrides) -> nn.Module:
+    """Copy ``foundation``, give it a task head, apply ``method`` (config fields may be overridden)."""
+    spec = get_method(method)
+    if decoder not in DECODER_OPTIONS:
+        raise ValueError(f"decoder={decoder!r}; choose one of {DECODER_OPTIONS}")
+    names = {f.name for f in fields(spec.config)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"{method} has no option {unknown}; its options: {sorted(names)}")
+    model = set_task_head(copy.deepcopy(foundation), structures, multiclass)
+    model = spec.apply(model, replace(spec.config(), **overrides))
+    if decoder != "frozen":
+        for name in DECODER_MODULES:
+            module = getattr(model, name)
+            if decoder == "new":
+                for m in module.modules():
+                    if hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
+            module.requires_grad_(True)
+    model.method, model.decoder = method, decoder
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def print_trainable_parameters(model: nn.Module) -> None:
+    total = sum(p.numel() for p in model.parameters())
+    n = trainable_parameters(model)
+    print(f"trainable params: {n:,} || all params: {total:,} || trainable: {100 * n / total:.4f}%")
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only what the method trained: a few KB instead of the whole model."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {n: t.detach().clone() for n, t in model.state_dict().items() if n in trainable}
+
+
+def load_adapter(foundation: nn.Module, state: dict[str, torch.Tensor], method: str, structures,
+                 multiclass: bool = False, decoder: str = "frozen", **overrides) -> nn.Module:
+    """Rebuild the adapted model on a fresh foundation model and load its adapter weights."""
+    model = build(foundation, method, structures, multiclass, decoder, **overrides)
+    missing = sorted(set(adapter_state_dict(model)) - set(state))
+    if missing:
+        raise ValueError(f"adapter file lacks {len(missing)} trained tensors of {method}, e.g. {missing[:3]}")
+    model.load_state_dict(state, strict=False)
+    return model

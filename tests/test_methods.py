@@ -1,0 +1,129 @@
+"""The generic method suite: every registered method is checked here, with no test edits needed."""
+import io
+
+import pytest
+import torch
+
+from fseft_lab.methods import (REGISTRY, _load_all, adapter_state_dict, build, get_method, load_adapter,
+                               trainable_parameters)
+from fseft_lab.models.foundation import FoundationModel
+
+_load_all()
+METHODS = sorted(REGISTRY)
+#: paper_facts.md: trainable parameters, SwinUNETR-48, binary task, head included
+PAPER_COUNTS = {"linear_probe": 49, "adapter_1x1": 4_657, "spatial_adapter": 124_465, "affine_ln": 17_329,
+                "lora": 69_169, "adaptformer": 47_697, "zero_shot": 0}
+
+
+@pytest.fixture(scope="module")
+def foundation():
+    torch.manual_seed(0)
+    model = FoundationModel(12)
+    with torch.no_grad():  # non-zero head biases / weights everywhere so that "unchanged" means something
+        model.classifier.bias.normal_()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def x():
+    torch.manual_seed(1)
+    return torch.rand(1, 1, 64, 64, 64)
+
+
+def _scrambled(model):
+    """Give zero-initialised adapter weights values, so that a wrong load would show."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="module")
+def base_output(foundation, x):
+    with torch.no_grad():
+        return build(foundation, "zero_shot", ["liver", "kidney_left"]).eval()(x)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "scratch"])  # scratch re-initialises by design
+def test_output_at_initialisation_equals_the_foundation_model(foundation, x, base_output, method):
+    adapted = build(foundation, method, ["liver", "kidney_left"]).eval()
+    with torch.no_grad():
+        assert torch.allclose(adapted(x), base_output, atol=1e-5), method
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "zero_shot"])
+def test_three_steps_change_only_the_methods_parameters(foundation, x, method):
+    model = build(foundation, method, ["liver"]).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    target = (torch.rand(1, 1, 64, 64, 64) > 0.5).float()
+    for _ in range(3):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed, f"{method}: nothing trained"
+    assert changed <= trainable, f"{method} changed frozen tensors: {sorted(changed - trainable)[:5]}"
+    assert "classifier" in " ".join(changed) or method == "scratch"
+
+
+@pytest.fixture(scope="module")
+def paper_foundation():
+    return FoundationModel(48)
+
+
+@pytest.mark.parametrize("method", sorted(PAPER_COUNTS))
+def test_paper_configuration_trainable_counts(paper_foundation, method):
+    model = build(paper_foundation, method, ["liver"])
+    assert trainable_parameters(model) == PAPER_COUNTS[method]
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("zero_shot",)])
+def test_adapter_state_dict_round_trip(foundation, x, method):
+    adapted = _scrambled(build(foundation, method, ["liver"])).eval()
+    buffer = io.BytesIO()
+    torch.save(adapter_state_dict(adapted), buffer)
+    if method not in ("full_ft", "scratch"):
+        assert buffer.tell() < 200_000, f"{method} adapter file is {buffer.tell()} bytes"
+    buffer.seek(0)
+    fresh = FoundationModel(12)
+    fresh.load_state_dict(foundation.state_dict())
+    restored = load_adapter(fresh, torch.load(buffer, weights_only=True), method, ["liver"]).eval()
+    with torch.no_grad():
+        assert torch.allclose(restored(x), adapted(x), atol=1e-5)
+
+
+def test_task_head_rows_come_from_the_template_and_novel_rows_are_new(foundation):
+    model = build(foundation, "linear_probe", ["liver", "heart_myocardium"], multiclass=True)
+    assert model.task_structures == ("background", "liver", "heart_myocardium")
+    liver = foundation.classifier.weight[5]
+    assert torch.equal(model.classifier.weight[1], liver)
+    assert not torch.equal(model.classifier.weight[2], liver) and model.classifier.bias[2] == 0
+
+
+def test_decoder_options(foundation):
+    frozen = build(foundation, "lora", ["liver"])
+    tuned = build(foundation, "lora", ["liver"], decoder="fine-tuned")
+    new = build(foundation, "lora", ["liver"], decoder="new")
+    assert not any(p.requires_grad for p in frozen.decoder1.parameters())
+    assert all(p.requires_grad for p in tuned.decoder1.parameters())
+    assert torch.equal(tuned.decoder1.state_dict()["conv_block.conv1.conv.weight"],
+                       foundation.decoder1.state_dict()["conv_block.conv1.conv.weight"])
+    assert not torch.equal(new.decoder1.state_dict()["conv_block.conv1.conv.weight"],
+                           foundation.decoder1.state_dict()["conv_block.conv1.conv.weight"])
+    with pytest.raises(ValueError, match="decoder='thawed'"):
+        build(foundation, "lora", ["liver"], decoder="thawed")
+
+
+def test_bad_method_names_and_options(foundation):
+    with pytest.raises(ValueError, match="unknown method 'prompt_tuning'.*lora"):
+        get_method("prompt_tuning")
+    with pytest.raises(ValueError, match="no option \\['rnak'\\]"):
+        build(foundation, "lora", ["liver"], rnak=8)
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        build(foundation, "lora", ["liver"], rank=0)
+    with pytest.raises(ValueError, match="unknown structure 'livr'"):
+        build(foundation, "linear_probe", ["livr"])
