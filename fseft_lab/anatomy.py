@@ -99,7 +99,3 @@ def dataset_template(dataset: str) -> dict[int, str]:
         raise ValueError(f"unknown dataset template {dataset!r}; known: {sorted(DATASET_TEMPLATES)}")
     return DATASET_TEMPLATES[dataset]
 
-
-def expand_composites(structures: tuple[str, ...] | list[str]) -> dict[str, tuple[str, ...]]:
-    """Map each requested structure to the atomic structures whose union it is."""
-    return {s: COMPOSITES.get(check_structure(s), (s,)) for s in structures}

@@ -52,7 +52,8 @@ def to_masks(logits: torch.Tensor, multiclass: bool = False, threshold: float = 
 def score(masks: torch.Tensor, truth: torch.Tensor, spacing: Sequence[float], nsd_tolerance_mm: float = 3.0) -> dict[str, np.ndarray]:
     """Per-channel DSC, HD95 (mm) and NSD of (1, C, X, Y, Z) 0/1 masks against the truth.
 
-    A structure absent from the truth gets NaN (it cannot be scored), not a 0 or a 1.
+    A structure absent from the truth gets NaN (it cannot be scored), not a 0 or a 1; HD95 is
+    also NaN when the prediction is empty (its Dice, 0, says what went wrong).
     """
     spacing = [float(s) for s in spacing]
     with warnings.catch_warnings():  # MONAI warns about empty classes, which are NaN by design here
@@ -68,6 +69,7 @@ def _score(masks, truth, spacing, nsd_tolerance_mm):
     out = {"dice": dice.numpy(), "hd95": hd95.numpy(), "nsd": nsd.numpy()}
     for v in out.values():
         v[empty.numpy()] = np.nan
+    out["hd95"][~np.isfinite(out["hd95"])] = np.nan  # an empty prediction has no surface: no distance
     return out
 
 
@@ -92,7 +94,10 @@ def evaluate(model: Callable, cases: Sequence[dict], channels: Sequence[int], pa
         if len(channels) != len(structures):
             raise ValueError(f"{len(channels)} channels given for {len(structures)} structures {structures}")
         logits = predict(model, case["image"][None], patch_size)                       # (1, C', X, Y, Z)
-        masks = to_masks(logits, multiclass, largest_component=largest_component)[:, list(channels)]
+        if multiclass:
+            masks = to_masks(logits, True, largest_component=largest_component)[:, list(channels)]
+        else:
+            masks = to_masks(logits[:, list(channels)], largest_component=largest_component)
         label = torch.as_tensor(case["label"])[0]
         truth = torch.stack([(label == i + 1) for i in range(len(structures))])[None].float()  # (1, S, X, Y, Z)
         spacing = [float(s) for s in case["image"].pixdim] if hasattr(case["image"], "pixdim") else [1.0] * 3

@@ -5,8 +5,9 @@ dataset contributes a per-class sigmoid Dice loss (smooth 1) plus binary cross-e
 multiplied by the **annotation mask** ``w[n, c]`` (1 if the dataset labels class ``c``) and
 normalised by ``sum_c w[n, c]``: classes a dataset does not label contribute nothing, neither as
 organ nor as background. Sources are sampled uniformly (balanced), crops are positive:negative
-4:1 with positives spread evenly over the labelled structures present, AdamW with linear warm-up
-then cosine decay, mixed precision on CUDA. Taught in notebook 01.
+4:1 with positives spread evenly over the labelled structures present, an intensity shift of up
+to 0.1 on 20 % of crops (the paper's rot90 is left out: it swaps left and right organs), AdamW with
+linear warm-up then cosine decay, mixed precision on CUDA. Taught in notebook 01.
 
 Runs on one process or many: ``torchrun --nproc_per_node N -m fseft_lab.cli pretrain ...``
 starts DistributedDataParallel (NCCL on GPUs, gloo on CPUs); every rank draws its own crops.
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from monai.transforms import RandCropByLabelClassesd, SpatialPadd
+from monai.transforms import RandCropByLabelClassesd
 from tqdm.auto import tqdm
 
 from fseft_lab.data.layouts import export_phantom, open_dataset
@@ -114,7 +115,7 @@ def phantom_sources(data_dir: Path, spacing_mm: float, cases: int, seed: int = 1
     """Export the five phantom source datasets (MSD layout, each with its real template)."""
     folders = {}
     for i, (domain, template) in enumerate(SOURCES.items()):
-        ds = export_phantom(Path(data_dir) / f"{domain}_{spacing_mm:g}mm", "msd", cases=cases, seed=seed + i,
+        ds = export_phantom(Path(data_dir) / f"{domain}_{spacing_mm:g}mm_seed{seed + i}_{cases}cases", "msd", cases=cases, seed=seed + i,
                             domain=domain, spacing=spacing_mm, template=template, num_test=0, progress=False)
         folders[str(ds.root)] = template
     return folders
@@ -148,13 +149,19 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     cropper = RandCropByLabelClassesd(["image", "label"], "label", (patch_size,) * 3, ratios=ratios,
                                       num_classes=num_classes, num_samples=crops, warn=False)
     cropper.set_random_state(seed=int(rng.integers(2**31)))
-    pad, target = SpatialPadd(["image", "label"], (patch_size,) * 3), UniversalTargetd()
-    samples = [target(pad({**c, "structures": case["structures"]}))
+    target = UniversalTargetd()  # cases were padded to a patch by preprocess()
+    samples = [target({**c, "structures": case["structures"]})
                for c in cropper({"image": case["image"], "label": case["label"]})]
     shift = torch.as_tensor(rng.uniform(-0.1, 0.1, len(samples)) * (rng.uniform(size=len(samples)) < 0.2))
     return {"image": torch.stack([s["image"].as_tensor() for s in samples]).float() + shift.float().view(-1, 1, 1, 1, 1),
             "target": torch.stack([s["target"] for s in samples]),
             "annotated": torch.stack([s["annotated"] for s in samples])}
+
+
+def half_precision(state: dict) -> dict:
+    """Float tensors to float16 for a small file; integer buffers (attention indexes up to 2196,
+    beyond float16's exact integers) stay as they are."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -171,6 +178,8 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -180,18 +189,31 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
         model.load_state_dict({k: v.float() for k, v in torch.load(cfg.init, map_location=device, weights_only=True).items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, steps))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     start, elapsed = 0, 0.0
-    if cfg.resume and (out / "checkpoint.pt").is_file():
+    settings = {k: str(v) for k, v in asdict(cfg).items() if k not in ("resume", "checkpoint_every")}
+    if cfg.resume:
+        if not (out / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {out / 'checkpoint.pt'}; drop --resume to start a new run")
         state = torch.load(out / "checkpoint.pt", map_location=device, weights_only=True)
+        changed = {k: (state["config"].get(k), v) for k, v in settings.items() if state["config"].get(k) != v}
+        if changed:
+            raise ValueError(f"--resume with other settings than the checkpoint's: {changed} (checkpoint, now)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
         start, elapsed = state["step"], state["elapsed"]
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
 
     if data is None:
-        sources = cfg.sources or phantom_sources(cfg.data_dir, profile.spacing_mm, cfg.cases_per_source or profile.cases_per_source)
+        cases = cfg.cases_per_source or profile.cases_per_source
+        if world > 1 and rank > 0:
+            dist.barrier()  # rank 0 exports the phantom sources first; the others then reuse them
+        sources = cfg.sources or phantom_sources(cfg.data_dir, profile.spacing_mm, cases)
+        if world > 1 and rank == 0:
+            dist.barrier()
         data = load_sources(sources, profile.spacing_mm, profile.patch_size)
     log_path = out / "log.csv"
     rows = []
@@ -228,10 +250,10 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
             bar.set_postfix(loss=f"{loss.item():.3f}", dice=f"{dice.item():.3f}")
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == steps:
                 _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "step": step + 1, "elapsed": elapsed,
-                              "config": {k: str(v) for k, v in asdict(cfg).items()}}, out / "checkpoint.pt")
+                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step + 1,
+                              "elapsed": elapsed, "config": settings}, out / "checkpoint.pt")
     if rank == 0:
-        _save_atomic({k: v.half() for k, v in model.state_dict().items()}, out / "model.pt")
+        _save_atomic(half_precision(model.state_dict()), out / "model.pt")
         (out / "run.json").write_text(json.dumps({"steps": steps, "train_seconds": round(elapsed, 1), "world_size": world,
                                                   "device": str(device), **{k: str(v) for k, v in asdict(cfg).items()}}, indent=1))
     if world > 1:
@@ -259,7 +281,7 @@ def zero_shot_phantoms(model: FoundationModel, profile: str = "cpu", domains: tu
     model.eval()
     tables = []
     for domain in domains or tuple(DOMAINS):
-        ds = export_phantom(Path(data_dir) / f"{domain}_{prof.spacing_mm:g}mm_{seed}", "msd", cases=cases, seed=seed,
+        ds = export_phantom(Path(data_dir) / f"{domain}_{prof.spacing_mm:g}mm_seed{seed}_{cases}cases", "msd", cases=cases, seed=seed,
                             domain=domain, spacing=prof.spacing_mm, template="amos", num_test=0, progress=False)
         loaded = [chain(ds.load(c, structures)) for c in ds.cases]
         tables.append(evaluate(model, loaded, [template_index(s) for s in structures], prof.patch_size,

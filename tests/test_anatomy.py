@@ -3,7 +3,7 @@ import pytest
 
 from fseft_lab.anatomy import (ALL_STRUCTURES, BASE_ORGANS, COMPOSITES, DATASET_TEMPLATES, NOVEL_GROUPS,
                                NOVEL_STRUCTURES, UNIVERSAL_TEMPLATE, UNSIDED, check_structure, dataset_template,
-                               expand_composites, is_novel, template_index)
+                               is_novel, template_index)
 
 
 def test_universal_template_has_29_unique_names_in_paper_order():
@@ -81,8 +81,4 @@ def test_unsided_and_composites_point_at_template_structures():
     for composite, parts in COMPOSITES.items():
         assert composite in UNIVERSAL_TEMPLATE
         assert set(parts) <= set(NOVEL_STRUCTURES)
-    assert expand_composites(["lung_left", "liver"]) == {
-        "lung_left": ("lung_upper_lobe_left", "lung_lower_lobe_left"), "liver": ("liver",)}
-    with pytest.raises(ValueError, match="'lungs'"):
-        expand_composites(["lungs"])
 

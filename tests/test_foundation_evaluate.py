@@ -81,3 +81,10 @@ def test_score_hd95_in_millimetres():
     shifted = torch.roll(truth, 2, dims=2)
     assert score(shifted, truth, (1.0, 1.0, 1.0))["hd95"][0] == pytest.approx(2.0)
     assert score(shifted, truth, (3.0, 1.0, 1.0))["hd95"][0] == pytest.approx(6.0)
+
+
+def test_hd95_is_nan_not_inf_for_an_empty_prediction():
+    truth = torch.zeros(1, 1, 10, 10, 10)
+    truth[0, 0, 2:5, 2:5, 2:5] = 1
+    scores = score(torch.zeros_like(truth), truth, (1.0, 1.0, 1.0))
+    assert scores["dice"][0] == 0.0 and np.isnan(scores["hd95"][0])

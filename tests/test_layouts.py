@@ -130,6 +130,13 @@ def test_msd_template_override(exported):
         custom.load(custom.cases[0])
 
 
+def test_msd_refuses_a_structure_its_template_does_not_label(exported):
+    _, msd = exported
+    ds = open_dataset(msd.root)
+    with pytest.raises(ValueError, match="does not label \\['heart_myocardium'\\]"):
+        ds.load(ds.cases[0], ["liver", "heart_myocardium"])
+
+
 # ----------------------------------------------------------------------------- reuse / refuse / atomic
 def _export(out, **kw):
     args = dict(layout="msd", cases=2, num_test=1, spacing=SPACING, progress=False)

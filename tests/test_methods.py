@@ -6,13 +6,15 @@ import torch
 
 from fseft_lab.methods import (REGISTRY, _load_all, adapter_state_dict, build, get_method, load_adapter,
                                trainable_parameters)
+from fseft_lab.anatomy import UNIVERSAL_TEMPLATE
 from fseft_lab.models.foundation import FoundationModel
 
 _load_all()
 METHODS = sorted(REGISTRY)
 #: paper_facts.md: trainable parameters, SwinUNETR-48, binary task, head included
 PAPER_COUNTS = {"linear_probe": 49, "adapter_1x1": 4_657, "spatial_adapter": 124_465, "affine_ln": 17_329,
-                "lora": 69_169, "adaptformer": 47_697, "zero_shot": 0}
+                "lora": 69_169, "adaptformer": 47_697, "zero_shot": 0,
+                "bitfit": 13_009}  # the table's "~13,000": 9 biases of width d per Swin block, plus the head
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,8 @@ def _scrambled(model):
 
 @pytest.fixture(scope="module")
 def base_output(foundation, x):
-    with torch.no_grad():
-        return build(foundation, "zero_shot", ["liver", "kidney_left"]).eval()(x)
+    with torch.no_grad():  # the foundation model's own liver and left-kidney channels
+        return foundation(x)[:, [UNIVERSAL_TEMPLATE.index("liver"), UNIVERSAL_TEMPLATE.index("kidney_left")]]
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "scratch"])  # scratch re-initialises by design
@@ -101,7 +103,8 @@ def test_task_head_rows_come_from_the_template_and_novel_rows_are_new(foundation
     assert model.task_structures == ("background", "liver", "heart_myocardium")
     liver = foundation.classifier.weight[5]
     assert torch.equal(model.classifier.weight[1], liver)
-    assert not torch.equal(model.classifier.weight[2], liver) and model.classifier.bias[2] == 0
+    assert not torch.equal(model.classifier.weight[2], liver)
+    assert torch.sigmoid(model.classifier.bias[2]).item() == pytest.approx(0.02)  # a new row starts at p = 0.02
 
 
 def test_decoder_options(foundation):
@@ -127,3 +130,12 @@ def test_bad_method_names_and_options(foundation):
         build(foundation, "lora", ["liver"], rank=0)
     with pytest.raises(ValueError, match="unknown structure 'livr'"):
         build(foundation, "linear_probe", ["livr"])
+
+
+def test_scratch_does_not_depend_on_the_foundation_weights():
+    torch.manual_seed(0)
+    a = build(FoundationModel(12), "scratch", ["liver"])
+    torch.manual_seed(1)
+    b = build(FoundationModel(12), "scratch", ["liver"])
+    for (name, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), name

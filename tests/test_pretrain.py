@@ -9,7 +9,8 @@ import torch.multiprocessing as mp
 from monai.data import MetaTensor
 
 from fseft_lab.models.foundation import FoundationModel
-from fseft_lab.pretrain import PretrainConfig, draw_batch, masked_partial_label_loss, pretrain, warmup_cosine
+from fseft_lab.pretrain import (PretrainConfig, draw_batch, half_precision, masked_partial_label_loss, pretrain,
+                               warmup_cosine)
 
 
 def test_unannotated_classes_get_no_gradient_and_do_not_change_the_loss():
@@ -136,3 +137,21 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path):
         assert torch.equal(a[name], b[name]), name
         changed += not torch.equal(a[name], init[name])
     assert changed > 0, "the ranks did not train"
+
+
+def test_half_precision_keeps_integer_buffers():
+    state = FoundationModel(12).state_dict()
+    half = half_precision(state)
+    indexes = [k for k in state if k.endswith("relative_position_index")]
+    assert indexes and all(torch.equal(half[k], state[k]) for k in indexes)
+    assert max(int(state[k].max()) for k in indexes) > 2048  # beyond float16's exact integers
+    assert half["classifier.weight"].dtype == torch.float16
+
+
+def test_resume_refuses_a_missing_checkpoint_and_changed_settings(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        pretrain(PretrainConfig(out=tmp_path / "none", resume=True, steps=2), data=_tiny_sources(), progress=False)
+    run = tmp_path / "run"
+    pretrain(PretrainConfig(out=run, steps=1, warmup_steps=1, checkpoint_every=1), data=_tiny_sources(), progress=False)
+    with pytest.raises(ValueError, match="'lr'"):
+        pretrain(PretrainConfig(out=run, steps=1, warmup_steps=1, lr=5e-4, resume=True), data=_tiny_sources(), progress=False)

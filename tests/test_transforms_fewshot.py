@@ -6,7 +6,7 @@ import torch
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE, template_index
 from fseft_lab.data.fewshot import FewShotSplit, few_shot_split
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.data.transforms import UniversalTargetd, binary_target, preprocess, training_crops
+from fseft_lab.data.transforms import UniversalTargetd, preprocess, training_crops
 
 STRUCTURES = ["liver", "heart_myocardium", "aorta", "kidney_left"]  # heart_myocardium: novel, not in the head
 
@@ -103,11 +103,6 @@ def test_universal_target(case):
     assert d["target"].sum(0).max() <= 1  # one structure per voxel
     assert case["label"] is d["label"]    # input left alone
 
-
-def test_binary_target():
-    label = torch.tensor([0, 1, 2, 1]).reshape(1, 1, 4, 1, 1)
-    assert binary_target(label).flatten().tolist() == [0.0, 1.0, 0.0, 1.0]
-    assert binary_target(label, 2).flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
 
 
 # ----------------------------------------------------------------------------- few-shot splits

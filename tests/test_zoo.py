@@ -137,3 +137,7 @@ def test_legacy_patch_merging_has_the_same_weights_but_another_function():
     x = torch.rand(1, 4, 4, 4, 6)
     assert new(x).shape == old(x).shape == (1, 2, 2, 2, 12)
     assert not torch.allclose(new(x), old(x))
+    # MONAI <= 1.4 concatenated these sub-grids (x5, x6 repeat x2, x3; MONAI issue #8284)
+    order = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1)]
+    stacked = torch.cat([x[:, i::2, j::2, k::2, :] for i, j, k in order], -1)
+    assert torch.allclose(old(x), old.reduction(old.norm(stacked)))

@@ -2,7 +2,8 @@
 
     python tools/ship_foundation.py runs/phantom_cpu --name phantom_cpu --command "fseft-lab pretrain ..."
 
-Copies ``RUN/model.pt`` into ``fseft_lab/models/weights/NAME.pt`` and writes ``NAME.json``: the
+Writes the run's final weights (from ``RUN/checkpoint.pt``, floats as float16, integer buffers as
+they are) to ``fseft_lab/models/weights/NAME.pt``, its log to ``NAME_log.csv``, and ``NAME.json``: the
 exact command, seed, software versions, hardware, wall time, sha256, and zero-shot Dice per
 structure on held-out phantoms of every source and target domain (plus one check case that the
 test suite recomputes).
@@ -20,7 +21,8 @@ import numpy as np
 import torch
 
 from fseft_lab.models import zoo
-from fseft_lab.pretrain import zero_shot_phantoms
+from fseft_lab.data.phantom import GENERATOR_VERSION
+from fseft_lab.pretrain import half_precision, zero_shot_phantoms
 
 
 def main() -> None:
@@ -29,10 +31,16 @@ def main() -> None:
     parser.add_argument("--name", default="phantom_cpu")
     parser.add_argument("--command", required=True, help="the exact command that produced the run")
     parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--generator-version", type=int, default=GENERATOR_VERSION,
+                        help="phantom generator version of the training data")
     args = parser.parse_args()
     run = json.loads((args.run / "run.json").read_text())
     target = zoo.WEIGHTS_DIR / f"{args.name}.pt"
-    shutil.copyfile(args.run / "model.pt", target)
+    checkpoint = torch.load(args.run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    if checkpoint["step"] != run["steps"]:
+        raise ValueError(f"{args.run} stopped at step {checkpoint['step']} of {run['steps']}")
+    torch.save(half_precision(checkpoint["model"]), target)
+    shutil.copyfile(args.run / "log.csv", zoo.WEIGHTS_DIR / f"{args.name}_log.csv")
     model = zoo.load_foundation(args.name)
     start = time.perf_counter()
     table = zero_shot_phantoms(model, run["profile"], cases=args.cases, progress=True)
@@ -41,7 +49,8 @@ def main() -> None:
     source = table[table.source].dice.mean()
     manifest = {
         "name": args.name, "file": target.name, "sha256": zoo.sha256(target), "size_bytes": target.stat().st_size,
-        "command": args.command, "seed": int(run["seed"]), "profile": run["profile"], "steps": run["steps"],
+        "command": args.command, "phantom_generator_version": args.generator_version,
+        "evaluated_with_generator_version": GENERATOR_VERSION, "seed": int(run["seed"]), "profile": run["profile"], "steps": run["steps"],
         "train_seconds": run["train_seconds"], "wall_time_note": "train_seconds counts optimiser steps only",
         "software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
                      "numpy": np.__version__},

@@ -122,6 +122,10 @@ class CaseFolder:
                 label[mask > 0] = value
         else:
             raw = self._checked(case.labels, image.shape, affine, {0, *self.template})
+            named = set(self.template.values()) | {side for s in self.template.values() for side in UNSIDED.get(s, ())}
+            absent = [s for s in structures if s not in named]
+            if absent:
+                raise ValueError(f"{self.root} does not label {absent}; its template labels {sorted(self.template.values())}")
             for value, s in self.template.items():
                 if s in structures:
                     label[raw == value] = structures.index(s) + 1
@@ -260,7 +264,9 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
         raise ValueError(f"spacing must be > 0 mm, got {spacing}")
     labels = dataset_template(template) if layout == "msd" else None
     structures = [s for _, s, _ in ATOMS if s] if layout == "totalsegmentator" else None
-    manifest = {"generator": "fseft_lab.data.phantom", "layout": layout, "cases": cases, "seed": seed,
+    from fseft_lab.data.phantom import GENERATOR_VERSION
+
+    manifest = {"generator": "fseft_lab.data.phantom", "version": GENERATOR_VERSION, "layout": layout, "cases": cases, "seed": seed,
                 "domain": domain, "spacing_mm": spacing, "template": template if layout == "msd" else None,
                 "num_test": num_test}
     out = Path(out)

@@ -9,7 +9,8 @@ rotation and a smooth elastic deformation. It is rasterised at any spacing and f
 given Hounsfield units by a **domain**: contrast phase, noise, blur, spacing, field of view and
 an intensity offset/scale, so that "a new hospital" is a new domain. Taught in notebook 00.
 
-Deterministic: the anatomy depends on ``(seed, subject)``, the appearance on
+Deterministic: the anatomy depends on ``(seed, subject)`` (lesions are drawn for everyone and
+painted when the domain's ``lesion_rate`` says this population has them), the appearance on
 ``(seed, subject, domain)``; numpy's PCG64 gives the same volume on any machine.
 
 Sizes the shapes produce (checked by ``tests/test_phantom.py``), in mL, with adult reference
@@ -126,12 +127,15 @@ class Domain:
     lesion_rate: float = 0.1
 
 
-#: Field-of-view z ranges (mm, reference subject); x and y always cover the body.
+#: Field-of-view z ranges (mm, reference subject); x and y cover the body (see FOV_XY).
 FOVS: dict[str, tuple[float, float]] = {
     "abdomen": (-95.0, 205.0), "abdomen_pelvis": (-265.0, 205.0), "thorax": (115.0, 345.0),
     "pelvis": (-290.0, -40.0), "tap": (-290.0, 345.0),
 }
-FOV_XY = (200.0, 140.0)  # half-width (x) and half-depth (y) in mm
+FOV_XY = (200.0, 150.0)  # half-width (x) and half-depth (y) in mm: the widest body, deformed, fits
+#: Bumped whenever a change alters generated volumes, so that cached exports are regenerated.
+#: 1: first release; 2: field of view 300 mm deep (was 280 mm, which cut the largest pelvises).
+GENERATOR_VERSION = 2
 
 DOMAINS: dict[str, Domain] = {d.name: d for d in (
     # pre-training sources: clean contrast-enhanced scans of the abdomen, plus one plain TAP scan

@@ -76,7 +76,3 @@ class UniversalTargetd(MapTransform):
         d["target"], d["annotated"] = target, annotated
         return d
 
-
-def binary_target(label: torch.Tensor, value: int = 1) -> torch.Tensor:
-    """(B, 1, X, Y, Z) 0/1 float target of one structure from a label map."""
-    return (label == value).float()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 import pkgutil
 from dataclasses import dataclass, fields, replace
 from typing import Callable
@@ -33,18 +34,17 @@ class Method:
     config: type
     apply: Callable[[nn.Module, object], nn.Module]
     lr: float            # the paper's learning rate for this method (decoder frozen)
-    additive: bool       # adds zero-initialised weights: the output is unchanged at step 0
 
 
 REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, config: type, lr: float, additive: bool = False):
-    """Decorator: ``@register("lora", LoRAConfig, lr=1e-3, additive=True)`` on ``apply``."""
+def register(name: str, config: type, lr: float):
+    """Decorator: ``@register("lora", LoRAConfig, lr=1e-3)`` on ``apply``."""
     def wrap(fn):
         if name in REGISTRY:
             raise ValueError(f"method {name!r} is registered twice")
-        REGISTRY[name] = Method(name, config, fn, lr, additive)
+        REGISTRY[name] = Method(name, config, fn, lr)
         return fn
     return wrap
 
@@ -80,7 +80,7 @@ def set_task_head(model: nn.Module, structures: list[str] | tuple[str, ...], mul
     rows = (["background"] if multiclass else []) + [check_structure(s) for s in structures]
     head = nn.Conv3d(old.in_channels, len(rows), kernel_size=1)
     with torch.no_grad():
-        head.bias.fill_(0.0)
+        head.bias.fill_(math.log(0.02 / 0.98))  # new rows start at p = 0.02, like the foundation head
         for i, s in enumerate(rows):
             if s in UNIVERSAL_TEMPLATE[: old.out_channels]:
                 head.weight[i] = old.weight[UNIVERSAL_TEMPLATE.index(s)]

@@ -33,7 +33,7 @@ class ParallelAdapter(nn.Module):
         return self.base_layer(x) + self.scale * self.up(nn.functional.relu(self.down(x)))  # (B, ..., d)
 
 
-@register("adaptformer", AdaptFormerConfig, lr=1e-2, additive=True)
+@register("adaptformer", AdaptFormerConfig, lr=1e-2)
 def apply(model, cfg: AdaptFormerConfig):
     freeze(model)
     for _, block in [(n, m) for n, m in swin_modules(model, nn.Module) if hasattr(m, "mlp") and hasattr(m, "norm2")]:

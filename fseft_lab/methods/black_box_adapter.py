@@ -48,5 +48,5 @@ def apply(model, cfg: AdapterConfig):
     return model
 
 
-register("adapter_1x1", AdapterConfig, lr=1e-4, additive=True)(apply)
-register("spatial_adapter", SpatialAdapterConfig, lr=1e-4, additive=True)(apply)
+register("adapter_1x1", AdapterConfig, lr=1e-4)(apply)
+register("spatial_adapter", SpatialAdapterConfig, lr=1e-4)(apply)

@@ -37,7 +37,7 @@ class LoRALinear(nn.Module):
         return self.base_layer(x) + self.scaling * self.lora_B(self.lora_A(x))  # (..., 3d)
 
 
-@register("lora", LoRAConfig, lr=1e-3, additive=True)
+@register("lora", LoRAConfig, lr=1e-3)
 def apply(model, cfg: LoRAConfig):
     freeze(model)
     for _, attention in [(n, m) for n, m in swin_modules(model, nn.Module) if hasattr(m, "qkv")]:

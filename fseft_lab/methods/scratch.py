@@ -7,6 +7,7 @@ head is new. It measures what pre-training is worth. Paper lr 1e-4. Notebook 07.
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from fseft_lab.methods import register
 
@@ -22,5 +23,8 @@ def apply(model, cfg: ScratchConfig):
     for module in model.modules():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
+    for name, p in model.named_parameters():  # Swin attention has no reset_parameters of its own
+        if name.endswith("relative_position_bias_table"):
+            nn.init.trunc_normal_(p, std=0.02)
     model.requires_grad_(True)
     return model

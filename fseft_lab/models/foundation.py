@@ -17,10 +17,27 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from monai.networks.nets import SwinUNETR
+from monai.networks.nets.swin_unetr import PatchMergingV2
 from torch import nn
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE
+
+
+class LegacyPatchMerging(PatchMergingV2):
+    """Patch merging of MONAI 0.9-1.4 (sub-grids 000,100,010,001,101,010,001,111: two repeated).
+
+    Needed to reproduce checkpoints trained before MONAI 1.5; shapes are those of ``PatchMerging``.
+    """
+
+    def forward(self, x):  # (B, D, H, W, C) -> (B, D/2, H/2, W/2, 2C)
+        d, h, w = x.shape[1:4]
+        if d % 2 or h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2, 0, d % 2))
+        grids = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1)]
+        x = torch.cat([x[:, i::2, j::2, k::2, :] for i, j, k in grids], -1)  # (B, D/2, H/2, W/2, 8C)
+        return self.reduction(self.norm(x))
 
 
 class FoundationModel(SwinUNETR):
@@ -31,15 +48,13 @@ class FoundationModel(SwinUNETR):
         num_classes: head outputs (29 = universal template).
         use_checkpoint: activation checkpointing in the Swin blocks (saves memory, costs time).
         legacy_merging: MONAI < 1.5 patch merging, needed by checkpoints trained before 1.5
-            (see :class:`fseft_lab.models.zoo.LegacyPatchMerging`).
+            (see :class:`LegacyPatchMerging`).
     """
 
     def __init__(self, feature_size: int = 48, num_classes: int = len(UNIVERSAL_TEMPLATE), use_checkpoint: bool = False,
                  legacy_merging: bool = False):
         if feature_size % 12:
             raise ValueError(f"feature_size={feature_size} must be a multiple of 12 (SwinUNETR's attention heads)")
-        if legacy_merging:
-            from fseft_lab.models.zoo import LegacyPatchMerging
         super().__init__(in_channels=1, out_channels=num_classes, feature_size=feature_size, use_v2=False,
                          use_checkpoint=use_checkpoint, downsample=LegacyPatchMerging if legacy_merging else "merging")
         self.feature_size, self.num_classes = feature_size, num_classes
@@ -57,6 +72,3 @@ class FoundationModel(SwinUNETR):
         """(B, 1, X, Y, Z) -> (B, C, X, Y, Z) logits; sigmoid gives one probability per structure."""
         return self.classifier(self.features(x))
 
-
-def build_model(feature_size: int, num_classes: int = len(UNIVERSAL_TEMPLATE), **kwargs) -> FoundationModel:
-    return FoundationModel(feature_size, num_classes, **kwargs)

@@ -12,7 +12,7 @@ mismatch by name and report missing and unexpected keys. Nothing is downloaded u
 Public checkpoints were trained with MONAI < 1.5, whose 3-D patch merging concatenated the
 eight sub-grids in a different (duplicating) order; MONAI 1.5 fixed it without changing weight
 shapes, so those weights load silently but compute something else. Their entries therefore build
-the model with :class:`LegacyPatchMerging`.
+the model with :class:`~fseft_lab.models.foundation.LegacyPatchMerging`.
 """
 from __future__ import annotations
 
@@ -22,33 +22,17 @@ import os
 import re
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from monai.networks.nets.swin_unetr import PatchMergingV2
 from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import DATASET_TEMPLATES, UNIVERSAL_TEMPLATE
+from fseft_lab.models.foundation import FoundationModel, LegacyPatchMerging  # noqa: F401  (re-exported)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BTCV_CLASSES = (None, *DATASET_TEMPLATES["btcv"].values())  # softmax rows: background first
-
-
-class LegacyPatchMerging(PatchMergingV2):
-    """Patch merging of MONAI 0.9-1.4 (sub-grids 000,100,010,001,101,010,001,111: two repeated).
-
-    Needed to reproduce checkpoints trained before MONAI 1.5; shapes are those of ``PatchMerging``.
-    """
-
-    def forward(self, x):  # (B, D, H, W, C) -> (B, D/2, H/2, W/2, 2C)
-        d, h, w = x.shape[1:4]
-        if d % 2 or h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2, 0, d % 2))
-        grids = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1)]
-        x = torch.cat([x[:, i::2, j::2, k::2, :] for i, j, k in grids], -1)  # (B, D/2, H/2, W/2, 8C)
-        return self.reduction(self.norm(x))
 
 
 @dataclass(frozen=True)
@@ -258,9 +242,9 @@ def load_checkpoint(model: torch.nn.Module, source: str | Path | dict, entry: Ch
     return LoadReport(sorted(result.missing_keys), sorted(dropped + unexpected), head_rows)
 
 
-def load_foundation(name_or_path: str | Path = "phantom_cpu", entry: str | None = None):
-    """Build a :class:`FoundationModel` and load a zoo checkpoint (by name, or a file + entry name)."""
-    from fseft_lab.models.foundation import FoundationModel
+def load_foundation(name_or_path: str | Path = "phantom_cpu", entry: str | None = None) -> FoundationModel:
+    """Build a :class:`FoundationModel` and load a checkpoint: a zoo name, a file with its zoo
+    entry (``entry='fseft'``), or a ``model.pt`` made by ``fseft-lab pretrain``."""
 
     if str(name_or_path) in ZOO:
         entry_obj = get_checkpoint(str(name_or_path))
@@ -268,8 +252,14 @@ def load_foundation(name_or_path: str | Path = "phantom_cpu", entry: str | None 
         if not path.is_file():
             raise FileNotFoundError(f"{entry_obj.name} is not in {path.parent}; run `fseft-lab zoo download {entry_obj.name}`"
                                     + (f" or download {entry_obj.url} by hand to {path}" if entry_obj.url else ""))
-    else:
-        entry_obj, path = get_checkpoint(entry or "fseft"), Path(name_or_path)
+    elif entry:
+        entry_obj, path = get_checkpoint(entry), Path(name_or_path)
+    else:  # a run of our own (`fseft-lab pretrain`): read the width off its head
+        path = Path(name_or_path)
+        head = read_state_dict(path).get("classifier.weight")
+        if head is None:
+            raise ValueError(f"{path} has no classifier.weight; name its zoo entry (entry='fseft', 'btcv', ...)")
+        entry_obj = replace(ZOO["phantom_cpu"], name=path.name, feature_size=head.shape[1])
     model = FoundationModel(entry_obj.feature_size, legacy_merging=entry_obj.legacy_merging)
     model.load_report = load_checkpoint(model, path, entry_obj)
     return model
