@@ -254,8 +254,9 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
                               "elapsed": elapsed, "config": settings}, out / "checkpoint.pt")
     if rank == 0:
         _save_atomic(half_precision(model.state_dict()), out / "model.pt")
-        (out / "run.json").write_text(json.dumps({"steps": steps, "train_seconds": round(elapsed, 1), "world_size": world,
-                                                  "device": str(device), **{k: str(v) for k, v in asdict(cfg).items()}}, indent=1))
+        (out / "run.json").write_text(json.dumps({**{k: str(v) for k, v in asdict(cfg).items()}, "steps": steps,
+                                                  "train_seconds": round(elapsed, 1), "world_size": world,
+                                                  "device": str(device)}, indent=1))
     if world > 1:
         dist.barrier()
     return model

@@ -166,8 +166,8 @@ print(foundation.load_report)
 Pm = get_profile("cpu")
 fig, axes = plt.subplots(2, 2, figsize=(7, 6.5))
 for row, domain in zip(axes, ("btcv_like", "flare_like")):
-    table = zero_shot_phantoms(foundation, "cpu", domains=(domain,), cases=1, data_dir=Path(data_dir) / "heldout")
-    ds = open_dataset(next((Path(data_dir) / "heldout").glob(f"{domain}_*")))
+    table = zero_shot_phantoms(foundation, "cpu", domains=(domain,), cases=1, data_dir=Path(data_dir) / "heldout_01")
+    ds = open_dataset(next((Path(data_dir) / "heldout_01").glob(f"{domain}_*")))
     case = preprocess(Pm.spacing_mm, Pm.patch_size)(ds.load(ds.cases[0], anatomy.BASE_ORGANS))
     masks = to_masks(predict(foundation, case["image"][None], Pm.patch_size))[0]
     channels = [anatomy.template_index(s) for s in anatomy.BASE_ORGANS]

@@ -37,7 +37,7 @@ def main() -> None:
     run = json.loads((args.run / "run.json").read_text())
     target = zoo.WEIGHTS_DIR / f"{args.name}.pt"
     checkpoint = torch.load(args.run / "checkpoint.pt", map_location="cpu", weights_only=True)
-    if checkpoint["step"] != run["steps"]:
+    if checkpoint["step"] != int(run["steps"]):
         raise ValueError(f"{args.run} stopped at step {checkpoint['step']} of {run['steps']}")
     torch.save(half_precision(checkpoint["model"]), target)
     shutil.copyfile(args.run / "log.csv", zoo.WEIGHTS_DIR / f"{args.name}_log.csv")
@@ -50,7 +50,7 @@ def main() -> None:
     manifest = {
         "name": args.name, "file": target.name, "sha256": zoo.sha256(target), "size_bytes": target.stat().st_size,
         "command": args.command, "phantom_generator_version": args.generator_version,
-        "evaluated_with_generator_version": GENERATOR_VERSION, "seed": int(run["seed"]), "profile": run["profile"], "steps": run["steps"],
+        "evaluated_with_generator_version": GENERATOR_VERSION, "seed": int(run["seed"]), "profile": run["profile"], "steps": int(run["steps"]),
         "train_seconds": run["train_seconds"], "wall_time_note": "train_seconds counts optimiser steps only",
         "software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
                      "numpy": np.__version__},
