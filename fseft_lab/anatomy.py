@@ -99,3 +99,19 @@ def dataset_template(dataset: str) -> dict[int, str]:
         raise ValueError(f"unknown dataset template {dataset!r}; known: {sorted(DATASET_TEMPLATES)}")
     return DATASET_TEMPLATES[dataset]
 
+
+
+#: Multi-structure tasks by name; any single structure name is a binary task of its own.
+MULTICLASS_TASKS: dict[str, tuple[str, ...]] = {"base_organs": BASE_ORGANS, **NOVEL_GROUPS}
+
+
+def task_structures(task: str) -> tuple[tuple[str, ...], bool]:
+    """``(structures, multiclass)`` of a task: ``'liver'`` is binary (sigmoid), ``'base_organs'``
+    the paper's FLARE22 9-organ softmax task, ``'heart'`` / ``'lung_lobes'`` / ``'gluteus'`` a
+    softmax task over their novel structures."""
+    if task in MULTICLASS_TASKS:
+        return MULTICLASS_TASKS[task], True
+    if task in ALL_STRUCTURES:
+        return (task,), False
+    raise ValueError(f"unknown task {task!r}; a task is one structure name (e.g. liver, spleen, heart_myocardium) "
+                     f"or one of {sorted(MULTICLASS_TASKS)}")

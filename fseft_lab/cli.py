@@ -1,6 +1,8 @@
 """``fseft-lab``: the course's work from a terminal.
 
     fseft-lab quickstart [--profile P]                 the main job on phantom data
+    fseft-lab adapt --data DIR --task T --method M --k K --seeds S --out CSV   few-shot adaptation
+    fseft-lab methods [--profile P]                    adaptation methods and their trainable parameters
     fseft-lab pretrain OUT [--profile P] [--steps N] [--resume]   partial-label pre-training
     fseft-lab phantom export OUT --layout totalsegmentator --cases 10 --seed 0 [--domain D] [--spacing MM]
     fseft-lab phantom domains                          list acquisition domains
@@ -49,25 +51,79 @@ def _notebooks(args) -> None:
 
 
 def _quickstart(args) -> None:
-    """The main job. For now: make the phantom target data, check it loads, summarise it."""
-    from fseft_lab.anatomy import BASE_ORGANS
+    """The main job: phantom target data, the shipped foundation model, three methods at k = 1."""
     from fseft_lab.data.layouts import export_phantom
-    from fseft_lab.data.transforms import preprocess
+    from fseft_lab.experiments import run, write_csv
+    from fseft_lab.models.zoo import load_foundation
     from fseft_lab.profiles import get_profile
+
+    import pandas as pd
 
     profile = get_profile(args.profile)
     out = Path(args.out)
     print(f"profile {profile.name}: {profile.spacing_mm} mm voxels, {profile.patch_size}^3 patches")
     ds = export_phantom(out / "totalseg_like", "totalsegmentator", cases=profile.target_cases, seed=args.seed,
                         spacing=profile.spacing_mm, overwrite=args.overwrite)
-    print(f"target dataset: {ds.root} ({len(ds.cases)} cases, {len(ds.test_ids)} test)")
-    chain = preprocess(profile.spacing_mm, profile.patch_size)
-    print(f"{'case':8s} {'split':6s} {'shape':>16s} " + " ".join(f"{s[:9]:>9s}" for s in BASE_ORGANS))
-    for case in ds.cases:
-        d = chain(ds.load(case, BASE_ORGANS))
-        ml = [float((d["label"] == i + 1).sum()) * profile.spacing_mm ** 3 / 1000 for i in range(len(BASE_ORGANS))]
-        print(f"{case.case_id:8s} {case.split:6s} {str(tuple(d['image'].shape[1:])):>16s} " + " ".join(f"{v:9.1f}" for v in ml))
-    print("organ volumes in mL; few-shot adaptation on this data arrives with the methods (issue 4)")
+    print(f"target dataset: {ds.root} ({len(ds.cases)} cases, {len(ds.test_ids)} test), task: {args.task}, k = 1")
+    foundation = load_foundation(args.checkpoint)
+    total = sum(p.numel() for p in foundation.parameters())
+    tables, lines, trunk_cache = [], [], {}  # the three methods share the frozen trunk's test features
+    for method in ("zero_shot", "linear_probe", "spatial_adapter"):
+        table, result = run(foundation, ds, args.task, method, k=1, seed=args.seed, profile=profile.name,
+                            trunk_cache=trunk_cache)
+        tables.append(table)
+        lines.append(f"{method:16s} {result.trainable:>10,d} {100 * result.trainable / total:>9.3f}% "
+                     f"{table.dice.mean():>6.3f} +- {table.dice.std():.3f} {result.train_seconds:>8.1f}")
+    write_csv(pd.concat(tables, ignore_index=True), out / "quickstart.csv")
+    print(f"\n{'method':16s} {'trainable':>10s} {'of model':>10s} {'Dice (test cases)':>17s} {'train s':>8s}")
+    print("\n".join(lines))
+    print(f"\nper-case rows: {out / 'quickstart.csv'}; the course continues in notebooks/02_zero_shot_linear_probe.ipynb")
+
+
+def _adapt(args) -> None:
+    from fseft_lab.adapt import AdaptConfig
+    from fseft_lab.data.layouts import open_dataset
+    from fseft_lab.experiments import append_rows, run
+    from fseft_lab.models.zoo import load_foundation
+
+    dataset = open_dataset(args.data, args.template)
+    if args.layout and dataset.layout != args.layout:
+        raise ValueError(f"{args.data} is a {dataset.layout} folder, not --layout {args.layout}")
+    foundation = load_foundation(args.checkpoint)
+    config = AdaptConfig(epochs=args.epochs, lr=args.lr)
+    for k in args.k:
+        for seed in args.seeds:
+            adapter = args.save_adapter
+            if adapter and len(args.k) * len(args.seeds) > 1:
+                adapter = adapter.with_name(f"{adapter.stem}_k{k}_seed{seed}{adapter.suffix}")
+            rows, result = run(foundation, dataset, args.task, args.method, k, seed, decoder=args.decoder,
+                               profile=args.profile, config=config, largest_component=args.largest_component,
+                               save_adapter_to=adapter)
+            append_rows(rows, args.out)
+            print(f"{args.method} {args.task} k={k} seed={seed}: Dice {rows.dice.mean():.3f} on {rows.case.nunique()} test "
+                  f"cases | {result.trainable:,} trainable | {result.epochs_run} epochs, {result.train_seconds:.1f} s"
+                  + (f" | adapter {adapter}" if adapter else ""))
+    print(f"rows appended to {args.out}")
+
+
+def _methods(args) -> None:
+    import sys as _sys
+
+    from fseft_lab.methods import REGISTRY, build, method_names, trainable_parameters
+    from fseft_lab.models.foundation import FoundationModel
+    from fseft_lab.profiles import get_profile
+
+    profile = get_profile(args.profile)
+    foundation = FoundationModel(profile.feature_size)
+    total = sum(p.numel() for p in foundation.parameters())
+    print(f"profile {profile.name}: SwinUNETR feature size {profile.feature_size}, {total:,} parameters, binary task")
+    print(f"{'method':16s} {'trainable':>11s} {'of model':>9s} {'lr':>7s}  what it trains")
+    for name in method_names():
+        spec = REGISTRY[name]
+        n = trainable_parameters(build(foundation, name, ["liver"]))
+        doc = (_sys.modules[spec.apply.__module__].__doc__ or "").strip().splitlines()[0]
+        lr = f"{spec.lr:.0e}" if spec.lr else "-"
+        print(f"{name:16s} {n:>11,d} {100 * n / total:>8.3f}% {lr:>7s}  {doc}")
 
 
 def _pretrain(args) -> None:
@@ -107,7 +163,31 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="data/quickstart", help="working folder (default: data/quickstart)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--task", default="liver", help="base organ to adapt (default: liver)")
+    q.add_argument("--checkpoint", default="phantom_cpu", help="zoo name or weights file (default: phantom_cpu)")
     q.set_defaults(func=_quickstart)
+
+    a = sub.add_parser("adapt", help="few-shot adaptation of the foundation model, then evaluation on test cases")
+    a.add_argument("--data", type=Path, required=True, help="dataset folder (TotalSegmentator or MSD layout)")
+    a.add_argument("--layout", choices=["totalsegmentator", "msd"], default=None, help="check the folder's layout")
+    a.add_argument("--template", default=None, help="MSD label template name (e.g. flare22) instead of dataset.json")
+    a.add_argument("--task", required=True, help="a structure (binary) or base_organs / heart / lung_lobes / gluteus")
+    a.add_argument("--method", required=True, help="see `fseft-lab methods`")
+    a.add_argument("--k", type=int, nargs="+", default=[1], help="support volumes (shots); several allowed")
+    a.add_argument("--seeds", type=int, nargs="+", default=[0], help="few-shot draws")
+    a.add_argument("--decoder", choices=["frozen", "fine-tuned", "new"], default="frozen")
+    a.add_argument("--profile", default=None, help="cpu, gpu, paper or auto")
+    a.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the profile's)")
+    a.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
+    a.add_argument("--largest-component", action="store_true", help="keep each structure's largest component")
+    a.add_argument("--checkpoint", default="phantom_cpu", help="zoo name or weights file (default: phantom_cpu)")
+    a.add_argument("--out", type=Path, required=True, help="CSV to append result rows to")
+    a.add_argument("--save-adapter", type=Path, default=None, help="write the trained adapter (a few KB) here")
+    a.set_defaults(func=_adapt)
+
+    m = sub.add_parser("methods", help="list adaptation methods with their trainable parameters")
+    m.add_argument("--profile", default=None, help="cpu, gpu, paper or auto (paper: the paper's counts)")
+    m.set_defaults(func=_methods)
 
     p = sub.add_parser("pretrain", help="partial-label pre-training of the foundation model (torchrun for several GPUs)")
     p.add_argument("out", type=Path, help="run folder (checkpoint.pt, model.pt, log.csv)")
@@ -158,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError, KeyError, RuntimeError) as err:
+    except (ValueError, OSError, KeyError, RuntimeError, FloatingPointError) as err:
         print(f"fseft-lab: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -32,6 +32,24 @@ def predict(model: Callable, image: torch.Tensor, patch_size: int, overlap: floa
     return torch.as_tensor(logits).float().cpu()
 
 
+class _Trunk(torch.nn.Module):
+    """``model.features`` as a module, so that sliding windows can run the trunk alone."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.features(x)
+
+
+@torch.no_grad()
+def trunk_features(model: torch.nn.Module, image: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(F, X, Y, Z) trunk features of a whole (1, X, Y, Z) volume by Gaussian sliding windows."""
+    model.eval()
+    return predict(_Trunk(model), image[None], patch_size)[0]
+
+
 def to_masks(logits: torch.Tensor, multiclass: bool = False, threshold: float = 0.5,
              largest_component: bool = False) -> torch.Tensor:
     """(B, C, X, Y, Z) logits -> (B, C, X, Y, Z) 0/1 masks.
@@ -82,6 +100,9 @@ def evaluate(model: Callable, cases: Sequence[dict], channels: Sequence[int], pa
         model: maps (B, 1, X, Y, Z) to (B, C', X, Y, Z) logits.
         cases: dicts with ``image`` (1, X, Y, Z), ``label`` (1, X, Y, Z) whose value i is
             ``structures[i - 1]``, ``structures`` and ``case`` (as ``CaseFolder.load`` + preprocess).
+            A case may carry ``features`` (F, X, Y, Z): the frozen trunk's sliding-window output
+            (:func:`trunk_features`); only ``model.classifier`` then runs. Exact for a linear head
+            (blending is linear); for a non-linear adapter the blend happens before, not after it.
         channels: model output channel of each structure, in ``structures`` order.
         patch_size: sliding-window size.
         multiclass: arg-max over channels (channel 0 = background) instead of thresholds.
@@ -93,7 +114,11 @@ def evaluate(model: Callable, cases: Sequence[dict], channels: Sequence[int], pa
         structures = case["structures"]
         if len(channels) != len(structures):
             raise ValueError(f"{len(channels)} channels given for {len(structures)} structures {structures}")
-        logits = predict(model, case["image"][None], patch_size)                       # (1, C', X, Y, Z)
+        if "features" in case:  # the frozen trunk's features, computed once for several heads
+            with torch.no_grad():
+                logits = model.classifier(case["features"][None].to(next(model.parameters()).device)).float().cpu()
+        else:
+            logits = predict(model, case["image"][None], patch_size)                   # (1, C', X, Y, Z)
         if multiclass:
             masks = to_masks(logits, True, largest_component=largest_component)[:, list(channels)]
         else:

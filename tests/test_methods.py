@@ -14,7 +14,8 @@ METHODS = sorted(REGISTRY)
 #: paper_facts.md: trainable parameters, SwinUNETR-48, binary task, head included
 PAPER_COUNTS = {"linear_probe": 49, "adapter_1x1": 4_657, "spatial_adapter": 124_465, "affine_ln": 17_329,
                 "lora": 69_169, "adaptformer": 47_697, "zero_shot": 0,
-                "bitfit": 13_009}  # the table's "~13,000": 9 biases of width d per Swin block, plus the head
+                "bitfit": 13_009,    # the table's "~13,000": 9 biases of width d per Swin block, plus the head
+                "compacter": 217_073}  # the table's "~217,000": PHM layers plus the encoder's LayerNorms
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import copy
 import importlib
 import math
 import pkgutil
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
@@ -37,6 +38,9 @@ class Method:
 
 
 REGISTRY: dict[str, Method] = {}
+#: The order the paper (and the course) presents the methods in; later registrations follow.
+ORDER = ("zero_shot", "linear_probe", "adapter_1x1", "spatial_adapter", "bitfit", "affine_ln", "lora",
+         "adaptformer", "compacter", "full_ft", "scratch")
 
 
 def register(name: str, config: type, lr: float):
@@ -52,13 +56,19 @@ def register(name: str, config: type, lr: float):
 def get_method(name: str) -> Method:
     _load_all()
     if name not in REGISTRY:
-        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(REGISTRY)}")
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(method_names())}")
     return REGISTRY[name]
 
 
 def _load_all() -> None:
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")
+
+
+def method_names() -> list[str]:
+    """Every registered method, in the course's order."""
+    _load_all()
+    return sorted(REGISTRY, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -78,11 +88,17 @@ def set_task_head(model: nn.Module, structures: list[str] | tuple[str, ...], mul
     pre-trained row (zero-shot); novel structures and the background get a new row."""
     old = model.classifier
     rows = (["background"] if multiclass else []) + [check_structure(s) for s in structures]
+    # a checkpoint loaded from the zoo says which rows it really had (e.g. none for a self-supervised one)
+    known = set(model.load_report.head_rows) if hasattr(model, "load_report") else set(UNIVERSAL_TEMPLATE)
+    missing = [s for s in rows if s in UNIVERSAL_TEMPLATE and s not in known]
+    if missing:
+        warnings.warn(f"the foundation model's checkpoint has no head row for {missing}: they start from a new row "
+                      "(like a novel structure), so zero-shot predicts nothing for them", stacklevel=2)
     head = nn.Conv3d(old.in_channels, len(rows), kernel_size=1)
     with torch.no_grad():
         head.bias.fill_(math.log(0.02 / 0.98))  # new rows start at p = 0.02, like the foundation head
         for i, s in enumerate(rows):
-            if s in UNIVERSAL_TEMPLATE[: old.out_channels]:
+            if s in UNIVERSAL_TEMPLATE[: old.out_channels] and s in known:
                 head.weight[i] = old.weight[UNIVERSAL_TEMPLATE.index(s)]
                 head.bias[i] = old.bias[UNIVERSAL_TEMPLATE.index(s)]
     model.classifier, model.task_structures, model.multiclass = head, tuple(rows), multiclass
@@ -109,7 +125,7 @@ def build(foundation: nn.Module, method: str, structures, multiclass: bool = Fal
                     if hasattr(m, "reset_parameters"):
                         m.reset_parameters()
             module.requires_grad_(True)
-    model.method, model.decoder = method, decoder
+    model.method, model.decoder, model.options = method, decoder, dict(overrides)
     return model
 
 
@@ -138,3 +154,30 @@ def load_adapter(foundation: nn.Module, state: dict[str, torch.Tensor], method: 
         raise ValueError(f"adapter file lacks {len(missing)} trained tensors of {method}, e.g. {missing[:3]}")
     model.load_state_dict(state, strict=False)
     return model
+
+
+def save_adapter(model: nn.Module, path, **meta) -> int:
+    """Write the adapter (trained tensors + how to rebuild the model) atomically; returns its size in bytes."""
+    from pathlib import Path
+
+    path = Path(path)
+    state = {"method": model.method, "decoder": model.decoder, "multiclass": model.multiclass,
+             "structures": [s for s in model.task_structures if s != "background" or not model.multiclass],
+             "options": getattr(model, "options", {}), "meta": meta, "state": adapter_state_dict(model)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path.stat().st_size
+
+
+def load_adapter_file(foundation: nn.Module, path) -> nn.Module:
+    """Rebuild an adapted model from a file written by :func:`save_adapter`."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read adapter file {path}: {err}") from err
+    if not isinstance(saved, dict) or "state" not in saved or "method" not in saved:
+        raise ValueError(f"{path} is not an fseft-lab adapter file (no 'method' and 'state')")
+    return load_adapter(foundation, saved["state"], saved["method"], saved["structures"], saved["multiclass"],
+                        saved["decoder"], **saved["options"])

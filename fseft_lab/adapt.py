@@ -1,0 +1,278 @@
+"""The few-shot trainer: the paper's adaptation protocol in one loop, with a feature cache.
+
+One **epoch** visits each of the k support volumes once; a **step** takes ``crops_per_volume``
+random patches of one volume (positive:negative 1:1, the batch is one volume). AdamW without
+weight decay; the learning rate warms up for one epoch, then follows a cosine to zero; each
+method has the paper's learning rate (``Method.lr``; 1e-4 whenever the decoder trains). Training
+stops early when the 10-epoch moving average of the Dice loss improved by less than 0.001 over
+the last 20 epochs (checked from epoch 31). Binary tasks use a sigmoid per structure (Dice +
+binary cross-entropy), multi-class tasks a softmax with a background channel (Dice + cross-entropy).
+
+**Feature cache.** When only the head trains (linear probe, black-box adapters) the frozen
+trunk's output for a crop never changes: the crops are drawn once into a bank
+(``crop_bank`` per volume), the trunk runs once per crop, and every step then costs only the
+adapter and head. ``feature_cache=False`` with the same bank gives the same weights, slower
+(``tests/test_adapt.py``, ``benchmarks/feature_cache.py``). Taught in notebooks 02 and 03.
+
+>>> result = adapt(foundation, "spatial_adapter", support)          # doctest: +SKIP
+>>> result.curve.plot(x="epoch", y="dice_loss")                     # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+from monai.metrics import compute_dice
+from torch import nn
+from tqdm.auto import tqdm
+
+from fseft_lab.data.transforms import training_crops
+from fseft_lab.evaluate import predict, to_masks, trunk_features
+from fseft_lab.methods import build, get_method, trainable_parameters
+from fseft_lab.pretrain import warmup_cosine
+from fseft_lab.profiles import get_profile
+
+
+@dataclass
+class AdaptConfig:
+    """Adaptation settings; ``None`` means the profile's value (or the method's learning rate).
+
+    Args:
+        epochs: maximum epochs (200 in the paper); default the profile's ``num_epochs``, or its
+            ``cached_epochs`` (200) when the feature cache makes epochs cheap.
+        crops_per_volume: random crops per support volume and step (6 in the paper).
+        lr: peak learning rate; default the method's paper rate, 1e-4 when the decoder trains.
+        weight_decay: AdamW weight decay (0 in the paper).
+        warmup_epochs: linear warm-up, then cosine decay to zero at the last epoch.
+        pos_fraction: fraction of crops centred on the task's structures (1:1 in the paper).
+        stop_window, stop_patience, stop_min_delta, stop_start: early stopping on the moving
+            average of the training Dice loss (10, 20, 0.001, 31 in the paper); 0 patience: never.
+        feature_cache: train on cached trunk features; default: whenever only the head trains.
+        crop_bank: crops drawn once per volume and reused; default ``8 x crops_per_volume`` with
+            the cache, else fresh crops every step (the paper).
+        validate_every: validation Dice every N epochs (and after the last), if volumes are given.
+        seed: seeds the new weights and every crop.
+        amp: mixed precision on CUDA.
+    """
+
+    epochs: int | None = None
+    crops_per_volume: int | None = None
+    lr: float | None = None
+    weight_decay: float = 0.0
+    warmup_epochs: int = 1
+    pos_fraction: float = 0.5
+    stop_window: int = 10
+    stop_patience: int = 20
+    stop_min_delta: float = 1e-3
+    stop_start: int = 31
+    feature_cache: bool | None = None
+    crop_bank: int | None = None
+    validate_every: int = 5
+    seed: int = 0
+    amp: bool = True
+
+
+@dataclass
+class Adapted:
+    """What :func:`adapt` returns: the model and how its training went."""
+
+    model: nn.Module
+    curve: pd.DataFrame        # one row per epoch: epoch, loss, dice_loss, lr, seconds, val_dice
+    train_seconds: float
+    epochs_run: int
+    stopped_early: bool
+    trainable: int
+    cached: bool
+    peak_memory_mb: float      # CUDA: max allocated; CPU: the process's peak resident memory so far
+    lr: float
+
+
+def frozen_trunk(model: nn.Module) -> bool:
+    """True when nothing outside the head (``classifier``: head and black-box adapter) trains."""
+    return not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("classifier."))
+
+
+def only_head_trains(model: nn.Module) -> bool:
+    """True when something trains and all of it is in the head: the trunk is a black box."""
+    return frozen_trunk(model) and any(p.requires_grad for p in model.parameters())
+
+
+def task_target(label: torch.Tensor, num_structures: int, multiclass: bool) -> torch.Tensor:
+    """(B, 1, X, Y, Z) label map (value i = structure i) -> (B, C, X, Y, Z) one-hot target;
+    C = structures (sigmoid) or background + structures (softmax)."""
+    values = range(0 if multiclass else 1, num_structures + 1)
+    return torch.cat([(label == v) for v in values], 1).float()
+
+
+def draw_crops(case: dict, n: int, patch_size: int, pos_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random (1, P, P, P) crops of a case: images (n, 1, P, P, P) and labels (n, 1, P, P, P)."""
+    cropper = training_crops(patch_size, n, pos=pos_fraction, neg=1.0 - pos_fraction)
+    cropper.set_random_state(seed=seed)
+    crops = cropper({"image": case["image"], "label": case["label"]})
+    return (torch.stack([torch.as_tensor(c["image"]) for c in crops]).float(),
+            torch.stack([torch.as_tensor(c["label"]) for c in crops]))
+
+
+def check_support(support: Sequence[dict]) -> tuple[str, ...]:
+    """The support set's structures; refuses an empty set, mixed tasks, or a structure no volume shows."""
+    if not support:
+        raise ValueError("the support set is empty: few-shot adaptation needs k >= 1 labelled volumes")
+    structures = tuple(support[0]["structures"])
+    for case in support:
+        if tuple(case["structures"]) != structures:
+            raise ValueError(f"case {case.get('case')} is labelled for {case['structures']}, not {structures}")
+    for i, s in enumerate(structures, start=1):
+        if not any(bool((torch.as_tensor(c["label"]) == i).any()) for c in support):
+            raise ValueError(f"no support volume shows {s!r} (its masks are empty in "
+                             f"{[c.get('case') for c in support]}): nothing to learn it from")
+    return structures
+
+
+def plateaued(dice_losses: Sequence[float], cfg: AdaptConfig) -> bool:
+    """The paper's early stop: the moving average improved by < min_delta over ``stop_patience`` epochs."""
+    w, p = cfg.stop_window, cfg.stop_patience
+    if p <= 0 or len(dice_losses) < max(cfg.stop_start, w + p):
+        return False
+    average = np.convolve(dice_losses, np.ones(w) / w, mode="valid")   # average[i]: epochs i .. i+w-1
+    return average[-1 - p] - average[-1] < cfg.stop_min_delta
+
+
+def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multiclass: bool = False,
+          decoder: str = "frozen", validation: Sequence[dict] = (), config: AdaptConfig | None = None,
+          profile: str | None = None, progress: bool = True, **options) -> Adapted:
+    """Adapt ``foundation`` to the task the support volumes are labelled for.
+
+    Args:
+        foundation: the pre-trained model (left untouched: the method works on a copy).
+        method: a registered method name (``fseft-lab methods`` lists them).
+        support: pre-processed cases (``CaseFolder.load`` + ``preprocess``) labelled for the same
+            structures: label value i is ``structures[i - 1]``.
+        multiclass: one softmax over background + structures instead of a sigmoid per structure.
+        decoder: ``frozen``, ``fine-tuned`` or ``new``.
+        validation: optional labelled volumes scored every ``validate_every`` epochs.
+        config: :class:`AdaptConfig`; ``profile`` fills its ``None`` sizes.
+        options: the method's own options (e.g. ``rank=8`` for LoRA).
+    """
+    cfg, prof = config or AdaptConfig(), get_profile(profile)
+    crops = cfg.crops_per_volume or prof.crops_per_volume
+    if not 0.0 <= cfg.pos_fraction <= 1.0:
+        raise ValueError(f"pos_fraction={cfg.pos_fraction} must lie in [0, 1]")
+    structures = check_support(support)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    model = build(foundation, method, structures, multiclass, decoder, **options).to(device)
+    lr = cfg.lr or (1e-4 if decoder != "frozen" else get_method(method).lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:  # zero-shot: nothing to train
+        return Adapted(model.eval(), pd.DataFrame(columns=["epoch", "loss", "dice_loss", "lr", "seconds", "val_dice"]),
+                       0.0, 0, False, 0, False, _peak_memory_mb(device), 0.0)
+    cached = only_head_trains(model) if cfg.feature_cache is None else cfg.feature_cache
+    if cached and not only_head_trains(model):
+        raise ValueError(f"feature_cache needs a frozen trunk, but {method} (decoder {decoder}) trains the trunk")
+    epochs = cfg.epochs or (prof.cached_epochs if cached else prof.num_epochs)
+    if epochs < 1 or crops < 1:
+        raise ValueError(f"epochs={epochs} and crops_per_volume={crops} must be >= 1")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    start = time.perf_counter()
+    bank_size = cfg.crop_bank or (8 * crops if cached else None)
+    banks = [draw_crops(case, bank_size, prof.patch_size, cfg.pos_fraction, seed=_seed(cfg.seed, -1, v))
+             for v, case in enumerate(support)] if bank_size else None
+    if cached:
+        banks = [(_trunk(model, images, crops, device), labels) for images, labels in
+                 tqdm(banks, desc="caching trunk features", disable=not progress, leave=False)]
+    val_inputs = [trunk_features(model, c["image"], prof.patch_size)[None] if cached else None for c in validation]
+
+    dice_loss = DiceLoss(sigmoid=not multiclass, softmax=multiclass, batch=True)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(support)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, cfg.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    rows, stopped = [], False
+    bar = tqdm(range(epochs), desc=f"adapting: {method}", disable=not progress)
+    for epoch in bar:
+        model.train()
+        losses, dices = [], []
+        for v in np.random.default_rng([cfg.seed, epoch]).permutation(len(support)):
+            rng = np.random.default_rng([cfg.seed, epoch, int(v)])
+            if banks:
+                pick = torch.as_tensor(np.sort(rng.choice(bank_size, min(crops, bank_size), replace=False)))
+                x, label = banks[v][0][pick], banks[v][1][pick]
+            else:
+                x, label = draw_crops(support[v], crops, prof.patch_size, cfg.pos_fraction, seed=int(rng.integers(2**31)))
+            x, target = x.to(device), task_target(label, len(structures), multiclass).to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = model.classifier(x.float()) if cached else model(x)
+            logits = logits.float()
+            d = dice_loss(logits, target)
+            ce = (F.cross_entropy(logits, target.argmax(1)) if multiclass
+                  else F.binary_cross_entropy_with_logits(logits, target))
+            loss = d + ce
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{method}: the loss is {loss.item()} at epoch {epoch}, step {len(losses)}, "
+                                         f"learning rate {scheduler.get_last_lr()[0]:.2e}; try a lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(loss.item())
+            dices.append(d.item())
+        row = {"epoch": epoch, "loss": float(np.mean(losses)), "dice_loss": float(np.mean(dices)),
+               "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - start, "val_dice": math.nan}
+        stopped = plateaued([r["dice_loss"] for r in rows] + [row["dice_loss"]], cfg)
+        last = stopped or epoch == epochs - 1
+        if validation and cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or last):
+            row["val_dice"] = validation_dice(model, val_inputs, validation, prof.patch_size, cached)
+        rows.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+        if stopped:
+            break
+    seconds = time.perf_counter() - start
+    return Adapted(model.eval(), pd.DataFrame(rows), seconds, len(rows), stopped, trainable_parameters(model),
+                   cached, _peak_memory_mb(device), lr)
+
+
+@torch.no_grad()
+def validation_dice(model: nn.Module, inputs: Sequence, cases: Sequence[dict], patch_size: int, cached: bool) -> float:
+    """Mean Dice over the validation volumes and the task's structures."""
+    model.eval()
+    scores = []
+    for x, case in zip(inputs, cases):
+        logits = model.classifier(x.to(next(model.parameters()).device)).float().cpu() if cached \
+            else predict(model, case["image"][None], patch_size)
+        masks = to_masks(logits, model.multiclass)[:, 1:] if model.multiclass else to_masks(logits)
+        truth = task_target(torch.as_tensor(case["label"])[None], masks.shape[1], False)
+        scores.append(compute_dice(masks, truth, ignore_empty=True).nanmean().item())
+    model.train()
+    return float(np.nanmean(scores))
+
+
+@torch.no_grad()
+def _trunk(model: nn.Module, images: torch.Tensor, chunk: int, device: torch.device) -> torch.Tensor:
+    """The frozen trunk's (n, F, P, P, P) features of a crop bank, computed ``chunk`` crops at a time."""
+    model.eval()
+    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        features = [model.features(images[i:i + chunk].to(device)).float() for i in range(0, len(images), chunk)]
+    return torch.cat(features).to(device)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.default_rng([p % 2**32 for p in parts]).integers(2**31))
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,123 @@
+"""Experiments: one adapt-and-evaluate run, grids of them, all in one tidy table.
+
+A **run** is (task, method, k, seed): draw the few-shot split, adapt on the k support volumes
+(the extra drawn volume validates), segment the task's fixed test volumes and score them. Its
+rows, one per (test case, structure), carry everything a plot needs: method, k, seed, task,
+decoder, Dice, HD95, NSD, trainable parameters, train seconds, peak memory. A **grid** appends
+the rows of every run to one CSV and skips the runs already in it, so an interrupted grid
+resumes where it stopped. Plots that read the table live in :mod:`fseft_lab.viz`.
+
+>>> table, result = run(foundation, dataset, "liver", "linear_probe", k=1, seed=0)   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from fseft_lab.adapt import AdaptConfig, Adapted, adapt, frozen_trunk
+from fseft_lab.anatomy import task_structures
+from fseft_lab.data.fewshot import few_shot_split
+from fseft_lab.data.layouts import CaseFolder
+from fseft_lab.data.transforms import preprocess
+from fseft_lab.evaluate import evaluate, trunk_features
+from fseft_lab.methods import get_method, save_adapter
+from fseft_lab.profiles import get_profile
+
+#: The columns that identify a run: a grid skips runs whose key is already in its CSV.
+RUN_KEY = ["task", "method", "decoder", "k", "seed"]
+
+
+def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequence[str], profile: str | None = None) -> list[dict]:
+    """Load and pre-process cases for a task (label value i = ``structures[i - 1]``)."""
+    prof = get_profile(profile)
+    chain = preprocess(prof.spacing_mm, prof.patch_size)
+    return [chain(dataset.load(c, tuple(structures))) for c in case_ids]
+
+
+def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: int, *, decoder: str = "frozen",
+        profile: str | None = None, config: AdaptConfig | None = None, largest_component: bool = False,
+        save_adapter_to: str | Path | None = None, validate: bool = False, trunk_cache: dict | None = None,
+        progress: bool = True, **options) -> tuple[pd.DataFrame, Adapted]:
+    """Adapt ``foundation`` to ``task`` with k shots (draw ``seed``) and score the test volumes.
+
+    ``validate`` scores the split's validation volume during training (the learning curve's
+    ``val_dice``). ``trunk_cache``: a dict shared by several runs; methods whose trunk stays
+    frozen then run the trunk over each test volume once, not once per method.
+    """
+    structures, multiclass = task_structures(task)
+    get_method(method)  # an unknown method fails before any data is loaded
+    split = few_shot_split(dataset.case_ids, k, seed, test=dataset.test_ids or None)
+    support = load_cases(dataset, split.support, structures, profile)
+    validation = load_cases(dataset, split.validation, structures, profile) if validate else []
+    result = adapt(foundation, method, support, multiclass=multiclass, decoder=decoder, validation=validation,
+                   config=replace(config or AdaptConfig(), seed=seed), profile=profile, progress=progress, **options)
+    if save_adapter_to:
+        save_adapter(result.model, save_adapter_to, task=task, k=k, seed=seed, support=list(split.support))
+    test = load_cases(dataset, split.test, structures, profile)
+    if trunk_cache is not None and frozen_trunk(result.model):
+        for case in tqdm(test, desc="trunk features of the test volumes", leave=False,
+                         disable=not progress or all((id(foundation), str(dataset.root), c["case"]) in trunk_cache for c in test)):
+            key = (id(foundation), str(dataset.root), case["case"])
+            if key not in trunk_cache:
+                trunk_cache[key] = trunk_features(result.model, case["image"], get_profile(profile).patch_size)
+            case["features"] = trunk_cache[key]
+    channels = list(range(1, len(structures) + 1)) if multiclass else list(range(len(structures)))
+    table = evaluate(result.model, test, channels, get_profile(profile).patch_size, multiclass, largest_component,
+                     progress=progress, task=task, method=method, decoder=decoder, k=k, seed=seed,
+                     trainable_params=result.trainable, train_seconds=round(result.train_seconds, 2),
+                     epochs=result.epochs_run, cached=result.cached, peak_memory_mb=round(result.peak_memory_mb, 1))
+    return table, result
+
+
+def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequence[str], methods: Sequence[str],
+             ks: Sequence[int], seeds: Sequence[int], *, decoder: str = "frozen", profile: str | None = None,
+             config: AdaptConfig | None = None, progress: bool = True, **options) -> pd.DataFrame:
+    """Run every (task, method, k, seed) not yet in ``out_csv``; returns the whole table.
+
+    Each finished run is appended at once (written to a temporary file, then renamed), so an
+    interrupted grid loses at most the run in progress.
+    """
+    for task in tasks:
+        task_structures(task)
+    for method in methods:
+        get_method(method)
+    out_csv = Path(out_csv)
+    table = pd.read_csv(out_csv) if out_csv.is_file() else pd.DataFrame(columns=RUN_KEY)
+    done = {tuple(str(v) for v in key) for key in table[RUN_KEY].drop_duplicates().itertuples(index=False)}
+    todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
+            if (str(t), str(m), str(decoder), str(k), str(s)) not in done]
+    trunk_cache: dict = {}
+    for task, method, k, seed in tqdm(todo, desc="grid", disable=not progress):
+        rows, _ = run(foundation, dataset, task, method, k, seed, decoder=decoder, profile=profile, config=config,
+                      trunk_cache=trunk_cache, progress=False, **options)
+        table = rows if table.empty else pd.concat([table, rows], ignore_index=True)
+        write_csv(table, out_csv)
+    return table
+
+
+def append_rows(rows: pd.DataFrame, out_csv: str | Path) -> pd.DataFrame:
+    """Add rows to a CSV (created if missing), atomically; returns the whole table."""
+    out_csv = Path(out_csv)
+    table = pd.concat([pd.read_csv(out_csv), rows], ignore_index=True) if out_csv.is_file() else rows
+    write_csv(table, out_csv)
+    return table
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def summary(table: pd.DataFrame, by: Sequence[str] = ("method", "k")) -> pd.DataFrame:
+    """Mean Dice per run (over cases and structures), then mean and std over seeds, with parameters."""
+    per_run = table.groupby(list(by) + ["seed"], sort=False).agg(dice=("dice", "mean"), params=("trainable_params", "first"),
+                                                                 seconds=("train_seconds", "first"))
+    return per_run.groupby(list(by), sort=False).agg(dice=("dice", "mean"), dice_std=("dice", "std"),
+                                                      params=("params", "first"), seconds=("seconds", "mean"))

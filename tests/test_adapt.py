@@ -1,0 +1,110 @@
+"""The few-shot trainer on tiny synthetic volumes: cache equivalence, protocol pieces, bad input."""
+import numpy as np
+import pytest
+import torch
+
+from fseft_lab.adapt import AdaptConfig, adapt, check_support, plateaued, task_target
+from fseft_lab.methods import build
+from fseft_lab.models.foundation import FoundationModel
+
+
+def _case(seed: int, structures=("liver",), size=(72, 64, 64)) -> dict:
+    """A noisy volume with one bright cube per structure (value i = structures[i - 1])."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, *size, generator=g) * 0.2
+    label = torch.zeros(1, *size, dtype=torch.uint8)
+    for i in range(len(structures)):
+        label[:, 8 + 28 * i: 28 + 28 * i, 20:40, 20:40] = i + 1
+    image[label > 0] += 0.6
+    return {"image": image, "label": label, "structures": tuple(structures), "case": f"c{seed}"}
+
+
+@pytest.fixture(scope="module")
+def foundation():
+    torch.manual_seed(0)
+    return FoundationModel(12).eval()
+
+
+def _cfg(**kw):
+    return AdaptConfig(**{"epochs": 3, "crops_per_volume": 2, "crop_bank": 2, "validate_every": 0, **kw})
+
+
+@pytest.mark.parametrize("method", ["linear_probe", "spatial_adapter"])
+def test_cached_and_uncached_training_give_the_same_weights(foundation, method):
+    support = [_case(1), _case(2)]
+    cached = adapt(foundation, method, support, config=_cfg(epochs=2, crop_bank=4, feature_cache=True), profile="cpu", progress=False)
+    plain = adapt(foundation, method, support, config=_cfg(epochs=2, crop_bank=4, feature_cache=False), profile="cpu", progress=False)
+    assert cached.cached and not plain.cached
+    a, b = cached.model.classifier.state_dict(), plain.model.classifier.state_dict()
+    torch.manual_seed(0)  # adapt() seeds new weights with config.seed = 0
+    start = build(foundation, method, ["liver"]).classifier.state_dict()
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-4), key
+    assert np.allclose(cached.curve["loss"], plain.curve["loss"], atol=1e-4)
+
+
+def test_training_lowers_the_loss_and_leaves_the_foundation_model_alone(foundation):
+    before = {k: v.clone() for k, v in foundation.state_dict().items()}
+    result = adapt(foundation, "linear_probe", [_case(1)], config=_cfg(epochs=8, validate_every=4),
+                   validation=[_case(3)], profile="cpu", progress=False)
+    assert list(result.curve["epoch"]) == list(range(8))
+    assert result.curve["dice_loss"].iloc[-3:].mean() < result.curve["dice_loss"].iloc[:3].mean()
+    assert result.curve["val_dice"].notna().sum() == 2 and 0 <= result.curve["val_dice"].max() <= 1
+    assert result.lr == 1e-2 and result.trainable == 13 and result.peak_memory_mb > 0
+    assert all(torch.equal(v, before[k]) for k, v in foundation.state_dict().items())
+
+
+def test_multiclass_task_trains_a_softmax_head_with_background(foundation):
+    support = [_case(1, ("liver", "spleen"))]
+    result = adapt(foundation, "linear_probe", support, multiclass=True, config=_cfg(epochs=2, validate_every=1),
+                   validation=[_case(2, ("liver", "spleen"))], profile="cpu", progress=False)
+    assert result.model.task_structures == ("background", "liver", "spleen")
+    assert result.curve["val_dice"].notna().all()
+
+
+def test_task_target_channels():
+    label = torch.tensor([0, 1, 2, 2]).view(1, 1, 4, 1, 1)
+    assert task_target(label, 2, False)[0, :, :, 0, 0].tolist() == [[0, 1, 0, 0], [0, 0, 1, 1]]
+    assert task_target(label, 2, True)[0, :, :, 0, 0].tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]]
+
+
+def test_plateau_rule_follows_the_paper():
+    cfg = AdaptConfig()
+    assert not plateaued([0.5] * 30, cfg)                      # never before epoch 31
+    assert plateaued([0.5] * 31, cfg)                          # flat: stop
+    assert not plateaued(list(np.linspace(1, 0.5, 40)), cfg)   # still improving
+    assert not plateaued([0.5] * 40, AdaptConfig(stop_patience=0))
+
+
+def test_early_stopping_ends_training(foundation):
+    cfg = _cfg(epochs=10, lr=1e-12, stop_window=2, stop_patience=2, stop_start=4)
+    result = adapt(foundation, "linear_probe", [_case(1)], config=cfg, profile="cpu", progress=False)
+    assert result.stopped_early and result.epochs_run == 4
+
+
+def test_zero_shot_trains_nothing(foundation):
+    result = adapt(foundation, "zero_shot", [_case(1)], config=_cfg(), profile="cpu", progress=False)
+    assert result.epochs_run == 0 and result.trainable == 0 and result.curve.empty
+
+
+def test_bad_support_sets_are_refused(foundation):
+    empty = _case(1)
+    empty["label"] = torch.zeros_like(empty["label"])
+    with pytest.raises(ValueError, match="no support volume shows 'liver'.*c1"):
+        check_support([empty])
+    with pytest.raises(ValueError, match="support set is empty"):
+        check_support([])
+    with pytest.raises(ValueError, match="labelled for"):
+        check_support([_case(1), _case(2, ("spleen",))])
+    with pytest.raises(ValueError, match="feature_cache needs a frozen trunk"):
+        adapt(foundation, "lora", [_case(1)], config=_cfg(feature_cache=True), profile="cpu", progress=False)
+    with pytest.raises(ValueError, match="pos_fraction=1.5"):
+        adapt(foundation, "linear_probe", [_case(1)], config=_cfg(pos_fraction=1.5), profile="cpu", progress=False)
+
+
+def test_nan_loss_stops_with_the_step_and_learning_rate(foundation):
+    broken = _case(1)
+    broken["image"] = torch.full_like(broken["image"], float("nan"))
+    with pytest.raises(FloatingPointError, match=r"epoch 0, step 0, learning rate 1\.00e-02"):
+        adapt(foundation, "linear_probe", [broken], config=_cfg(feature_cache=False), profile="cpu", progress=False)

@@ -1,0 +1,71 @@
+"""`fseft-lab adapt` end to end on an exported phantom dataset, adapter files, grids, bad input."""
+import pandas as pd
+import pytest
+import torch
+
+from fseft_lab.anatomy import task_structures
+from fseft_lab.cli import main
+from fseft_lab.data.layouts import export_phantom
+from fseft_lab.experiments import RUN_KEY, load_cases, run_grid
+from fseft_lab.methods import build, load_adapter_file
+from fseft_lab.models.zoo import load_foundation
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flare") / "flare_like"
+    return export_phantom(root, "msd", cases=3, seed=5, domain="flare_like", spacing=3.0, template="flare22",
+                          num_test=1, progress=False)
+
+
+def test_cli_adapts_an_exported_dataset_and_saves_a_small_adapter(dataset, tmp_path, capsys):
+    out, adapter = tmp_path / "results.csv", tmp_path / "liver.pt"
+    assert main(["adapt", "--data", str(dataset.root), "--layout", "msd", "--task", "liver", "--method", "linear_probe",
+                 "--k", "1", "--seeds", "0", "--epochs", "2", "--profile", "cpu", "--out", str(out),
+                 "--save-adapter", str(adapter)]) == 0
+    assert "linear_probe liver k=1 seed=0: Dice" in capsys.readouterr().out
+    rows = pd.read_csv(out)
+    assert list(rows.case) == dataset.test_ids and 0 <= rows.dice.iloc[0] <= 1
+    assert rows.trainable_params.iloc[0] == 13 and rows.cached.iloc[0] and rows.epochs.iloc[0] == 2
+    assert adapter.stat().st_size < 10_000
+    foundation = load_foundation("phantom_cpu")
+    model = load_adapter_file(foundation, adapter).eval()
+    assert model.task_structures == ("liver",)
+    assert not torch.equal(model.classifier.weight, build(foundation, "linear_probe", ["liver"]).classifier.weight)
+
+
+def test_cli_rejects_bad_input_with_the_valid_choices(dataset, tmp_path, capsys):
+    base = ["adapt", "--data", str(dataset.root), "--out", str(tmp_path / "r.csv"), "--profile", "cpu"]
+    assert main(base + ["--task", "livr", "--method", "linear_probe"]) == 2
+    assert "unknown task 'livr'" in capsys.readouterr().err
+    assert main(base + ["--task", "liver", "--method", "prompt_tuning"]) == 2
+    assert "valid methods: zero_shot, linear_probe" in capsys.readouterr().err
+    assert main(base + ["--task", "liver", "--method", "linear_probe", "--k", "0"]) == 2
+    assert "k must be a positive integer" in capsys.readouterr().err
+    assert main(base + ["--task", "heart", "--method", "linear_probe"]) == 2  # FLARE22 labels no heart
+    assert "does not label ['heart_myocardium'" in capsys.readouterr().err
+    assert main(base + ["--task", "liver", "--method", "linear_probe", "--layout", "totalsegmentator"]) == 2
+    assert "is a msd folder" in capsys.readouterr().err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_grid_resumes_without_repeating_runs(dataset, tmp_path):
+    foundation = load_foundation("phantom_cpu")
+    out = tmp_path / "grid.csv"
+    first = run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0, 1], profile="cpu", progress=False)
+    assert len(first) == 2 and set(first.seed) == {0, 1}
+    pd.read_csv(out).iloc[:1].to_csv(out, index=False)        # as if the grid stopped after one run
+    again = run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0, 1], profile="cpu", progress=False)
+    assert sorted(again.seed) == [0, 1] and len(again[RUN_KEY].drop_duplicates()) == 2
+
+
+def test_tasks_and_missing_head_rows(dataset):
+    assert task_structures("liver") == (("liver",), False)
+    assert task_structures("base_organs")[1] and len(task_structures("base_organs")[0]) == 9
+    foundation = load_foundation("phantom_cpu")
+    foundation.load_report.head_rows = [r for r in foundation.load_report.head_rows if r != "liver"]
+    with pytest.warns(UserWarning, match=r"no head row for \['liver'\]"):
+        model = build(foundation, "linear_probe", ["liver"])
+    assert not torch.equal(model.classifier.weight[0], foundation.classifier.weight[5])
+    case = load_cases(dataset, dataset.test_ids, ["liver"], "cpu")[0]
+    assert case["image"].shape[1:] == case["label"].shape[1:] and int(case["label"].max()) == 1
