@@ -93,7 +93,7 @@ def _score(masks, truth, spacing, nsd_tolerance_mm):
 
 def evaluate(model: Callable, cases: Sequence[dict], channels: Sequence[int], patch_size: int,
              multiclass: bool = False, largest_component: bool = False, progress: bool = True,
-             **columns) -> pd.DataFrame:
+             masks_out: dict | None = None, **columns) -> pd.DataFrame:
     """Segment and score pre-processed cases; one row per (case, structure).
 
     Args:
@@ -107,6 +107,7 @@ def evaluate(model: Callable, cases: Sequence[dict], channels: Sequence[int], pa
         patch_size: sliding-window size.
         multiclass: arg-max over channels (channel 0 = background) instead of thresholds.
         largest_component: keep each structure's largest connected component.
+        masks_out: if given, receives each case's (S, X, Y, Z) uint8 predicted masks by case id.
         columns: constant columns added to every row (method, k, seed, ...).
     """
     rows = []
@@ -123,6 +124,8 @@ def evaluate(model: Callable, cases: Sequence[dict], channels: Sequence[int], pa
             masks = to_masks(logits, True, largest_component=largest_component)[:, list(channels)]
         else:
             masks = to_masks(logits[:, list(channels)], largest_component=largest_component)
+        if masks_out is not None:
+            masks_out[case["case"]] = masks[0].to(torch.uint8)
         label = torch.as_tensor(case["label"])[0]
         truth = torch.stack([(label == i + 1) for i in range(len(structures))])[None].float()  # (1, S, X, Y, Z)
         spacing = [float(s) for s in case["image"].pixdim] if hasattr(case["image"], "pixdim") else [1.0] * 3

@@ -39,36 +39,46 @@ def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequenc
     return [chain(dataset.load(c, tuple(structures))) for c in case_ids]
 
 
+def trunk_key(foundation, dataset: CaseFolder, case_id: str) -> tuple:
+    """Key of a test volume's trunk features in a ``trunk_cache``."""
+    return id(foundation), str(dataset.root), case_id
+
+
 def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: int, *, decoder: str = "frozen",
         profile: str | None = None, config: AdaptConfig | None = None, largest_component: bool = False,
         save_adapter_to: str | Path | None = None, validate: bool = False, trunk_cache: dict | None = None,
-        progress: bool = True, **options) -> tuple[pd.DataFrame, Adapted]:
+        test: Sequence[str] | None = None, progress: bool = True, **options) -> tuple[pd.DataFrame, Adapted]:
     """Adapt ``foundation`` to ``task`` with k shots (draw ``seed``) and score the test volumes.
 
     ``validate`` scores the split's validation volume during training (the learning curve's
     ``val_dice``). ``trunk_cache``: a dict shared by several runs; methods whose trunk stays
-    frozen then run the trunk over each test volume once, not once per method.
+    frozen then run the trunk over each test volume (and each banked support crop) once, not
+    once per method. ``test``: score
+    these cases instead of the dataset's test split (e.g. fewer of them on a laptop).
     """
     structures, multiclass = task_structures(task)
     get_method(method)  # an unknown method fails before any data is loaded
     split = few_shot_split(dataset.case_ids, k, seed, test=dataset.test_ids or None)
+    test_ids = list(test) if test is not None else split.test
     support = load_cases(dataset, split.support, structures, profile)
     validation = load_cases(dataset, split.validation, structures, profile) if validate else []
     result = adapt(foundation, method, support, multiclass=multiclass, decoder=decoder, validation=validation,
-                   config=replace(config or AdaptConfig(), seed=seed), profile=profile, progress=progress, **options)
+                   config=replace(config or AdaptConfig(), seed=seed), profile=profile, progress=progress,
+                   bank_cache=None if trunk_cache is None else trunk_cache.setdefault(("banks", str(dataset.root)), {}),
+                   **options)
     if save_adapter_to:
         save_adapter(result.model, save_adapter_to, task=task, k=k, seed=seed, support=list(split.support))
-    test = load_cases(dataset, split.test, structures, profile)
+    test_cases = load_cases(dataset, test_ids, structures, profile)
     if trunk_cache is not None and frozen_trunk(result.model):
-        for case in tqdm(test, desc="trunk features of the test volumes", leave=False,
-                         disable=not progress or all((id(foundation), str(dataset.root), c["case"]) in trunk_cache for c in test)):
-            key = (id(foundation), str(dataset.root), case["case"])
+        for case in tqdm(test_cases, desc="trunk features of the test volumes", leave=False,
+                         disable=not progress or all(trunk_key(foundation, dataset, c["case"]) in trunk_cache for c in test_cases)):
+            key = trunk_key(foundation, dataset, case["case"])
             if key not in trunk_cache:
                 trunk_cache[key] = trunk_features(result.model, case["image"], get_profile(profile).patch_size)
             case["features"] = trunk_cache[key]
     channels = list(range(1, len(structures) + 1)) if multiclass else list(range(len(structures)))
-    table = evaluate(result.model, test, channels, get_profile(profile).patch_size, multiclass, largest_component,
-                     progress=progress, task=task, method=method, decoder=decoder, k=k, seed=seed,
+    table = evaluate(result.model, test_cases, channels, get_profile(profile).patch_size, multiclass, largest_component,
+                     progress=progress, masks_out=result.test_masks, task=task, method=method, decoder=decoder, k=k, seed=seed,
                      trainable_params=result.trainable, train_seconds=round(result.train_seconds, 2),
                      epochs=result.epochs_run, cached=result.cached, peak_memory_mb=round(result.peak_memory_mb, 1))
     return table, result

@@ -154,3 +154,64 @@ def show(image, label=None, structures=(), spacing=(1, 1, 1), title=None):
     fig = overlay_figure(image, label, structures, spacing, title)
     plt.show()
     return fig
+
+
+def plot_learning_curves(curves: dict, ax=None):
+    """Training Dice loss per epoch for several runs (``{label: Adapted.curve}``), validation
+    Dice on a second axis where it was measured."""
+    ax = ax or plt.subplots(figsize=(5.5, 3.2))[1]
+    twin = None
+    for i, (label, curve) in enumerate(curves.items()):
+        color = f"C{i}"
+        ax.plot(curve["epoch"] + 1, curve["dice_loss"], color=color, label=label)
+        if "val_dice" in curve and curve["val_dice"].notna().any():
+            twin = twin or ax.twinx()
+            seen = curve.dropna(subset=["val_dice"])
+            twin.plot(seen["epoch"] + 1, seen["val_dice"], "o--", color=color, ms=3)
+            twin.set_ylabel("validation Dice (dashed)")
+    ax.set(xlabel="epoch", ylabel="training Dice loss")
+    ax.legend(fontsize=8, frameon=False)
+    return ax
+
+
+def plot_dice_vs_k(table, ax=None):
+    """Mean test Dice (over cases, structures and seeds) against the number of shots, per method."""
+    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    per_seed = table.groupby(["method", "k", "seed"]).dice.mean().groupby(["method", "k"])
+    stats = per_seed.agg(["mean", "std"]).reset_index()
+    for method, rows in stats.groupby("method", sort=False):
+        ax.errorbar(rows["k"], rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=3, label=method)
+    ax.set(xlabel="k (labelled volumes)", ylabel="Dice", xscale="log")
+    ax.set_xticks(sorted(stats["k"].unique()), [str(k) for k in sorted(stats["k"].unique())])
+    ax.legend(fontsize=8, frameon=False)
+    return ax
+
+
+def plot_params_vs_dice(table, ax=None):
+    """Trainable parameters (log scale) against mean test Dice, one point per method: fewer
+    parameters for the same Dice is better (up and to the left)."""
+    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    stats = table.groupby("method", sort=False).agg(dice=("dice", "mean"), params=("trainable_params", "first"))
+    for i, (method, row) in enumerate(stats.iterrows()):
+        ax.scatter(max(row["params"], 1), row["dice"], color=f"C{i}", label=method)
+    ax.set(xscale="log", xlabel="trainable parameters (0 drawn at 1)", ylabel="Dice")
+    ax.legend(fontsize=8, frameon=False)
+    return ax
+
+
+def compare_figure(image, truth, predictions: dict, structure: str, view="axial", spacing=(1, 1, 1), size=3.4):
+    """One slice through the structure's centre: the truth, then each prediction with its Dice.
+
+    ``truth`` and each prediction are (X, Y, Z) 0/1 masks of one structure.
+    """
+    truth = _array(truth).astype(bool)
+    axis = {"axial": 2, "coronal": 1, "sagittal": 0}[view]
+    index = int(np.argwhere(truth)[:, axis].mean()) if truth.any() else None
+    panels = {"truth": truth, **{name: _array(m).astype(bool) for name, m in predictions.items()}}
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size))
+    for ax, (name, mask) in zip(np.atleast_1d(axes), panels.items()):
+        draw_slice(ax, image, mask.astype(np.uint8), (structure,), view, index=index, spacing=spacing, opacity=0.7)
+        dice = 2 * (mask & truth).sum() / max(1, mask.sum() + truth.sum())
+        ax.set_title(name if name == "truth" else f"{name}\nDice {dice:.2f}", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -108,3 +108,39 @@ def test_nan_loss_stops_with_the_step_and_learning_rate(foundation):
     broken["image"] = torch.full_like(broken["image"], float("nan"))
     with pytest.raises(FloatingPointError, match=r"epoch 0, step 0, learning rate 1\.00e-02"):
         adapt(foundation, "linear_probe", [broken], config=_cfg(feature_cache=False), profile="cpu", progress=False)
+
+
+def test_crops_are_stratified_positive_and_negative():
+    from fseft_lab.adapt import draw_crops
+
+    case = _case(1)
+    for seed in range(3):
+        images, labels = draw_crops(case, 2, 64, 0.5, seed)
+        assert images.shape == (2, 1, 64, 64, 64)
+        assert labels[0].sum() > 0                     # the positive crop comes first and shows the structure
+    _, labels = draw_crops(_case(1, size=(192, 64, 64)), 8, 64, 0.5, 0)   # a volume where crops can miss it
+    shows = [bool(crop.sum() > 0) for crop in labels]
+    assert all(shows[:4]) and not all(shows[4:])
+
+
+def test_bank_picks_are_stratified():
+    from fseft_lab.adapt import _pick
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        picked = _pick(rng, 16, 2, 0.5).tolist()        # bank: 8 positive crops first, then 8 negative
+        assert len(picked) == 2 and picked[0] < 8 <= picked[1]
+    assert sorted(_pick(rng, 4, 4, 0.5).tolist()) == [0, 1, 2, 3]
+
+
+def test_a_shared_bank_cache_computes_the_trunk_once_and_changes_nothing(foundation):
+    shared = {}
+    first = adapt(foundation, "linear_probe", [_case(1)], config=_cfg(), bank_cache=shared, profile="cpu", progress=False)
+    assert len(shared) == 1
+    (key, features), = shared.items()
+    second = adapt(foundation, "adapter_1x1", [_case(1)], config=_cfg(), bank_cache=shared, profile="cpu", progress=False)
+    assert len(shared) == 1 and shared[key] is features            # reused, not recomputed
+    alone = adapt(foundation, "adapter_1x1", [_case(1)], config=_cfg(), profile="cpu", progress=False)
+    for name, value in alone.model.classifier.state_dict().items():
+        assert torch.equal(second.model.classifier.state_dict()[name], value), name
+    assert first.cached and second.cached

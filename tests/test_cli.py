@@ -71,3 +71,24 @@ def test_phantom_domains(capsys):
     assert "flare_like" in stdout
     assert all(name in stdout for name in DOMAINS)
     assert len(stdout.strip().splitlines()) == len(DOMAINS) + 1  # header + one line per domain
+
+
+def test_methods_lists_every_method_in_course_order_with_counts(capsys):
+    assert main(["methods", "--profile", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()[2:]
+    names = [line.split()[0] for line in lines]
+    assert names[:3] == ["zero_shot", "linear_probe", "adapter_1x1"] and "compacter" in names and len(names) == 11
+    assert lines[names.index("linear_probe")].split()[1] == "13"
+
+
+@pytest.mark.slow
+def test_quickstart_prints_a_dice_and_parameter_table(tmp_path, capsys):
+    """The README's main job, end to end (about 4 minutes on 2 cores)."""
+    assert main(["quickstart", "--profile", "cpu", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.split()[:1] in (["zero_shot"], ["linear_probe"], ["spatial_adapter"])}
+    assert set(rows) == {"zero_shot", "linear_probe", "spatial_adapter"}
+    assert rows["zero_shot"][1] == "0" and rows["spatial_adapter"][1] == "7,789"
+    assert all(0 <= float(r[3]) <= 1 for r in rows.values())
+    assert (tmp_path / "quickstart.csv").is_file()

@@ -5,7 +5,7 @@ import torch
 
 from fseft_lab.anatomy import task_structures
 from fseft_lab.cli import main
-from fseft_lab.data.layouts import export_phantom
+from fseft_lab.data.layouts import open_dataset
 from fseft_lab.experiments import RUN_KEY, load_cases, run_grid
 from fseft_lab.methods import build, load_adapter_file
 from fseft_lab.models.zoo import load_foundation
@@ -13,9 +13,11 @@ from fseft_lab.models.zoo import load_foundation
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
+    """Exported the way a user would: ``fseft-lab phantom export``."""
     root = tmp_path_factory.mktemp("flare") / "flare_like"
-    return export_phantom(root, "msd", cases=3, seed=5, domain="flare_like", spacing=3.0, template="flare22",
-                          num_test=1, progress=False)
+    assert main(["phantom", "export", str(root), "--layout", "msd", "--cases", "3", "--seed", "5", "--domain", "flare_like",
+                 "--spacing", "3", "--template", "flare22", "--num-test", "1"]) == 0
+    return open_dataset(root)
 
 
 def test_cli_adapts_an_exported_dataset_and_saves_a_small_adapter(dataset, tmp_path, capsys):
@@ -69,3 +71,25 @@ def test_tasks_and_missing_head_rows(dataset):
     assert not torch.equal(model.classifier.weight[0], foundation.classifier.weight[5])
     case = load_cases(dataset, dataset.test_ids, ["liver"], "cpu")[0]
     assert case["image"].shape[1:] == case["label"].shape[1:] and int(case["label"].max()) == 1
+
+
+def test_summary_and_plots_read_the_tidy_table():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fseft_lab import viz
+    from fseft_lab.experiments import summary
+
+    rows = [{"method": m, "k": k, "seed": s, "case": c, "dice": d + 0.01 * s, "trainable_params": p, "train_seconds": 1.0}
+            for m, d, p in (("zero_shot", 0.5, 0), ("linear_probe", 0.6, 13)) for k in (1, 5) for s in (0, 1)
+            for c in ("a", "b")]
+    table = pd.DataFrame(rows)
+    stats = summary(table)
+    assert stats.loc[("linear_probe", 5), "dice"] == pytest.approx(0.605)
+    assert stats.loc[("linear_probe", 5), "dice_std"] == pytest.approx(0.01 / 2 ** 0.5)
+    assert stats.loc[("zero_shot", 1), "params"] == 0
+    ax = viz.plot_dice_vs_k(table)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["linear_probe", "zero_shot"]
+    ax = viz.plot_params_vs_dice(table)
+    offsets = [c.get_offsets()[0].tolist() for c in ax.collections]
+    assert offsets == [[1.0, pytest.approx(0.505)], [13.0, pytest.approx(0.605)]]

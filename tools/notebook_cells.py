@@ -1,0 +1,140 @@
+"""Cells shared by the notebook builders (tools/build_notebook_*.py): one place for the set-up."""
+import nbformat as nbf
+
+md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+REPO = "fseft-lab/fseft_lab"
+
+
+def title(name: str, heading: str, body: str) -> nbf.NotebookNode:
+    badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+             f"(https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{name}.ipynb)")
+    return md(f"# {heading}\n\n{badge}\n\n{body}")
+
+
+def setup() -> nbf.NotebookNode:
+    return code("""# Set-up: on Colab, install the course package; elsewhere nothing to do.
+import sys
+if "google.colab" in sys.modules:
+    import subprocess
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/fseft-lab/fseft_lab"], check=True)""")
+
+
+def parameters(source: str) -> nbf.NotebookNode:
+    return code(source, metadata={"tags": ["parameters"]})
+
+
+def target_data() -> nbf.NotebookNode:
+    """The TotalSegmentator-like target (cached by notebook 00), the few-shot split and the model."""
+    return code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
+                    seed=seed, spacing=P.spacing_mm, overwrite=True, progress=False)
+split = few_shot_split(ts.case_ids, k, seed, test=ts.test_ids)
+test_ids = list(split.test[:num_test])
+foundation = load_foundation("phantom_cpu")
+trunk_cache = {}  # trunk features of the test volumes, shared by every frozen-trunk method below
+print(f"support {split.support} | validation {split.validation} | test {test_ids}")""")
+
+
+def write(cells, path: str) -> None:
+    nb = nbf.v4.new_notebook(cells=cells)
+    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                   "language_info": {"name": "python"}}
+    nbf.write(nb, path)
+
+
+# ---- notebooks 04-06: methods that open the trunk, on the FLARE-like (non-contrast) target ----
+
+def peft_parameters(task: str = "liver") -> nbf.NotebookNode:
+    return parameters(f"""import os
+profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto
+seed = 0                                            # the few-shot draw
+k = 1                                               # labelled support volumes
+task = "{task}"                                     # a base organ (binary task)
+epochs = None                                       # None: 5 on the cpu profile, else the profile's
+num_test = 2                                        # test volumes scored
+data_dir = "../data\"""")
+
+
+def peft_imports(extra: str = "") -> nbf.NotebookNode:
+    return code(f"""import inspect
+import warnings
+warnings.filterwarnings("ignore")
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import monai
+import pandas as pd
+import torch
+
+from fseft_lab import viz
+from fseft_lab.adapt import AdaptConfig
+from fseft_lab.data.fewshot import few_shot_split
+from fseft_lab.data.layouts import export_phantom
+from fseft_lab.experiments import load_cases, run
+from fseft_lab.methods import build, trainable_parameters
+from fseft_lab.models.foundation import FoundationModel
+from fseft_lab.models.zoo import load_foundation
+from fseft_lab.profiles import get_profile
+{extra}
+P = get_profile(profile)
+epochs = epochs or (5 if P.name == "cpu" else None)  # trunk-training epochs cost seconds each on a CPU
+torch.manual_seed(seed)
+monai.utils.set_determinism(seed)
+plt.rcParams["figure.dpi"] = 64
+pd.set_option("display.width", 120)
+print(f"torch {{torch.__version__}} | monai {{monai.__version__}} | cuda {{torch.cuda.is_available()}} | profile {{P.name}}")""")
+
+
+def flare_data() -> list:
+    return [md("""## The target: a non-contrast scanner
+
+These methods change the trunk itself, so we take them where zero-shot transfer is weakest: the
+FLARE-like phantom target, a plain (non-contrast) CT whose organs are closer in HU to their
+neighbours than in the contrast-enhanced sources (notebook 00). Same protocol as before: k support
+volumes, a validation volume, fixed test volumes."""),
+            code("""flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=P.spacing_mm,
+                       num_test=2, overwrite=True, progress=False)
+split = few_shot_split(flare.case_ids, k, seed, test=flare.test_ids)
+test_ids = list(split.test[:num_test])
+foundation = load_foundation("phantom_cpu")
+trunk_cache = {}
+print(f"support {split.support} | validation {split.validation} | test {test_ids}")""")]
+
+
+def count_table(methods) -> nbf.NotebookNode:
+    return code(f"""# NBVAL_CHECK_OUTPUT
+def where(model):
+    \"\"\"Trainable parameters by part of the network.\"\"\"
+    counts = {{"Swin blocks": 0, "patch embed/merging": 0, "conv decoder": 0, "head": 0}}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            part = ("head" if name.startswith("classifier") else "Swin blocks" if ".blocks." in name
+                    else "patch embed/merging" if name.startswith("swinViT") else "conv decoder")
+            counts[part] += p.numel()
+    return counts
+
+rows = []
+for width in sorted({{P.feature_size, 48}}):
+    base = FoundationModel(width)
+    total = sum(p.numel() for p in base.parameters())
+    for method in {list(methods)!r}:
+        model = build(base, method, [task])
+        n = trainable_parameters(model)
+        rows.append({{"feature size": width, "method": method, "trainable": n, "of the model": f"{{n / total:.3%}}", **where(model)}})
+pd.DataFrame(rows)""")
+
+
+def peft_training(methods) -> list:
+    return [code(f"""tables, results = [], {{}}
+for method in ["zero_shot"] + {list(methods)!r}:
+    table, result = run(foundation, flare, task, method, k, seed, profile=P.name, config=AdaptConfig(epochs=epochs),
+                        trunk_cache=trunk_cache, test=test_ids, progress=False)
+    tables.append(table)
+    results[method] = result
+table = pd.concat(tables, ignore_index=True)
+table.groupby("method", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", "mean"), trainable=("trainable_params", "first"),
+                                        epochs=("epochs", "first"), train_seconds=("train_seconds", "first")).round(3)"""),
+            code(f"""ax = viz.plot_learning_curves({{m: results[m].curve for m in {list(methods)!r}}})
+_ = ax.set_title(f"{{task}}, k = {{k}}, seed {{seed}}")"""),
+            code("""case = load_cases(flare, [test_ids[0]], [task], P.name)[0]
+masks = {m: r.test_masks[test_ids[0]][0] for m, r in results.items()}
+_ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[P.spacing_mm] * 3)""")]
