@@ -79,15 +79,15 @@ per support volume once (`crop_bank`, 8 x crops per volume by default), runs the
 crop, and trains on the stored features; each epoch picks its crops from the bank. Same crops,
 same computation, so the same weights: let us check that and time both paths for 3 epochs."""),
 code("""support = load_cases(ts, split.support, [task], P.name)
-timing, weights = {}, {}
+timing, weights, losses = {}, {}, {}
 for cached in (False, True):
     config = AdaptConfig(epochs=3, crop_bank=2 * P.crops_per_volume, feature_cache=cached, validate_every=0)
     result = adapt(foundation, "spatial_adapter", support, config=config, profile=P.name, progress=False)
-    seconds = result.curve.seconds.diff().iloc[1:].mean()
-    timing["cached" if cached else "uncached"] = seconds
-    weights[cached] = result.model.classifier.state_dict()
-same = all(torch.allclose(weights[True][n], weights[False][n], atol=1e-5) for n in weights[True])
-print(f"same weights: {same}")
+    timing["cached" if cached else "uncached"] = result.curve.seconds.diff().iloc[1:].mean()
+    weights[cached], losses[cached] = result.model.classifier.state_dict(), [round(v, 4) for v in result.curve.loss]
+differ = max((weights[True][n] - weights[False][n]).abs().max().item() for n in weights[True])
+print(f"loss per epoch, uncached {losses[False]}, cached {losses[True]}")
+print(f"largest weight difference {differ:.1e} (learning rate {result.lr:.0e})")
 print(f"seconds per epoch: uncached {timing['uncached']:.2f}, cached {timing['cached']:.3f} "
       f"-> {timing['uncached'] / timing['cached']:.0f}x faster")"""),
 md("""`benchmarks/feature_cache.py` measures the same ratio for the linear probe and the spatial
@@ -112,11 +112,18 @@ features = trunk_cache[trunk_key(foundation, ts, test_ids[0])][None]
 with torch.no_grad():
     masks = {m: to_masks(results[m].model.classifier(features))[0, 0] for m in results}
 _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[P.spacing_mm] * 3)"""),
-md("""**Reading the result.** The spatial adapter has the capacity to reshape the features locally
+md("""The two paths agree. The cached path stores the features in another memory layout (channels
+last: three times faster 3x3x3 convolutions on a CPU), so sums run in another order and the
+weights differ by float rounding, which Adam can enlarge: its step is about $\pm$ lr wherever a
+gradient is nearly zero, whatever that gradient's last digits.
+
+**Reading the result.** The spatial adapter has the capacity to reshape the features locally
 (a 3x3x3 neighbourhood at every voxel) and the paper finds it the best black-box method at low k.
-At the paper's learning rate of 1e-4 it moves slowly: here, with one support volume, two crops
-per step and a weak phantom foundation model, expect a modest change from zero-shot; `k`, the
-number of crops per volume and the learning rate are the levers to try.
+At the paper's learning rate of 1e-4 it moves slowly: with one support volume and two crops per
+step the training loss stays noisy near its start, and the early-stopping rule (a 10-epoch moving
+average that must improve by 0.001 over 20 epochs) ends training after a few dozen epochs. On this
+under-trained phantom model the change from zero-shot is small; `k`, the number of crops per
+volume and the learning rate are the levers to try (exercise 1).
 
 ## Exercises
 
@@ -128,8 +135,9 @@ number of crops per volume and the learning rate are the levers to try.
 
 <details><summary>Solutions</summary>
 
-1. A larger rate moves the zero-initialised $W_\\text{up}$ faster: the loss falls sooner; too large
-   and it overfits the single support volume (watch a validation volume with `validate=True`).
+1. A larger rate moves the zero-initialised $W_\\text{up}$ faster and the loss falls before the
+   early-stopping rule looks (on this phantom, pancreas, k = 1: Dice 0.06 at 1e-4, 0.12 at 1e-3);
+   at 1e-2 training becomes unstable (0.01). Watch a validation volume with `validate=True`.
 2. The build runs the trunk once per banked crop: about as long as `crop_bank / crops` uncached
    epochs (8 by default). Every later epoch saves almost a whole uncached epoch, so the cache has
    paid off after about 8-9 epochs, long before the 200 it runs.
