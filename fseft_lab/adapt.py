@@ -30,12 +30,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
-from monai.metrics import compute_dice
 from torch import nn
 from tqdm.auto import tqdm
 
 from fseft_lab.data.transforms import training_crops
-from fseft_lab.evaluate import predict, to_masks, trunk_features
+from fseft_lab.evaluate import evaluate, trunk_features
 from fseft_lab.methods import build, get_method, trainable_parameters
 from fseft_lab.pretrain import warmup_cosine
 from fseft_lab.profiles import get_profile
@@ -207,7 +206,8 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
                 bank_cache[key] = _trunk(model, images, crops, device)
             banks[v] = (bank_cache[key], labels)
         model.classifier.to(memory_format=torch.channels_last_3d)  # 3x faster 3x3x3 adapters on CPU
-    val_inputs = [trunk_features(model, c["image"], prof.patch_size)[None] if cached else None for c in validation]
+    if cached:  # validation volumes too: the trunk once, then only the head at each validation
+        validation = [{**c, "features": trunk_features(model, c["image"], prof.patch_size)} for c in validation]
 
     dice_loss = DiceLoss(sigmoid=not multiclass, softmax=multiclass, batch=True)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
@@ -252,7 +252,7 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
         stopped = plateaued([r["dice_loss"] for r in rows] + [row["dice_loss"]], cfg)
         last = stopped or epoch == epochs - 1
         if validation and cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or last):
-            row["val_dice"] = validation_dice(model, val_inputs, validation, prof.patch_size, cached)
+            row["val_dice"] = validation_dice(model, validation, prof.patch_size)
         rows.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         if stopped:
@@ -262,19 +262,15 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
                    cached, _peak_memory_mb(device), lr)
 
 
-@torch.no_grad()
-def validation_dice(model: nn.Module, inputs: Sequence, cases: Sequence[dict], patch_size: int, cached: bool) -> float:
-    """Mean Dice over the validation volumes and the task's structures."""
+def validation_dice(model: nn.Module, cases: Sequence[dict], patch_size: int) -> float:
+    """Mean Dice over the validation volumes and the task's structures, by the course's one
+    evaluation function (cases carrying ``features`` skip the frozen trunk)."""
     model.eval()
-    scores = []
-    for x, case in zip(inputs, cases):
-        logits = model.classifier(x.to(next(model.parameters()).device)).float().cpu() if cached \
-            else predict(model, case["image"][None], patch_size)
-        masks = to_masks(logits, model.multiclass)[:, 1:] if model.multiclass else to_masks(logits)
-        truth = task_target(torch.as_tensor(case["label"])[None], masks.shape[1], False)
-        scores.append(compute_dice(masks, truth, ignore_empty=True).nanmean().item())
+    n = len(model.task_structures) - model.multiclass
+    channels = list(range(1, n + 1)) if model.multiclass else list(range(n))
+    dice = evaluate(model, cases, channels, patch_size, model.multiclass, progress=False).dice.mean()
     model.train()
-    return float(np.nanmean(scores))
+    return float(dice)
 
 
 @torch.no_grad()
