@@ -107,8 +107,6 @@ def _adapt(args) -> None:
 
 
 def _methods(args) -> None:
-    import sys as _sys
-
     from fseft_lab.methods import REGISTRY, build, method_names, trainable_parameters
     from fseft_lab.models.foundation import FoundationModel
     from fseft_lab.profiles import get_profile
@@ -121,7 +119,7 @@ def _methods(args) -> None:
     for name in method_names():
         spec = REGISTRY[name]
         n = trainable_parameters(build(foundation, name, ["liver"]))
-        doc = (_sys.modules[spec.apply.__module__].__doc__ or "").strip().splitlines()[0]
+        doc = (sys.modules[spec.apply.__module__].__doc__ or "").strip().splitlines()[0]
         lr = f"{spec.lr:.0e}" if spec.lr else "-"
         print(f"{name:16s} {n:>11,d} {100 * n / total:>8.3f}% {lr:>7s}  {doc}")
 

@@ -53,8 +53,8 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     ``validate`` scores the split's validation volume during training (the learning curve's
     ``val_dice``). ``trunk_cache``: a dict shared by several runs; methods whose trunk stays
     frozen then run the trunk over each test volume (and each banked support crop) once, not
-    once per method. ``test``: score
-    these cases instead of the dataset's test split (e.g. fewer of them on a laptop).
+    once per method. ``test``: score these cases instead of the dataset's test split (e.g.
+    fewer of them on a laptop).
     """
     structures, multiclass = task_structures(task)
     get_method(method)  # an unknown method fails before any data is loaded
