@@ -1,5 +1,5 @@
 """Builds notebooks/02_zero_shot_linear_probe.ipynb (kept so the notebook can be regenerated)."""
-from notebook_cells import code, md, parameters, setup, target_data, title, write
+from notebook_cells import imports, code, md, parameters, setup, target_data, title, write
 
 cells = [
 title("02_zero_shot_linear_probe", "02 · Zero-shot transfer and the linear probe", """\
@@ -25,7 +25,7 @@ k = 1                                               # labelled support volumes
 tasks = ["pancreas", "liver"]                       # base organs, one binary task each
 num_test = 2                                        # test volumes scored (5 in the paper)
 data_dir = "../data\""""),
-code("""import inspect
+imports("""import inspect
 import warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
@@ -44,13 +44,7 @@ from fseft_lab.methods import build, linear_probe, print_trainable_parameters, s
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
-
-P = get_profile(profile)
-torch.manual_seed(seed)
-monai.utils.set_determinism(seed)
-plt.rcParams["figure.dpi"] = 64
-pd.set_option("display.width", 120)
-print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name}")"""),
+"""),
 md("""## 1. The few-shot protocol
 
 The paper adapts with k in {1, 5, 10, all} labelled volumes. A **draw** (a seed) picks k + 1

@@ -1,5 +1,5 @@
 """Builds notebooks/03_black_box_adapters.ipynb (kept so the notebook can be regenerated)."""
-from notebook_cells import code, md, parameters, setup, target_data, title, write
+from notebook_cells import imports, code, md, parameters, setup, target_data, title, write
 
 cells = [
 title("03_black_box_adapters", "03 · Black-box spatial adapters and the feature cache", """\
@@ -24,7 +24,7 @@ k = 1                                               # labelled support volumes
 task = "pancreas"                                   # a base organ (binary task)
 num_test = 2                                        # test volumes scored (5 in the paper)
 data_dir = "../data\""""),
-code("""import inspect
+imports("""import inspect
 import warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
@@ -44,13 +44,7 @@ from fseft_lab.methods import black_box_adapter, build, trainable_parameters
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
-
-P = get_profile(profile)
-torch.manual_seed(seed)
-monai.utils.set_determinism(seed)
-plt.rcParams["figure.dpi"] = 64
-pd.set_option("display.width", 120)
-print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name}")"""),
+"""),
 target_data(),
 md("""## 1. A residual adapter on the features
 

@@ -1,5 +1,5 @@
 """Builds notebooks/07_novel_structures.ipynb (kept so the notebook can be regenerated)."""
-from notebook_cells import code, md, parameters, setup, title, write
+from notebook_cells import imports, code, md, parameters, setup, title, write
 
 cells = [
 title("07_novel_structures", "07 · Novel structures: decoder fine-tuning, full fine-tuning, scratch", """\
@@ -26,7 +26,7 @@ task = "lung_upper_lobe_left"                       # a novel structure (binary 
 epochs = None                                       # None: 3 on the cpu profile, else the profile's
 num_test = 1                                        # test volumes scored
 data_dir = "../data\""""),
-code("""import inspect
+imports("""import inspect
 import warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
@@ -44,14 +44,7 @@ from fseft_lab.experiments import load_cases, run
 from fseft_lab.methods import DECODER_MODULES, build, scratch, trainable_parameters
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
-
-P = get_profile(profile)
-epochs = epochs or (3 if P.name == "cpu" else None)  # every step runs the whole network forward and backward
-torch.manual_seed(seed)
-monai.utils.set_determinism(seed)
-plt.rcParams["figure.dpi"] = 64
-pd.set_option("display.width", 120)
-print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name}")"""),
+""", 'epochs = epochs or (3 if P.name == "cpu" else None)  # every step runs the whole network forward and backward\n'),
 md("""## 1. Novel structures
 
 The paper's novel tasks are TotalSegmentator structures that no pre-training dataset labels:"""),

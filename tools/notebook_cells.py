@@ -23,6 +23,17 @@ def parameters(source: str) -> nbf.NotebookNode:
     return code(source, metadata={"tags": ["parameters"]})
 
 
+def imports(body: str, after_profile: str = "") -> nbf.NotebookNode:
+    """The imports cell: the notebook's imports, then the profile, seeds, figure size and versions."""
+    return code(body + """
+P = get_profile(profile)
+""" + after_profile + """torch.manual_seed(seed)
+monai.utils.set_determinism(seed)
+plt.rcParams["figure.dpi"] = 64
+pd.set_option("display.width", 120)
+print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name}")""")
+
+
 def target_data() -> nbf.NotebookNode:
     """The TotalSegmentator-like target (cached by notebook 00), the few-shot split and the model."""
     return code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
@@ -55,7 +66,7 @@ data_dir = "../data\"""")
 
 
 def peft_imports(extra: str = "") -> nbf.NotebookNode:
-    return code(f"""import inspect
+    return imports(f"""import inspect
 import warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
@@ -74,14 +85,7 @@ from fseft_lab.methods import build, trainable_parameters
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
-{extra}
-P = get_profile(profile)
-epochs = epochs or (5 if P.name == "cpu" else None)  # trunk-training epochs cost seconds each on a CPU
-torch.manual_seed(seed)
-monai.utils.set_determinism(seed)
-plt.rcParams["figure.dpi"] = 64
-pd.set_option("display.width", 120)
-print(f"torch {{torch.__version__}} | monai {{monai.__version__}} | cuda {{torch.cuda.is_available()}} | profile {{P.name}}")""")
+{extra}""", 'epochs = epochs or (5 if P.name == "cpu" else None)  # trunk-training epochs cost seconds each on a CPU\n')
 
 
 def flare_data() -> list:
