@@ -155,3 +155,23 @@ def test_resume_refuses_a_missing_checkpoint_and_changed_settings(tmp_path):
     pretrain(PretrainConfig(out=run, steps=1, warmup_steps=1, checkpoint_every=1), data=_tiny_sources(), progress=False)
     with pytest.raises(ValueError, match="'lr'"):
         pretrain(PretrainConfig(out=run, steps=1, warmup_steps=1, lr=5e-4, resume=True), data=_tiny_sources(), progress=False)
+
+
+def test_structure_balance_draws_rarely_labelled_structures_as_often_as_common_ones():
+    from fseft_lab.pretrain import pick_case
+
+    # source A labels liver and spleen, source B only the liver (the spleen's situation in the phantom sources)
+    a = [{"structures": ("liver", "spleen"), "present": [1, 2], "case": f"a{i}"} for i in range(3)]
+    b = [{"structures": ("liver",), "present": [1], "case": f"b{i}"} for i in range(3)]
+
+    def spleen_share(balance):  # share of positive crops centred on the spleen
+        picks = [pick_case([a, b], np.random.default_rng(s), balance) for s in range(400)]
+        return np.mean([("spleen" in [c["structures"][v - 1] for v in values]) / len(values) for c, values in picks])
+
+    assert abs(spleen_share("sources") - 0.25) < 0.06       # half the sources, half of their positives
+    assert abs(spleen_share("structures") - 0.5) < 0.06     # one of two structures
+    rng = np.random.default_rng(0)
+    case, values = pick_case([a, b], rng, "sources")
+    assert values == case["present"]
+    with pytest.raises(ValueError, match="balance='classes'"):
+        pick_case([a, b], rng, "classes")
