@@ -35,9 +35,10 @@ from tqdm.auto import tqdm
 
 from fseft_lab.data.transforms import training_crops
 from fseft_lab.evaluate import evaluate, trunk_features
-from fseft_lab.methods import build, get_method, trainable_parameters
+from fseft_lab.methods import build, get_method, proximal_step, trainable_parameters
 from fseft_lab.pretrain import warmup_cosine
 from fseft_lab.profiles import get_profile
+from fseft_lab.transductive import QueryTerm, TransductiveConfig
 
 
 @dataclass
@@ -156,7 +157,8 @@ def plateaued(dice_losses: Sequence[float], cfg: AdaptConfig) -> bool:
 
 def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multiclass: bool = False,
           decoder: str = "frozen", validation: Sequence[dict] = (), config: AdaptConfig | None = None,
-          profile: str | None = None, bank_cache: dict | None = None, progress: bool = True, **options) -> Adapted:
+          profile: str | None = None, bank_cache: dict | None = None, query: Sequence[dict] = (),
+          transductive: TransductiveConfig | None = None, progress: bool = True, **options) -> Adapted:
     """Adapt ``foundation`` to the task the support volumes are labelled for.
 
     Args:
@@ -170,6 +172,10 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
         config: :class:`AdaptConfig`; ``profile`` fills its ``None`` sizes.
         bank_cache: a dict shared by several calls: frozen-trunk methods trained on the same
             support crops (same seed and bank) then compute the bank's trunk features once.
+        query: unlabelled volumes to segment (their labels are never read); with
+            ``transductive`` they join training (:mod:`fseft_lab.transductive`), and the learning
+            curve gains their predicted sizes (``query_size/<structure>``, voxels).
+        transductive: :class:`TransductiveConfig`; needs a frozen trunk (only the head trains).
         options: the method's own options (e.g. ``rank=8`` for LoRA).
     """
     cfg, prof = config or AdaptConfig(), get_profile(profile)
@@ -208,6 +214,12 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
         model.classifier.to(memory_format=torch.channels_last_3d)  # 3x faster 3x3x3 adapters on CPU
     if cached:  # validation volumes too: the trunk once, then only the head at each validation
         validation = [{**c, "features": trunk_features(model, c["image"], prof.patch_size)} for c in validation]
+    term = None
+    if transductive is not None:
+        if not only_head_trains(model):
+            raise ValueError(f"transductive inference updates only the adapter and head, but {method} "
+                             f"(decoder {decoder}) trains the trunk; use a black-box method such as spatial_adapter")
+        term = QueryTerm(model, support, query, structures, multiclass, transductive, prof.patch_size, epochs, device)
 
     dice_loss = DiceLoss(sigmoid=not multiclass, softmax=multiclass, batch=True)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
@@ -244,11 +256,22 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            proximal_step(model, scheduler.get_last_lr()[0])
             scheduler.step()
             losses.append(loss.item())
             dices.append(d.item())
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "dice_loss": float(np.mean(dices)),
                "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - start, "val_dice": math.nan}
+        if term is not None and epoch >= term.start_epoch:  # one query step per epoch, at the current rate
+            query_loss = term.loss(model.classifier, epoch)
+            if term.config.weight > 0:  # lambda = 0 only logs: an Adam step on a zero gradient still moves
+                optimizer.zero_grad(set_to_none=True)
+                query_loss.backward()
+                optimizer.step()
+                proximal_step(model, scheduler.get_last_lr()[0])
+            row["query_loss"] = query_loss.item()
+        if term is not None:
+            row.update(term.logged_sizes(model.classifier))
         stopped = plateaued([r["dice_loss"] for r in rows] + [row["dice_loss"]], cfg)
         last = stopped or epoch == epochs - 1
         if validation and cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or last):
@@ -258,7 +281,10 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
         if stopped:
             break
     seconds = time.perf_counter() - start
-    return Adapted(model.eval(), pd.DataFrame(rows), seconds, len(rows), stopped, trainable_parameters(model),
+    curve = pd.DataFrame(rows)
+    if term is not None:
+        curve.attrs["size_prior"] = term.prior
+    return Adapted(model.eval(), curve, seconds, len(rows), stopped, trainable_parameters(model),
                    cached, _peak_memory_mb(device), lr)
 
 

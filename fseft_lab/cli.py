@@ -1,7 +1,8 @@
 """``fseft-lab``: the course's work from a terminal.
 
     fseft-lab quickstart [--profile P]                 the main job on phantom data
-    fseft-lab adapt --data DIR --task T --method M --k K --seeds S --out CSV   few-shot adaptation
+    fseft-lab adapt --data DIR --task T --method M --k K --seeds S --out CSV [--transductive penalty]
+                                                       few-shot adaptation
     fseft-lab methods [--profile P]                    adaptation methods and their trainable parameters
     fseft-lab pretrain OUT [--profile P] [--steps N] [--resume]   partial-label pre-training
     fseft-lab phantom export OUT --layout totalsegmentator --cases 10 --seed 0 [--domain D] [--spacing MM]
@@ -91,6 +92,12 @@ def _adapt(args) -> None:
         raise ValueError(f"{args.data} is a {dataset.layout} folder, not --layout {args.layout}")
     foundation = load_foundation(args.checkpoint)
     config = AdaptConfig(epochs=args.epochs, lr=args.lr)
+    transductive = None
+    if args.transductive:
+        from fseft_lab.transductive import TransductiveConfig
+
+        transductive = TransductiveConfig(args.transductive, margin=args.ti_margin, weight=args.ti_weight)
+    options = dict(_option(o) for o in args.option)
     for k in args.k:
         for seed in args.seeds:
             adapter = args.save_adapter
@@ -98,12 +105,25 @@ def _adapt(args) -> None:
                 adapter = adapter.with_name(f"{adapter.stem}_k{k}_seed{seed}{adapter.suffix}")
             rows, result = run(foundation, dataset, args.task, args.method, k, seed, decoder=args.decoder,
                                profile=args.profile, config=config, largest_component=args.largest_component,
-                               save_adapter_to=adapter)
+                               save_adapter_to=adapter, transductive=transductive, **options)
             append_rows(rows, args.out)
             print(f"{args.method} {args.task} k={k} seed={seed}: Dice {rows.dice.mean():.3f} on {rows.case.nunique()} test "
                   f"cases | {result.trainable:,} trainable | {result.epochs_run} epochs, {result.train_seconds:.1f} s"
                   + (f" | adapter {adapter}" if adapter else ""))
     print(f"rows appended to {args.out}")
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``rank=8`` -> ("rank", 8): a method option from the command line (numbers, booleans or text)."""
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--option {text!r}: write NAME=VALUE, e.g. --option rank=8")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
 
 
 def _methods(args) -> None:
@@ -179,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the profile's)")
     a.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
     a.add_argument("--largest-component", action="store_true", help="keep each structure's largest component")
+    a.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a method option, e.g. --option rank=8 (see the method's config); repeatable")
+    a.add_argument("--transductive", choices=["penalty", "barrier", "entropy"], default=None,
+                   help="constrained transductive inference on the test volumes (frozen-trunk methods)")
+    a.add_argument("--ti-margin", type=float, default=0.3, help="size band half-width g (kidneys: 0.5)")
+    a.add_argument("--ti-weight", type=float, default=0.1, help="lambda, the weight of the query term")
     a.add_argument("--checkpoint", default="phantom_cpu", help="zoo name or weights file (default: phantom_cpu)")
     a.add_argument("--out", type=Path, required=True, help="CSV to append result rows to")
     a.add_argument("--save-adapter", type=Path, default=None, help="write the trained adapter (a few KB) here")

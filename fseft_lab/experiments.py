@@ -27,9 +27,10 @@ from fseft_lab.data.transforms import preprocess
 from fseft_lab.evaluate import evaluate, trunk_features
 from fseft_lab.methods import get_method, save_adapter
 from fseft_lab.profiles import get_profile
+from fseft_lab.transductive import TransductiveConfig
 
 #: The columns that identify a run: a grid skips runs whose key is already in its CSV.
-RUN_KEY = ["task", "method", "decoder", "k", "seed"]
+RUN_KEY = ["task", "method", "decoder", "transductive", "k", "seed"]
 
 
 def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequence[str], profile: str | None = None) -> list[dict]:
@@ -47,14 +48,17 @@ def trunk_key(foundation, dataset: CaseFolder, case_id: str) -> tuple:
 def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: int, *, decoder: str = "frozen",
         profile: str | None = None, config: AdaptConfig | None = None, largest_component: bool = False,
         save_adapter_to: str | Path | None = None, validate: bool = False, trunk_cache: dict | None = None,
-        test: Sequence[str] | None = None, progress: bool = True, **options) -> tuple[pd.DataFrame, Adapted]:
+        test: Sequence[str] | None = None, transductive: TransductiveConfig | None = None, progress: bool = True,
+        **options) -> tuple[pd.DataFrame, Adapted]:
     """Adapt ``foundation`` to ``task`` with k shots (draw ``seed``) and score the test volumes.
 
     ``validate`` scores the split's validation volume during training (the learning curve's
     ``val_dice``). ``trunk_cache``: a dict shared by several runs; methods whose trunk stays
     frozen then run the trunk over each test volume (and each banked support crop) once, not
     once per method. ``test``: score these cases instead of the dataset's test split (e.g.
-    fewer of them on a laptop).
+    fewer of them on a laptop). ``transductive``: the test volumes, unlabelled, join the
+    adaptation as query volumes (:mod:`fseft_lab.transductive`); the rows' ``transductive``
+    column names the mode (``none`` without).
     """
     structures, multiclass = task_structures(task)
     get_method(method)  # an unknown method fails before any data is loaded
@@ -62,31 +66,43 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     test_ids = list(test) if test is not None else split.test
     support = load_cases(dataset, split.support, structures, profile)
     validation = load_cases(dataset, split.validation, structures, profile) if validate else []
+    test_cases = load_cases(dataset, test_ids, structures, profile)
+    if transductive is not None:  # the query volumes' trunk features are needed during training
+        _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, profile, progress)
     result = adapt(foundation, method, support, multiclass=multiclass, decoder=decoder, validation=validation,
                    config=replace(config or AdaptConfig(), seed=seed), profile=profile, progress=progress,
                    bank_cache=None if trunk_cache is None else trunk_cache.setdefault(("banks", str(dataset.root)), {}),
-                   **options)
+                   query=[{k: v for k, v in c.items() if k != "label"} for c in test_cases] if transductive else (),
+                   transductive=transductive, **options)
     if save_adapter_to:
         save_adapter(result.model, save_adapter_to, task=task, k=k, seed=seed, support=list(split.support))
-    test_cases = load_cases(dataset, test_ids, structures, profile)
     if trunk_cache is not None and frozen_trunk(result.model):
-        for case in tqdm(test_cases, desc="trunk features of the test volumes", leave=False,
-                         disable=not progress or all(trunk_key(foundation, dataset, c["case"]) in trunk_cache for c in test_cases)):
-            key = trunk_key(foundation, dataset, case["case"])
-            if key not in trunk_cache:
-                trunk_cache[key] = trunk_features(result.model, case["image"], get_profile(profile).patch_size)
-            case["features"] = trunk_cache[key]
+        _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, profile, progress)
     channels = list(range(1, len(structures) + 1)) if multiclass else list(range(len(structures)))
     table = evaluate(result.model, test_cases, channels, get_profile(profile).patch_size, multiclass, largest_component,
-                     progress=progress, masks_out=result.test_masks, task=task, method=method, decoder=decoder, k=k, seed=seed,
+                     progress=progress, masks_out=result.test_masks, task=task, method=method, decoder=decoder,
+                     transductive=transductive.mode if transductive else "none", k=k, seed=seed,
                      trainable_params=result.trainable, train_seconds=round(result.train_seconds, 2),
                      epochs=result.epochs_run, cached=result.cached, peak_memory_mb=round(result.peak_memory_mb, 1))
     return table, result
 
 
+def _attach_trunk_features(foundation, dataset: CaseFolder, cases: list[dict], trunk_cache: dict | None,
+                           profile: str | None, progress: bool) -> None:
+    """Give each case its frozen trunk's features, computed once per (model, dataset, case)."""
+    trunk_cache = {} if trunk_cache is None else trunk_cache
+    keys = [trunk_key(foundation, dataset, c["case"]) for c in cases]
+    for case, key in tqdm(list(zip(cases, keys)), desc="trunk features of the test volumes", leave=False,
+                          disable=not progress or all(k in trunk_cache for k in keys)):
+        if key not in trunk_cache:
+            trunk_cache[key] = trunk_features(foundation, case["image"], get_profile(profile).patch_size)
+        case["features"] = trunk_cache[key]
+
+
 def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequence[str], methods: Sequence[str],
              ks: Sequence[int], seeds: Sequence[int], *, decoder: str = "frozen", profile: str | None = None,
-             config: AdaptConfig | None = None, progress: bool = True, **options) -> pd.DataFrame:
+             config: AdaptConfig | None = None, transductive: TransductiveConfig | None = None, progress: bool = True,
+             **options) -> pd.DataFrame:
     """Run every (task, method, k, seed) not yet in ``out_csv``; returns the whole table.
 
     Each finished run is appended at once (written to a temporary file, then renamed), so an
@@ -98,13 +114,16 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
         get_method(method)
     out_csv = Path(out_csv)
     table = pd.read_csv(out_csv) if out_csv.is_file() else pd.DataFrame(columns=RUN_KEY)
+    if "transductive" not in table:  # tables written before transductive inference existed
+        table.insert(table.columns.get_loc("decoder") + 1, "transductive", "none")
     done = {tuple(str(v) for v in key) for key in table[RUN_KEY].drop_duplicates().itertuples(index=False)}
+    mode = transductive.mode if transductive else "none"
     todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
-            if (str(t), str(m), str(decoder), str(k), str(s)) not in done]
+            if (str(t), str(m), str(decoder), mode, str(k), str(s)) not in done]
     trunk_cache: dict = {}
     for task, method, k, seed in tqdm(todo, desc="grid", disable=not progress):
         rows, _ = run(foundation, dataset, task, method, k, seed, decoder=decoder, profile=profile, config=config,
-                      trunk_cache=trunk_cache, progress=False, **options)
+                      trunk_cache=trunk_cache, transductive=transductive, progress=False, **options)
         table = rows if table.empty else pd.concat([table, rows], ignore_index=True)
         write_csv(table, out_csv)
     return table

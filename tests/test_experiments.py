@@ -93,3 +93,30 @@ def test_summary_and_plots_read_the_tidy_table():
     ax = viz.plot_params_vs_dice(table)
     offsets = [c.get_offsets()[0].tolist() for c in ax.collections]
     assert offsets == [[1.0, pytest.approx(0.505)], [13.0, pytest.approx(0.605)]]
+
+
+def test_cli_transductive_inference_and_method_options(dataset, tmp_path, capsys):
+    out = tmp_path / "ti.csv"
+    base = ["adapt", "--data", str(dataset.root), "--task", "liver", "--k", "1", "--epochs", "2", "--profile", "cpu",
+            "--out", str(out)]
+    assert main(base + ["--method", "linear_probe", "--transductive", "penalty", "--ti-margin", "0.4"]) == 0
+    rows = pd.read_csv(out)
+    assert rows.transductive.tolist() == ["penalty"] and 0 <= rows.dice.iloc[0] <= 1
+    assert main(base + ["--method", "lora", "--transductive", "barrier"]) == 2
+    assert "only the adapter and head" in capsys.readouterr().err
+    assert main(base + ["--method", "linear_probe", "--transductive", "penalty", "--ti-margin", "1.5"]) == 2
+    assert "margin=1.5: a size margin must lie in (0, 1)" in capsys.readouterr().err
+    assert main(base + ["--method", "adapter_1x1", "--option", "kernel_size"]) == 2
+    assert "write NAME=VALUE" in capsys.readouterr().err
+    assert main(base + ["--method", "adapter_1x1", "--option", "rank=3"]) == 2
+    assert "adapter_1x1 has no option ['rank']" in capsys.readouterr().err
+    assert len(pd.read_csv(out)) == 1  # refused runs wrote nothing
+
+
+def test_grid_resumes_a_table_written_before_transductive_inference(dataset, tmp_path):
+    foundation = load_foundation("phantom_cpu")
+    out = tmp_path / "grid.csv"
+    run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0], profile="cpu", progress=False)
+    pd.read_csv(out).drop(columns="transductive").to_csv(out, index=False)  # an older table
+    again = run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0], profile="cpu", progress=False)
+    assert len(again) == 1 and again.transductive.tolist() == ["none"]

@@ -40,7 +40,7 @@ class Method:
 REGISTRY: dict[str, Method] = {}
 #: The order the paper (and the course) presents the methods in; later registrations follow.
 ORDER = ("zero_shot", "linear_probe", "adapter_1x1", "spatial_adapter", "bitfit", "affine_ln", "lora",
-         "adaptformer", "compacter", "full_ft", "scratch")
+         "adaptive_lora", "adaptformer", "compacter", "full_ft", "scratch")
 
 
 def register(name: str, config: type, lr: float):
@@ -127,6 +127,14 @@ def build(foundation: nn.Module, method: str, structures, multiclass: bool = Fal
             module.requires_grad_(True)
     model.method, model.decoder, model.options = method, decoder, dict(overrides)
     return model
+
+
+def proximal_step(model: nn.Module, lr: float) -> None:
+    """After each optimiser step: modules with a ``proximal(lr)`` method (adaptive-rank LoRA's
+    soft-thresholding) apply it. Nothing happens for every other method."""
+    for module in model.modules():
+        if hasattr(module, "proximal"):
+            module.proximal(lr)
 
 
 def trainable_parameters(model: nn.Module) -> int:
