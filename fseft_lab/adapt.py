@@ -176,6 +176,8 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
             ``transductive`` they join training (:mod:`fseft_lab.transductive`), and the learning
             curve gains their predicted sizes (``query_size/<structure>``, voxels).
         transductive: :class:`TransductiveConfig`; needs a frozen trunk (only the head trains).
+            Training then runs every epoch (no early stop, as in the reference schedule), since
+            the query term starts part-way through.
         options: the method's own options (e.g. ``rank=8`` for LoRA).
     """
     cfg, prof = config or AdaptConfig(), get_profile(profile)
@@ -272,7 +274,7 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
             row["query_loss"] = query_loss.item()
         if term is not None:
             row.update(term.logged_sizes(model.classifier))
-        stopped = plateaued([r["dice_loss"] for r in rows] + [row["dice_loss"]], cfg)
+        stopped = term is None and plateaued([r["dice_loss"] for r in rows] + [row["dice_loss"]], cfg)
         last = stopped or epoch == epochs - 1
         if validation and cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or last):
             row["val_dice"] = validation_dice(model, validation, prof.patch_size)

@@ -3,6 +3,7 @@
     fseft-lab quickstart [--profile P]                 the main job on phantom data
     fseft-lab adapt --data DIR --task T --method M --k K --seeds S --out CSV [--transductive penalty]
                                                        few-shot adaptation
+    fseft-lab predict --adapter A.pt --input CT.nii.gz --out SEG.nii.gz   segment a CT with an adapter
     fseft-lab methods [--profile P]                    adaptation methods and their trainable parameters
     fseft-lab pretrain OUT [--profile P] [--steps N] [--resume]   partial-label pre-training
     fseft-lab phantom export OUT --layout totalsegmentator --cases 10 --seed 0 [--domain D] [--spacing MM]
@@ -105,12 +106,33 @@ def _adapt(args) -> None:
                 adapter = adapter.with_name(f"{adapter.stem}_k{k}_seed{seed}{adapter.suffix}")
             rows, result = run(foundation, dataset, args.task, args.method, k, seed, decoder=args.decoder,
                                profile=args.profile, config=config, largest_component=args.largest_component,
-                               save_adapter_to=adapter, transductive=transductive, **options)
+                               save_adapter_to=adapter, transductive=transductive,
+                               adapter_meta={"checkpoint": str(args.checkpoint)}, **options)
             append_rows(rows, args.out)
             print(f"{args.method} {args.task} k={k} seed={seed}: Dice {rows.dice.mean():.3f} on {rows.case.nunique()} test "
                   f"cases | {result.trainable:,} trainable | {result.epochs_run} epochs, {result.train_seconds:.1f} s"
                   + (f" | adapter {adapter}" if adapter else ""))
     print(f"rows appended to {args.out}")
+
+
+def _predict(args) -> None:
+    import torch
+
+    from fseft_lab.methods import load_adapter_file
+    from fseft_lab.models.zoo import load_foundation
+    from fseft_lab.predict import segment_file
+
+    try:
+        meta = torch.load(args.adapter, map_location="cpu", weights_only=True).get("meta", {})
+    except Exception as err:
+        raise ValueError(f"cannot read adapter file {args.adapter}: {err}") from err
+    checkpoint = args.checkpoint or meta.get("checkpoint", "phantom_cpu")
+    profile = args.profile or meta.get("profile")
+    model = load_adapter_file(load_foundation(checkpoint), args.adapter)
+    out = segment_file(model, args.input, args.out, profile, args.largest_component)
+    structures = [s for s in model.task_structures if s != "background"]
+    print(f"wrote {out}: " + ", ".join(f"{i} = {s}" for i, s in enumerate(structures, start=1))
+          + f" (model {checkpoint} + {model.method} adapter, profile {profile or 'auto'})")
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -209,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", type=Path, required=True, help="CSV to append result rows to")
     a.add_argument("--save-adapter", type=Path, default=None, help="write the trained adapter (a few KB) here")
     a.set_defaults(func=_adapt)
+
+    pr = sub.add_parser("predict", help="segment a CT file with a saved adapter; the label map matches the input's grid")
+    pr.add_argument("--adapter", type=Path, required=True, help="adapter file written by `adapt --save-adapter`")
+    pr.add_argument("--input", type=Path, required=True, help="CT volume in HU (.nii or .nii.gz)")
+    pr.add_argument("--out", type=Path, required=True, help="label map to write (.nii.gz)")
+    pr.add_argument("--checkpoint", default=None, help="foundation model (default: the one the adapter was trained on)")
+    pr.add_argument("--profile", default=None, help="default: the profile the adapter was trained with")
+    pr.add_argument("--largest-component", action="store_true", help="keep each structure's largest component")
+    pr.set_defaults(func=_predict)
 
     m = sub.add_parser("methods", help="list adaptation methods with their trainable parameters")
     m.add_argument("--profile", default=None, help="cpu, gpu, paper or auto (paper: the paper's counts)")

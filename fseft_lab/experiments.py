@@ -49,7 +49,7 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
         profile: str | None = None, config: AdaptConfig | None = None, largest_component: bool = False,
         save_adapter_to: str | Path | None = None, validate: bool = False, trunk_cache: dict | None = None,
         test: Sequence[str] | None = None, transductive: TransductiveConfig | None = None, progress: bool = True,
-        **options) -> tuple[pd.DataFrame, Adapted]:
+        adapter_meta: dict | None = None, **options) -> tuple[pd.DataFrame, Adapted]:
     """Adapt ``foundation`` to ``task`` with k shots (draw ``seed``) and score the test volumes.
 
     ``validate`` scores the split's validation volume during training (the learning curve's
@@ -58,7 +58,8 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     once per method. ``test``: score these cases instead of the dataset's test split (e.g.
     fewer of them on a laptop). ``transductive``: the test volumes, unlabelled, join the
     adaptation as query volumes (:mod:`fseft_lab.transductive`); the rows' ``transductive``
-    column names the mode (``none`` without).
+    column names the mode (``none`` without). ``adapter_meta``: more fields for the adapter file
+    (e.g. the checkpoint it was trained from).
     """
     structures, multiclass = task_structures(task)
     get_method(method)  # an unknown method fails before any data is loaded
@@ -75,7 +76,8 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
                    query=[{k: v for k, v in c.items() if k != "label"} for c in test_cases] if transductive else (),
                    transductive=transductive, **options)
     if save_adapter_to:
-        save_adapter(result.model, save_adapter_to, task=task, k=k, seed=seed, support=list(split.support))
+        save_adapter(result.model, save_adapter_to, task=task, k=k, seed=seed, support=list(split.support),
+                     profile=get_profile(profile).name, **(adapter_meta or {}))
     if trunk_cache is not None and frozen_trunk(result.model):
         _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, profile, progress)
     channels = list(range(1, len(structures) + 1)) if multiclass else list(range(len(structures)))
@@ -101,9 +103,11 @@ def _attach_trunk_features(foundation, dataset: CaseFolder, cases: list[dict], t
 
 def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequence[str], methods: Sequence[str],
              ks: Sequence[int], seeds: Sequence[int], *, decoder: str = "frozen", profile: str | None = None,
-             config: AdaptConfig | None = None, transductive: TransductiveConfig | None = None, progress: bool = True,
-             **options) -> pd.DataFrame:
+             config: AdaptConfig | None = None, transductive: TransductiveConfig | None = None,
+             trunk_cache: dict | None = None, progress: bool = True, **options) -> pd.DataFrame:
     """Run every (task, method, k, seed) not yet in ``out_csv``; returns the whole table.
+
+    ``trunk_cache``: share frozen-trunk features with other grids on the same data (see :func:`run`).
 
     Each finished run is appended at once (written to a temporary file, then renamed), so an
     interrupted grid loses at most the run in progress.
@@ -120,7 +124,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     mode = transductive.mode if transductive else "none"
     todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
             if (str(t), str(m), str(decoder), mode, str(k), str(s)) not in done]
-    trunk_cache: dict = {}
+    trunk_cache = {} if trunk_cache is None else trunk_cache
     for task, method, k, seed in tqdm(todo, desc="grid", disable=not progress):
         rows, _ = run(foundation, dataset, task, method, k, seed, decoder=decoder, profile=profile, config=config,
                       trunk_cache=trunk_cache, transductive=transductive, progress=False, **options)
@@ -150,3 +154,30 @@ def summary(table: pd.DataFrame, by: Sequence[str] = ("method", "k")) -> pd.Data
                                                                  seconds=("train_seconds", "first"))
     return per_run.groupby(list(by), sort=False).agg(dice=("dice", "mean"), dice_std=("dice", "std"),
                                                       params=("params", "first"), seconds=("seconds", "mean"))
+
+
+def environment() -> dict:
+    """Software and hardware a result was measured with (for a results manifest)."""
+    import os
+    import platform
+
+    import monai
+    import numpy as np
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
+                         "numpy": np.__version__, "pandas": pd.__version__},
+            "hardware": {"machine": platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                         "device": device}}
+
+
+def write_manifest(path: str | Path, **fields) -> None:
+    """Write a results manifest (JSON: the given fields plus :func:`environment`) atomically."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({**fields, **environment()}, indent=2) + "\n")
+    tmp.replace(path)

@@ -215,3 +215,18 @@ def compare_figure(image, truth, predictions: dict, structure: str, view="axial"
         ax.set_title(name if name == "truth" else f"{name}\nDice {dice:.2f}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_query_sizes(curves: dict, structure: str, margin: float = 0.3, ax=None):
+    """Predicted size of ``structure`` on the query volumes per epoch, relative to the support's
+    size prior, for several runs (``{label: Adapted.curve}`` of transductive runs); the allowed
+    band [1 - g, 1 + g] is shaded."""
+    ax = ax or plt.subplots(figsize=(5.5, 3.2))[1]
+    ax.axhspan(1 - margin, 1 + margin, color="0.9", label=f"prior band (g = {margin})")
+    ax.axhline(1.0, color="0.6", lw=0.8)
+    for i, (label, curve) in enumerate(curves.items()):
+        prior = curve.attrs["size_prior"][structure]
+        ax.plot(curve["epoch"], curve[f"query_size/{structure}"] / prior, color=f"C{i}", label=label)
+    ax.set(xlabel="epoch", ylabel="predicted size / prior", title=structure)
+    ax.legend(fontsize=8, frameon=False)
+    return ax

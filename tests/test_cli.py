@@ -77,7 +77,8 @@ def test_methods_lists_every_method_in_course_order_with_counts(capsys):
     assert main(["methods", "--profile", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()[2:]
     names = [line.split()[0] for line in lines]
-    assert names[:3] == ["zero_shot", "linear_probe", "adapter_1x1"] and "compacter" in names and len(names) == 11
+    assert names[:3] == ["zero_shot", "linear_probe", "adapter_1x1"] and len(names) == 12
+    assert names.index("lora") < names.index("adaptive_lora") < names.index("compacter")
     assert lines[names.index("linear_probe")].split()[1] == "13"
 
 

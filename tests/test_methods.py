@@ -140,3 +140,10 @@ def test_scratch_does_not_depend_on_the_foundation_weights():
     b = build(FoundationModel(12), "scratch", ["liver"])
     for (name, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), name
+
+
+def test_adaptive_lora_counts_lora_plus_one_scale_per_component(paper_foundation):
+    """P diag(s) Q at rank r: LoRA's A and B at rank r plus 3r scales s in each of the 8 Swin blocks."""
+    lora = trainable_parameters(build(paper_foundation, "lora", ["liver"], rank=8))
+    adaptive = trainable_parameters(build(paper_foundation, "adaptive_lora", ["liver"], rank=8))
+    assert lora == 138_289 and adaptive == lora + 8 * 3 * 8

@@ -159,3 +159,17 @@ def test_adaptive_lora_ranks_shrink_with_the_l1_weight(foundation):
     full, sparse = train(0.0), train(5.0)
     assert len(full) == 8 and set(full.values()) == {6}  # 2 blocks x 4 stages, 3r = 6 components each
     assert sum(sparse.values()) < sum(full.values())
+
+
+def test_query_size_plot_draws_each_run_relative_to_its_prior(foundation):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fseft_lab.viz import plot_query_sizes
+
+    result = adapt(foundation, "linear_probe", [_case(1)], query=[_case(2)], config=_cfg(epochs=2), profile="cpu",
+                   progress=False, transductive=TransductiveConfig(weight=0.0))
+    ax = plot_query_sizes({"no TI": result.curve}, "liver", margin=0.3)
+    line = ax.get_lines()[-1]
+    expected = result.curve["query_size/liver"] / result.curve.attrs["size_prior"]["liver"]
+    assert list(line.get_ydata()) == pytest.approx(list(expected))

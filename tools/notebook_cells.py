@@ -54,7 +54,7 @@ def write(cells, path: str) -> None:
 
 # ---- notebooks 04-06: methods that open the trunk, on the FLARE-like (non-contrast) target ----
 
-def peft_parameters(task: str = "liver") -> nbf.NotebookNode:
+def peft_parameters(task: str = "liver", extra: str = "") -> nbf.NotebookNode:
     return parameters(f"""import os
 profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto
 seed = 0                                            # the few-shot draw
@@ -62,7 +62,7 @@ k = 1                                               # labelled support volumes
 task = "{task}"                                     # a base organ (binary task)
 epochs = None                                       # None: 5 on the cpu profile, else the profile's
 num_test = 2                                        # test volumes scored
-data_dir = "../data\"""")
+data_dir = "../data"{extra}""")
 
 
 def peft_imports(extra: str = "") -> nbf.NotebookNode:

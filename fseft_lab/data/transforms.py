@@ -21,18 +21,20 @@ from fseft_lab.anatomy import UNIVERSAL_TEMPLATE
 HU_WINDOW = (-175.0, 250.0)
 
 
-def preprocess(spacing_mm: float, patch_size: int | None = None, crop_foreground: bool = True) -> Compose:
+def preprocess(spacing_mm: float, patch_size: int | None = None, crop_foreground: bool = True,
+               label: bool = True) -> Compose:
     """Chain applied to every loaded case, training and test alike.
 
     Args:
         spacing_mm: isotropic output voxel size (mm).
         patch_size: if given, pad every side to at least this many voxels.
         crop_foreground: crop to the body (voxels above -175 HU), as the paper does.
+        label: the case has a ``label`` (False: an image to segment, ``fseft-lab predict``).
     """
-    keys = ["image", "label"]
+    keys = ["image", "label"] if label else ["image"]
     chain = [
         Orientationd(keys, axcodes="RAS", labels=None),
-        Spacingd(keys, pixdim=(spacing_mm,) * 3, mode=("bilinear", "nearest")),
+        Spacingd(keys, pixdim=(spacing_mm,) * 3, mode=("bilinear", "nearest")[:len(keys)]),
         ScaleIntensityRanged("image", a_min=HU_WINDOW[0], a_max=HU_WINDOW[1], b_min=0.0, b_max=1.0, clip=True),
     ]
     if crop_foreground:
