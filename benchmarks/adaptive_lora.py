@@ -30,8 +30,10 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--task", default="lung_upper_lobe_left")
     parser.add_argument("--k", type=int, default=1)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=None, help="default: the profile's")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=1e-3, help="1e-4 (the paper's rate with the decoder "
+                        "training) leaves a new head row where it started in the epochs a CPU affords")
     parser.add_argument("--num-test", type=int, default=2, help="test volumes scored per run")
     parser.add_argument("--checkpoint", default="phantom_cpu")
     parser.add_argument("--data", type=Path, default=Path("data/benchmark_lora"))
@@ -49,7 +51,7 @@ def main() -> None:
             if ((table.method == method) & (table.seed == seed)).any():
                 continue
             rows, result = run(foundation, ds, args.task, method, args.k, seed, decoder="fine-tuned", profile=prof.name,
-                               config=AdaptConfig(epochs=args.epochs), test=ds.test_ids[:args.num_test], progress=False)
+                               config=AdaptConfig(epochs=args.epochs, lr=args.lr), test=ds.test_ids[:args.num_test], progress=False)
             if method == "adaptive_lora":
                 ranks = pd.DataFrame({"layer": list(learned_ranks(result.model)), "rank": list(learned_ranks(result.model).values())})
                 append_rows(ranks.assign(seed=seed, max_rank=3 * AdaptiveLoRAConfig().rank), ranks_csv)
@@ -58,7 +60,7 @@ def main() -> None:
                   f"{result.train_seconds:.0f} s  [{time.perf_counter() - start:.0f} s]", flush=True)
     checkpoint = Path(args.checkpoint) if Path(args.checkpoint).is_file() else WEIGHTS_DIR / f"{args.checkpoint}.pt"
     write_manifest(args.out.with_suffix(".json"), command="python " + " ".join(sys.argv), profile=prof.name,
-                   task=args.task, k=args.k, decoder="fine-tuned", num_test=args.num_test,
+                   task=args.task, k=args.k, decoder="fine-tuned", num_test=args.num_test, epochs=args.epochs, lr=args.lr,
                    checkpoint=args.checkpoint, checkpoint_sha256=sha256(checkpoint),
                    adaptive_lora=AdaptiveLoRAConfig().__dict__, wall_seconds=round(time.perf_counter() - start),
                    note="wall_seconds covers this invocation only")

@@ -147,3 +147,13 @@ def test_adaptive_lora_counts_lora_plus_one_scale_per_component(paper_foundation
     lora = trainable_parameters(build(paper_foundation, "lora", ["liver"], rank=8))
     adaptive = trainable_parameters(build(paper_foundation, "adaptive_lora", ["liver"], rank=8))
     assert lora == 138_289 and adaptive == lora + 8 * 3 * 8
+
+
+def test_zero_shot_softmax_equals_the_thresholded_sigmoid_argmax(foundation, x):
+    """A zero background row makes the multi-class task head agree with the universal sigmoid head."""
+    structures = ["liver", "kidney_left", "spleen"]
+    with torch.no_grad():
+        logits = build(foundation, "zero_shot", structures, multiclass=True).eval()(x)
+        sigmoid = foundation(x)[:, [UNIVERSAL_TEMPLATE.index(s) for s in structures]]
+    expected = torch.where(sigmoid.max(1).values > 0, sigmoid.argmax(1) + 1, 0)
+    assert torch.equal(logits.argmax(1), expected)

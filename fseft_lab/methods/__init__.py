@@ -85,7 +85,9 @@ def swin_modules(model: nn.Module, kind: type) -> list[tuple[str, nn.Module]]:
 def set_task_head(model: nn.Module, structures: list[str] | tuple[str, ...], multiclass: bool = False) -> nn.Module:
     """Replace the universal head by a task head: (F -> len(structures)), plus a background row
     first for multi-class (softmax) tasks. Rows of structures in the template start from the
-    pre-trained row (zero-shot); novel structures and the background get a new row."""
+    pre-trained row (zero-shot); novel structures get a new row. The background row starts at
+    zero: a softmax over (0, sigmoid logits) picks structure i exactly where its sigmoid is above
+    0.5 and highest, so zero-shot multi-class is the universal model's thresholded arg-max."""
     old = model.classifier
     rows = (["background"] if multiclass else []) + [check_structure(s) for s in structures]
     # a checkpoint loaded from the zoo says which rows it really had (e.g. none for a self-supervised one)
@@ -97,6 +99,8 @@ def set_task_head(model: nn.Module, structures: list[str] | tuple[str, ...], mul
     head = nn.Conv3d(old.in_channels, len(rows), kernel_size=1)
     with torch.no_grad():
         head.bias.fill_(math.log(0.02 / 0.98))  # new rows start at p = 0.02, like the foundation head
+        if multiclass:
+            head.weight[0], head.bias[0] = 0.0, 0.0  # background logit 0 = the sigmoid's 0.5 threshold
         for i, s in enumerate(rows):
             if s in UNIVERSAL_TEMPLATE[: old.out_channels] and s in known:
                 head.weight[i] = old.weight[UNIVERSAL_TEMPLATE.index(s)]
