@@ -3,6 +3,7 @@
     fseft-lab quickstart [--profile P]                 the main job on phantom data
     fseft-lab adapt --data DIR --task T --method M --k K --seeds S --out CSV [--transductive penalty]
                                                        few-shot adaptation
+    fseft-lab benchmark --grid grids/fseft_phantom.toml --out results/benchmark.csv   the paper's grid
     fseft-lab predict --adapter A.pt --input CT.nii.gz --out SEG.nii.gz   segment a CT with an adapter
     fseft-lab methods [--profile P]                    adaptation methods and their trainable parameters
     fseft-lab pretrain OUT [--profile P] [--steps N] [--resume]   partial-label pre-training
@@ -113,6 +114,21 @@ def _adapt(args) -> None:
                   f"cases | {result.trainable:,} trainable | {result.epochs_run} epochs, {result.train_seconds:.1f} s"
                   + (f" | adapter {adapter}" if adapter else ""))
     print(f"rows appended to {args.out}")
+
+
+def _benchmark(args) -> None:
+    from fseft_lab.benchmark import read_grid, run_benchmark
+    from fseft_lab.experiments import summary
+
+    if args.list:
+        for block in read_grid(args.grid):
+            print(f"{block.name}: {block.runs} runs ({len(block.tasks)} tasks x {len(block.methods)} methods x "
+                  f"k {block.ks} x {len(block.seeds)} seeds, decoder {block.decoder})")
+        return
+    table = run_benchmark(args.grid, args.out, args.profile, args.data, args.checkpoint, args.only,
+                          command=args.command_line)
+    print(summary(table, by=("task", "method", "transductive", "k")).round(3).to_string())
+    print(f"rows in {args.out}, manifest {args.out.with_suffix('.json')}")
 
 
 def _predict(args) -> None:
@@ -232,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--save-adapter", type=Path, default=None, help="write the trained adapter (a few KB) here")
     a.set_defaults(func=_adapt)
 
+    b = sub.add_parser("benchmark", help="run a grid file of experiments into one CSV (resumable)")
+    b.add_argument("--grid", type=Path, default=Path("grids/fseft_phantom.toml"), help="TOML grid file")
+    b.add_argument("--out", type=Path, default=Path("results/benchmark.csv"), help="CSV to append rows to")
+    b.add_argument("--profile", default=None, help="cpu, gpu, paper or auto")
+    b.add_argument("--data", type=Path, default=Path("data/benchmark"), help="where the phantom targets are exported")
+    b.add_argument("--checkpoint", default="phantom_cpu", help="zoo name or weights file (default: phantom_cpu)")
+    b.add_argument("--only", default=None, help="run only the block with this name")
+    b.add_argument("--list", action="store_true", help="list the grid's blocks and run counts, run nothing")
+    b.set_defaults(func=_benchmark)
+
     pr = sub.add_parser("predict", help="segment a CT file with a saved adapter; the label map matches the input's grid")
     pr.add_argument("--adapter", type=Path, required=True, help="adapter file written by `adapt --save-adapter`")
     pr.add_argument("--input", type=Path, required=True, help="CT volume in HU (.nii or .nii.gz)")
@@ -294,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = "fseft-lab " + " ".join(sys.argv[1:] if argv is None else argv)  # for manifests
     try:
         args.func(args)
     except (ValueError, OSError, KeyError, RuntimeError, FloatingPointError) as err:

@@ -1,0 +1,60 @@
+"""`fseft-lab benchmark`: grid files are checked before anything runs, and grids resume."""
+import json
+
+import pandas as pd
+import pytest
+
+from fseft_lab.benchmark import read_grid, split_method
+from fseft_lab.cli import main
+
+TINY = """
+[[block]]
+name = "tiny"
+dataset = { layout = "msd", domain = "flare_like", seed = 5, template = "flare22", cases = 3, num_test = 1 }
+tasks = ["liver"]
+methods = ["zero_shot"]
+ks = [1]
+seeds = [0, 1]
+"""
+
+
+def test_the_committed_grid_is_valid_and_sized_like_the_paper():
+    blocks = read_grid("grids/fseft_phantom.toml")
+    assert [b.runs for b in blocks] == [9 * 9 * 3 * 3, 9 * 3 * 3, 3 * 7 * 3 * 3]
+    assert "spatial_adapter+penalty" in blocks[0].methods and blocks[2].decoder == "fine-tuned"
+    assert split_method("spatial_adapter+barrier")[1].mode == "barrier" and split_method("lora")[1] is None
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("methods = [\"zero_shot\"]", "methods = [\"prompt_tuning\"]"), "unknown method 'prompt_tuning'"),
+    (("methods = [\"zero_shot\"]", "methods = [\"zero_shot+hinge\"]"), "transductive mode 'hinge'"),
+    (("tasks = [\"liver\"]", "tasks = [\"livr\"]"), "unknown task 'livr'"),
+    (("ks = [1]", "ks = [0]"), r"ks \[0\] must be positive"),
+    (("seeds = [0, 1]", "seeds = [0, 1]\nshots = 3"), r"unknown keys \['shots'\]"),
+    (("layout = \"msd\"", "layout = \"nnunet\""), "needs a layout in"),
+    (("[[block]]", "[[block]"), "is not valid TOML"),
+])
+def test_bad_grids_are_refused_before_anything_runs(tmp_path, edit, message):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(TINY.replace(*edit))
+    with pytest.raises(ValueError, match=message):
+        read_grid(grid)
+
+
+def test_benchmark_runs_a_grid_resumes_it_and_writes_a_manifest(tmp_path, capsys):
+    grid, out = tmp_path / "grid.toml", tmp_path / "results" / "bench.csv"
+    grid.write_text(TINY)
+    args = ["benchmark", "--grid", str(grid), "--out", str(out), "--profile", "cpu", "--data", str(tmp_path / "data")]
+    assert main(args + ["--list"]) == 0
+    assert "tiny: 2 runs" in capsys.readouterr().out and not out.exists()
+    assert main(args) == 0
+    table = pd.read_csv(out)
+    assert sorted(table.seed) == [0, 1] and set(table.transductive) == {"none"} and table.dice.between(0, 1).all()
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["command"].startswith("fseft-lab benchmark") and "tiny" in manifest["grid_text"]
+    assert len(manifest["checkpoint_sha256"]) == 64 and manifest["software"]["torch"]
+    modified = out.stat().st_mtime_ns
+    assert main(args) == 0                                   # everything done: nothing runs again
+    assert out.stat().st_mtime_ns == modified and len(pd.read_csv(out)) == 2
+    assert main(args + ["--only", "other"]) == 2
+    assert "no block named 'other'" in capsys.readouterr().err
