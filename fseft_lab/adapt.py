@@ -174,7 +174,8 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
             support crops (same seed and bank) then compute the bank's trunk features once.
         query: unlabelled volumes to segment (their labels are never read); with
             ``transductive`` they join training (:mod:`fseft_lab.transductive`), and the learning
-            curve gains their predicted sizes (``query_size/<structure>``, voxels).
+            curve gains their mean predicted size (``query_size/<structure>``, voxels) every
+            ``validate_every`` epochs and at the last.
         transductive: :class:`TransductiveConfig`; needs a frozen trunk (only the head trains).
             Training then runs every epoch (no early stop, as in the reference schedule), since
             the query term starts part-way through.
@@ -272,8 +273,8 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
                 optimizer.step()
                 proximal_step(model, scheduler.get_last_lr()[0])
             row["query_loss"] = query_loss.item()
-        if term is not None:
-            row.update(term.logged_sizes(model.classifier))
+        if term is not None and ((cfg.validate_every and epoch % cfg.validate_every == 0) or epoch == epochs - 1):
+            row.update(term.logged_sizes(model.classifier))  # every query volume: as often as validation
         stopped = term is None and plateaued([r["dice_loss"] for r in rows] + [row["dice_loss"]], cfg)
         last = stopped or epoch == epochs - 1
         if validation and cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or last):

@@ -21,7 +21,7 @@ Three ways to use it (``TransductiveConfig.mode``):
 
 The term is weighted by lambda (``weight``, 0.1) and takes one optimiser step per epoch,
 interleaved with the support epochs, from ``start`` x epochs on (the paper: after half of
-them). Only the adapter and head train, so the query's trunk features are computed once
+them); with several query volumes they take turns, one per epoch. Only the adapter and head train, so the query's trunk features are computed once
 (average-pooled x2, as the paper's code does) and every query step costs only the head.
 Taught in notebook 08.
 
@@ -171,17 +171,19 @@ class QueryTerm:
             f = F.avg_pool3d(f[None].float(), config.pool, ceil_mode=True) if config.pool > 1 else f[None].float()
             self.features.append(f.to(device).contiguous(memory_format=torch.channels_last_3d))
 
-    def sizes(self, head: nn.Module) -> torch.Tensor:
-        """(queries, structures) predicted sizes S_hat in voxels."""
+    def sizes(self, head: nn.Module, features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """(queries, structures) predicted sizes S_hat in voxels (of every query volume by default)."""
         return torch.stack([probabilities(head(f), self.multiclass).sum((0, 2, 3, 4)) * self.voxel_weight
-                            for f in self.features])
+                            for f in (self.features if features is None else features)])
 
     def loss(self, head: nn.Module, epoch: int) -> torch.Tensor:
-        """lambda x the query term, averaged over query volumes and structures."""
+        """lambda x the query term of this epoch's query volume (they take turns), averaged over structures."""
         cfg = self.config
+        features = [self.features[epoch % len(self.features)]]
         if cfg.mode == "entropy":
-            return cfg.weight * torch.stack([entropy(head(f), self.multiclass) for f in self.features]).mean()
-        ratio = self.sizes(head) / torch.tensor([self.prior[s] for s in self.structures], device=self.features[0].device)
+            return cfg.weight * entropy(head(features[0]), self.multiclass)
+        ratio = self.sizes(head, features) / torch.tensor([self.prior[s] for s in self.structures],
+                                                          device=features[0].device)
         margins = [cfg.margin_of(s) for s in self.structures]
         t = cfg.t0 * cfg.t_growth ** max(0, epoch - self.start_epoch)
         terms = [hinge(ratio[:, j], g) if cfg.mode == "penalty" else barrier(ratio[:, j], g, t)

@@ -225,8 +225,8 @@ def plot_query_sizes(curves: dict, structure: str, margin: float = 0.3, ax=None)
     ax.axhspan(1 - margin, 1 + margin, color="0.9", label=f"prior band (g = {margin})")
     ax.axhline(1.0, color="0.6", lw=0.8)
     for i, (label, curve) in enumerate(curves.items()):
-        prior = curve.attrs["size_prior"][structure]
-        ax.plot(curve["epoch"], curve[f"query_size/{structure}"] / prior, color=f"C{i}", label=label)
+        prior, logged = curve.attrs["size_prior"][structure], curve.dropna(subset=[f"query_size/{structure}"])
+        ax.plot(logged["epoch"], logged[f"query_size/{structure}"] / prior, color=f"C{i}", marker=".", label=label)
     ax.set(xlabel="epoch", ylabel="predicted size / prior", title=structure)
     ax.legend(fontsize=8, frameon=False)
     return ax

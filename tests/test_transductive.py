@@ -167,9 +167,11 @@ def test_query_size_plot_draws_each_run_relative_to_its_prior(foundation):
     matplotlib.use("Agg")
     from fseft_lab.viz import plot_query_sizes
 
-    result = adapt(foundation, "linear_probe", [_case(1)], query=[_case(2)], config=_cfg(epochs=2), profile="cpu",
-                   progress=False, transductive=TransductiveConfig(weight=0.0))
+    result = adapt(foundation, "linear_probe", [_case(1)], query=[_case(2)], config=_cfg(epochs=5, validate_every=2),
+                   profile="cpu", progress=False, transductive=TransductiveConfig(weight=0.0))
+    logged = result.curve.dropna(subset=["query_size/liver"])
+    assert list(logged.epoch) == [0, 2, 4]                      # every validate_every epochs and the last
     ax = plot_query_sizes({"no TI": result.curve}, "liver", margin=0.3)
     line = ax.get_lines()[-1]
-    expected = result.curve["query_size/liver"] / result.curve.attrs["size_prior"]["liver"]
-    assert list(line.get_ydata()) == pytest.approx(list(expected))
+    expected = logged["query_size/liver"] / result.curve.attrs["size_prior"]["liver"]
+    assert list(line.get_xdata()) == [0, 2, 4] and list(line.get_ydata()) == pytest.approx(list(expected))

@@ -151,7 +151,7 @@ misled = {}
 for name in ("no TI", "penalty"):
     ti = variants[name] or TransductiveConfig(weight=0.0)
     misled[name] = adapt(foundation, "spatial_adapter", support, query=[cut], transductive=ti, config=config,
-                         profile=P.name, progress=False)
+                         profile=P.name, bank_cache=trunk_cache.setdefault(("banks", str(ts.root)), {}), progress=False)
 with torch.no_grad():
     false_voxels = {n: int(to_masks(r.model.classifier(cut["features"][None])).sum()) for n, r in misled.items()}
 print(f"query {cut['case']}: voxels wrongly labelled {task}: {false_voxels}")
