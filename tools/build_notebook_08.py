@@ -28,6 +28,7 @@ num_test = 1                                        # query / test volumes
 data_dir = "../data"
 results_dir = "../results\""""),
 imports("""import inspect
+import json
 import warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
@@ -165,14 +166,18 @@ view check, or a zero-shot detection first), and watch the predicted-size trajec
 
 One draw proves little: the gain the paper reports (about one Dice point) is smaller than the
 spread between draws at k = 1. `benchmarks/transductive.py` runs every variant on the same draws
-(the 9 base organs as one softmax task, 5 query volumes, 3 seeds, k = 1 and 5) and commits the
-rows under `results/`. We read them here; nothing is retrained."""),
+(spleen and pancreas as binary tasks, the 5 test volumes as queries taking turns, 3 seeds, k = 1
+and 5, 200 optimiser steps each) and commits the rows under `results/`. We read them here;
+nothing is retrained."""),
 code("""results_file = Path(results_dir) / "transductive.csv"
 if not results_file.is_file():
     print(f"{results_file} is missing: run `python benchmarks/transductive.py` from the repository root")
 else:
     bench = pd.read_csv(results_file)
-    print(open(results_file.with_suffix(".json")).read()[:400])
+    run_info = json.loads(results_file.with_suffix(".json").read_text())
+    print(f"profile {run_info['profile']}, checkpoint {run_info['checkpoint']} ({run_info['checkpoint_sha256'][:12]}...), "
+          f"lr {run_info['lr']}, {run_info['steps']} steps, {run_info['hardware']['device']}, "
+          f"{run_info['wall_seconds'] / 60:.0f} min")
     stats = summary(bench, by=("k", "transductive"))
     table = stats.dice.unstack("transductive").round(3).astype(str) + " +- " + stats.dice_std.unstack("transductive").round(3).astype(str)
     display(table[[c for c in ("none", "penalty", "barrier", "entropy") if c in table]])"""),
