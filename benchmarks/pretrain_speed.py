@@ -59,7 +59,8 @@ def main() -> None:
         image = torch.from_numpy(((volume.image.clip(-175, 250) + 175) / 425).astype("float32"))[None, None]
         model.eval()
         start = time.perf_counter()
-        predict(model, image, p.patch_size)
+        with torch.no_grad():
+            predict(model, image, p.patch_size)
         infer = time.perf_counter() - start
         print(f"{name:6s} feature {p.feature_size:2d} patch {p.patch_size}^3 x{args.crops}: {step:6.2f} s/step "
               f"({1 / step:.2f} steps/s), peak memory {peak_memory_gb(device):.1f} GB; "

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -66,6 +67,8 @@ class PretrainConfig:
         init: optional weights file to start from (e.g. a shorter run's ``model.pt``).
         balance: ``sources`` (the paper: datasets sampled uniformly) or ``structures`` (each
             labelled structure equally often as the centre of positive crops).
+        workers: background processes that export the sources and draw crops (0: none). Needed
+            to keep a GPU busy; they change the speed, never the result.
     """
 
     out: Path
@@ -84,6 +87,7 @@ class PretrainConfig:
     resume: bool = False
     init: Path | None = None
     balance: str = "sources"
+    workers: int = 0
 
 
 def masked_partial_label_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor,
@@ -116,14 +120,22 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-def phantom_sources(data_dir: Path, spacing_mm: float, cases: int, seed: int = 100) -> dict[str, Path]:
-    """Export the five phantom source datasets (MSD layout, each with its real template)."""
-    folders = {}
-    for i, (domain, template) in enumerate(SOURCES.items()):
-        ds = export_phantom(Path(data_dir) / f"{domain}_{spacing_mm:g}mm_seed{seed + i}_{cases}cases", "msd", cases=cases, seed=seed + i,
-                            domain=domain, spacing=spacing_mm, template=template, num_test=0, progress=False)
-        folders[str(ds.root)] = template
-    return folders
+def phantom_sources(data_dir: Path, spacing_mm: float, cases: int, seed: int = 100, workers: int = 0) -> dict[str, str]:
+    """Export the five phantom source datasets (MSD layout, each with its real template), in
+    ``workers`` processes at once when there are several; returns folder -> template."""
+    jobs = [dict(out=Path(data_dir) / f"{domain}_{spacing_mm:g}mm_seed{seed + i}_{cases}cases", layout="msd", cases=cases,
+                 seed=seed + i, domain=domain, spacing=spacing_mm, template=template, num_test=0, progress=False)
+            for i, (domain, template) in enumerate(SOURCES.items())]
+    if workers > 1:
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            roots = list(pool.map(_export, jobs))
+    else:
+        roots = [_export(job) for job in jobs]
+    return {str(root): job["template"] for root, job in zip(roots, jobs)}
+
+
+def _export(job: dict) -> Path:
+    return export_phantom(**job).root
 
 
 def load_sources(sources: dict[str, str], spacing_mm: float, patch_size: int) -> list[list[dict]]:
@@ -185,6 +197,21 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
             "annotated": torch.stack([s["annotated"] for s in samples])}
 
 
+class StepCrops(torch.utils.data.Dataset):
+    """Item ``s`` is the batch of step ``s``, so a DataLoader's workers can draw ahead. Targets
+    travel as 0/1 bytes, 4x lighter than floats."""
+
+    def __init__(self, data: list[list[dict]], cfg: PretrainConfig, rank: int, patch_size: int, steps: int):
+        self.data, self.cfg, self.rank, self.patch_size, self.steps = data, cfg, rank, patch_size, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> dict:
+        batch = draw_batch(self.data, step, self.cfg.seed, self.rank, self.patch_size, self.cfg.crops_per_step, self.cfg.balance)
+        return {**batch, "target": batch["target"].to(torch.uint8)}
+
+
 def half_precision(state: dict) -> dict:
     """Float tensors to float16 for a small file; integer buffers (attention indexes up to 2196,
     beyond float16's exact integers) stay as they are."""
@@ -207,6 +234,9 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes
+    if cfg.workers < 0:
+        raise ValueError(f"workers={cfg.workers}; it must be >= 0")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -218,7 +248,7 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, steps))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     start, elapsed = 0, 0.0
-    settings = {k: str(v) for k, v in asdict(cfg).items() if k not in ("resume", "checkpoint_every")}
+    settings = {k: str(v) for k, v in asdict(cfg).items() if k not in ("resume", "checkpoint_every", "workers")}
     if cfg.resume:
         if not (out / "checkpoint.pt").is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {out / 'checkpoint.pt'}; drop --resume to start a new run")
@@ -240,7 +270,7 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
         cases = cfg.cases_per_source or profile.cases_per_source
         if world > 1 and rank > 0:
             dist.barrier()  # rank 0 exports the phantom sources first; the others then reuse them
-        sources = cfg.sources or phantom_sources(cfg.data_dir, profile.spacing_mm, cases)
+        sources = cfg.sources or phantom_sources(cfg.data_dir, profile.spacing_mm, cases, workers=cfg.workers)
         if world > 1 and rank == 0:
             dist.barrier()
         data = load_sources(sources, profile.spacing_mm, profile.patch_size)
@@ -256,12 +286,17 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
             writer.writerows(rows)
     ddp.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="pre-training", disable=not progress or rank > 0)
+    batches = torch.utils.data.DataLoader(StepCrops(data, cfg, rank, profile.patch_size, steps), batch_size=None,
+                                          sampler=range(start, steps), num_workers=cfg.workers,
+                                          pin_memory=device.type == "cuda")
+    batches = iter(batches)
     for step in bar:
         tic = time.perf_counter()
-        batch = draw_batch(data, step, cfg.seed, rank, profile.patch_size, cfg.crops_per_step, cfg.balance)
+        batch = next(batches)
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             logits = ddp(batch["image"].to(device))                                # (B, C, X, Y, Z)
-        loss, dice, bce = masked_partial_label_loss(logits, batch["target"].to(device), batch["annotated"].to(device), cfg.bce_weight)
+        loss, dice, bce = masked_partial_label_loss(logits, batch["target"].to(device).float(), batch["annotated"].to(device),
+                                                    cfg.bce_weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step} (lr {scheduler.get_last_lr()[0]:.2e})")
         optimizer.zero_grad(set_to_none=True)
@@ -276,7 +311,7 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
             with open(log_path, "a", newline="") as f:
                 csv.writer(f).writerow([step, f"{loss.item():.5f}", f"{dice.item():.5f}", f"{bce.item():.5f}",
                                         f"{scheduler.get_last_lr()[0]:.3e}", f"{elapsed:.1f}"])
-            bar.set_postfix(loss=f"{loss.item():.3f}", dice=f"{dice.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", dice=f"{dice.item():.3f}", refresh=False)
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == steps:
                 _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step + 1,
