@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -29,17 +30,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run", type=Path)
     parser.add_argument("--name", default="phantom_cpu")
-    parser.add_argument("--command", required=True, help="the exact command that produced the run")
+    parser.add_argument("--command", default=None, help="the exact command that produced the run (default: RUN/command.txt)")
+    parser.add_argument("--driver", default=None, help="what launched that command, if not a person (e.g. a script on a lent GPU)")
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--generator-version", type=int, default=GENERATOR_VERSION,
                         help="phantom generator version of the training data")
     args = parser.parse_args()
     run = json.loads((args.run / "run.json").read_text())
+    command = args.command or (args.run / "command.txt").read_text().strip()
     target = zoo.WEIGHTS_DIR / f"{args.name}.pt"
-    checkpoint = torch.load(args.run / "checkpoint.pt", map_location="cpu", weights_only=True)
-    if checkpoint["step"] != int(run["steps"]):
-        raise ValueError(f"{args.run} stopped at step {checkpoint['step']} of {run['steps']}")
-    torch.save(half_precision(checkpoint["model"]), target)
+    init = None  # provenance of the weights the run started from, read before they may be overwritten
+    if run.get("init") not in (None, "None"):
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        init = {"file": run["init"], "sha256": zoo.sha256(Path(run["init"])), "at_commit": commit}
+    if (args.run / "checkpoint.pt").is_file():
+        checkpoint = torch.load(args.run / "checkpoint.pt", map_location="cpu", weights_only=True)
+        if checkpoint["step"] != int(run["steps"]):
+            raise ValueError(f"{args.run} stopped at step {checkpoint['step']} of {run['steps']}")
+        weights = checkpoint["model"]
+    else:  # a run brought back from a lent GPU: model.pt only (written once the last step is done)
+        weights = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
+    torch.save(half_precision(weights), target)
     shutil.copyfile(args.run / "log.csv", zoo.WEIGHTS_DIR / f"{args.name}_log.csv")
     model = zoo.load_foundation(args.name)
     start = time.perf_counter()
@@ -49,13 +60,17 @@ def main() -> None:
     source = table[table.source].dice.mean()
     manifest = {
         "name": args.name, "file": target.name, "sha256": zoo.sha256(target), "size_bytes": target.stat().st_size,
-        "command": args.command, "phantom_generator_version": args.generator_version,
+        "command": command, "driver": args.driver, "phantom_generator_version": args.generator_version,
         "evaluated_with_generator_version": GENERATOR_VERSION, "seed": int(run["seed"]), "profile": run["profile"], "steps": int(run["steps"]),
         "train_seconds": run["train_seconds"], "wall_time_note": "train_seconds counts optimiser steps only",
         "software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
                      "numpy": np.__version__},
         "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
                      "device": run["device"]},
+        "software_hardware_note": "software and hardware above are the evaluating machine's; trained_on, where "
+                                  "present, is the machine the run trained on (RUN/device.txt)",
+        "trained_on": (args.run / "device.txt").read_text().splitlines() if (args.run / "device.txt").is_file() else None,
+        "init": init,
         "zero_shot_dice": {"held_out_cases_per_domain": args.cases, "population_seed": 900,
                            "per_domain": {d: row.dropna().to_dict() for d, row in per_domain.iterrows()},
                            "mean_base_organs_source_domains": round(float(source), 4),
