@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # Pre-train the shipped cpu-profile foundation model on a lent GPU machine (the device tool) within
-# BUDGET seconds, then leave the weights, log and figures in $OUT. Nothing can be downloaded there:
+# BUDGET seconds, then leave the weights, log and command in $OUT. Options after the script name go
+# to `fseft-lab pretrain` (default: stage 1 of the shipped model). Nothing can be downloaded there:
 # monai and nibabel travel as wheels in .whl/ (see the device tool's README); torch is the image's.
-#     BUDGET=480 bash tools/device_pretrain.sh
+#     BUDGET=470 bash tools/device_pretrain.sh [pretrain options]
 set -euo pipefail
 t0=$(date +%s)
-OUT=${OUT:-/tmp/device_out}; BUDGET=${BUDGET:-480}; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
+OUT=${OUT:-/tmp/device_out}; BUDGET=${BUDGET:-480}; RUN=${RUN:-runs/phantom_cpu_device}; mkdir -p "$OUT"
+if [ ! -d /tmp/site ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
+fi
+if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no GPU"
   python3 -c "import platform, os, torch, monai, numpy; print('python', platform.python_version(), '| torch', torch.__version__, '| monai', monai.__version__, '| numpy', numpy.__version__, '|', os.cpu_count(), 'cpus')"
 } | tee "$OUT/device.txt"
-[ "${SKIP_SPEED:-}" ] || python3 benchmarks/pretrain_speed.py --profiles ${SPEED_PROFILES:-cpu gpu paper} --steps 5 --crops 4 2>&1 | tee "$OUT/pretrain_speed.txt"
-python3 tools/pretrain_in_budget.py runs/phantom_cpu_device --budget $((BUDGET - $(date +%s) + t0)) -- \
-  --profile cpu --cases ${CASES:-24} --crops 4 --lr 1e-3 --warmup 100 --balance structures --seed 2 \
-  --init fseft_lab/models/weights/phantom_cpu.pt --workers ${WORKERS:-12} --checkpoint-every 100000 \
-  2>&1 | tee "$OUT/pretrain.txt"
-cp runs/phantom_cpu_device/model.pt runs/phantom_cpu_device/log.csv runs/phantom_cpu_device/run.json \
-   runs/phantom_cpu_device/command.txt "$OUT/"
+[ "${SKIP_SPEED:-}" ] || python3 benchmarks/pretrain_speed.py --profiles cpu gpu paper --steps 5 --crops 4 2>&1 | tee "$OUT/pretrain_speed.txt"
+if [ $# -eq 0 ]; then  # stage 1 of the shipped model
+  set -- --profile cpu --cases 24 --crops 4 --lr 1e-3 --warmup 100 --balance structures --seed 2 \
+         --init fseft_lab/models/weights/phantom_cpu.pt --workers 12 --checkpoint-every 100000
+fi
+python3 tools/pretrain_in_budget.py "$RUN" --budget $((BUDGET - $(date +%s) + t0)) -- "$@" 2>&1 | tee "$OUT/pretrain.txt"
+cp "$RUN"/model.pt "$RUN"/log.csv "$RUN"/run.json "$RUN"/command.txt "$OUT/"
 echo "done in $(( $(date +%s) - t0 )) s"
