@@ -188,7 +188,7 @@ def _pretrain(args) -> None:
     cfg = PretrainConfig(out=args.out, profile=args.profile or "cpu", steps=args.steps, crops_per_step=args.crops,
                          lr=args.lr, warmup_steps=args.warmup, cases_per_source=args.cases, data_dir=args.data_dir,
                          seed=args.seed, checkpoint_every=args.checkpoint_every, resume=args.resume, init=args.init,
-                         balance=args.balance, workers=args.workers)
+                         balance=args.balance, contrast_aug=args.contrast_aug, workers=args.workers)
     pretrain(cfg)
     print(f"weights: {Path(args.out) / 'model.pt'} | log: {Path(args.out) / 'log.csv'}")
 
@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, default=None, help="start from these weights")
     p.add_argument("--balance", choices=["sources", "structures"], default="sources",
                    help="sample source datasets uniformly (the paper) or labelled structures uniformly")
+    p.add_argument("--contrast-aug", type=float, default=0.0, metavar="P",
+                   help="probability per crop of shifting each labelled structure's intensity, as in another contrast phase")
     p.add_argument("--workers", type=int, default=0,
                    help="background processes that export sources and draw crops (use several on a GPU; same result)")
     p.set_defaults(func=_pretrain)

@@ -1,6 +1,7 @@
 """Partial-label pre-training: the masked loss, the schedule, resume equivalence and DDP."""
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch.multiprocessing as mp
 from monai.data import MetaTensor
 
 from fseft_lab.models.foundation import FoundationModel
-from fseft_lab.pretrain import (PretrainConfig, draw_batch, half_precision, masked_partial_label_loss, pretrain,
+from fseft_lab.pretrain import (CONTRAST_SHIFT, PretrainConfig, draw_batch, half_precision, masked_partial_label_loss, pretrain,
                                warmup_cosine)
 
 
@@ -69,6 +70,27 @@ def test_batches_are_a_function_of_seed_and_step():
     assert a["image"].shape == (2, 1, 64, 64, 64) and a["target"].shape == (2, 29, 64, 64, 64)
     others = [draw_batch(data, s, 0, 0, 64, 2)["image"] for s in range(8, 12)]
     assert any(not torch.equal(a["image"], o) for o in others)
+
+
+def test_contrast_augmentation_shifts_each_labelled_structure_by_its_own_offset_and_nothing_else():
+    data = _tiny_sources()
+    for step in range(6):
+        plain = draw_batch(data, step, 0, 0, 64, 2)
+        shifted = draw_batch(data, step, 0, 0, 64, 2, contrast=1.0)
+        assert torch.equal(plain["target"], shifted["target"])  # same crops: the extra draws come last
+        diff = (shifted["image"] - plain["image"])[:, 0]
+        for b in range(2):
+            labelled = [c for c in plain["annotated"][b].nonzero().flatten().tolist() if plain["target"][b, c].any()]
+            outside = torch.ones_like(diff[b], dtype=torch.bool)
+            for c in labelled:
+                inside = plain["target"][b, c] > 0
+                offsets = diff[b][inside]
+                assert torch.allclose(offsets, offsets[0].expand_as(offsets), atol=1e-6)
+                assert CONTRAST_SHIFT[0] - 1e-6 <= offsets[0] <= CONTRAST_SHIFT[1] + 1e-6
+                outside &= ~inside
+            assert diff[b][outside].abs().max() == 0
+    with pytest.raises(ValueError, match="contrast_aug=1.5"):
+        pretrain(PretrainConfig(out=Path("unused"), steps=1, contrast_aug=1.5), data=data, progress=False)
 
 
 @pytest.fixture
