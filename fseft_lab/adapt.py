@@ -303,12 +303,22 @@ def validation_dice(model: nn.Module, cases: Sequence[dict], patch_size: int) ->
 
 
 @torch.no_grad()
+@torch.no_grad()
 def _trunk(model: nn.Module, images: torch.Tensor, chunk: int, device: torch.device) -> torch.Tensor:
-    """The frozen trunk's (n, F, P, P, P) features of a crop bank, computed ``chunk`` crops at a time."""
+    """The frozen trunk's (n, F, P, P, P) features of a crop bank, computed ``chunk`` crops at a time
+    into one preallocated tensor (no second copy for a concatenation). On CUDA they are kept in
+    float16, as autocast computed them: half the memory for the same values, which is what lets
+    the paper configuration's bank (48 crops of 48 x 96^3) fit a 16 GB GPU."""
     model.eval()
-    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-        features = [model.features(images[i:i + chunk].to(device)).float() for i in range(0, len(images), chunk)]
-    return torch.cat(features).to(device)
+    bank = None
+    for i in range(0, len(images), chunk):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            features = model.features(images[i:i + chunk].to(device))
+        if bank is None:
+            dtype = torch.float16 if device.type == "cuda" else torch.float32
+            bank = torch.empty((len(images), *features.shape[1:]), dtype=dtype, device=device)
+        bank[i:i + len(features)] = features
+    return bank
 
 
 def _pick(rng: np.random.Generator, bank_size: int, crops: int, pos_fraction: float) -> torch.Tensor:

@@ -12,6 +12,7 @@ resumes where it stopped. Plots that read the table live in :mod:`fseft_lab.viz`
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -63,7 +64,12 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     """
     structures, multiclass = task_structures(task)
     get_method(method)  # an unknown method fails before any data is loaded
-    split = few_shot_split(dataset.case_ids, k, seed, test=dataset.test_ids or None)
+    lacking = dataset.lacking(structures)
+    if lacking:
+        warnings.warn(f"{len(lacking)} case(s) of {dataset.root} have no mask for part of task {task!r} and are left out: "
+                      + ", ".join(f"{case} (no {', '.join(names)})" for case, names in sorted(lacking.items())), stacklevel=2)
+    usable = [c for c in dataset.case_ids if c not in lacking]
+    split = few_shot_split(usable, k, seed, test=[c for c in dataset.test_ids if c not in lacking] or None)
     test_ids = list(test) if test is not None else split.test
     support = load_cases(dataset, split.support, structures, profile)
     validation = load_cases(dataset, split.validation, structures, profile) if validate else []

@@ -126,8 +126,10 @@ def test_msd_template_override(exported):
     assert open_dataset(msd.root, "flare22").template == dataset_template("flare22")
     custom = open_dataset(msd.root, {1: "liver"})
     assert custom.template == {1: "liver"}
-    with pytest.raises(ValueError, match="outside its template"):  # values 2..13 are not in it
-        custom.load(custom.cases[0])
+    with pytest.warns(UserWarning, match="outside its template"):  # values 2..13 are not in it
+        d = custom.load(custom.cases[0])
+    assert d["structures"] == ("liver",) and set(np.unique(d["label"].numpy())) == {0, 1}
+    assert torch.equal(d["label"], open_dataset(msd.root, "flare22").load(msd.cases[0], ["liver"])["label"])
 
 
 def test_msd_refuses_a_structure_its_template_does_not_label(exported):
@@ -287,12 +289,16 @@ def test_label_affine_mismatch(tmp_path):
         open_dataset(tmp_path).load("c0")
 
 
-def test_msd_label_values_outside_the_template(tmp_path):
+def test_msd_label_values_outside_the_template_are_background_with_a_warning(tmp_path):
     image, label = small_case()
     label[0, 0, 0] = 7
     write_msd(tmp_path, {"c0": (image, label)}, {"0": "background", "1": "liver", "2": "spleen"}, np.eye(4))
-    with pytest.raises(ValueError, match=r"c0\.nii\.gz holds values \[7\] outside its template \[0, 1, 2\]"):
-        open_dataset(tmp_path).load("c0")
+    with pytest.warns(UserWarning, match=r"c0\.nii\.gz holds values \[7\] outside its template \[0, 1, 2\]"):
+        d = open_dataset(tmp_path).load("c0")
+    assert d["label"][0, 0, 0, 0] == 0
+    expected = label.copy()
+    expected[0, 0, 0] = 0
+    assert np.array_equal(d["label"][0].numpy(), expected)
 
 
 def test_non_binary_totalsegmentator_mask(tmp_path):
@@ -410,3 +416,20 @@ def test_unsided_kidney_is_split_at_the_image_centre(tmp_path, axis_signs):
     default = ds.load("k")
     assert default["structures"] == ("kidney_right", "kidney_left")
     assert np.array_equal(default["label"][0].numpy(), out)
+
+
+def test_cases_missing_a_mask_are_reported_and_left_out_of_the_task(tmp_path):
+    from fseft_lab.experiments import run
+    from fseft_lab.models.zoo import load_foundation
+
+    ts = export_phantom(tmp_path / "ts", "totalsegmentator", cases=4, num_test=1, spacing=6.0, progress=False)
+    ds = open_dataset(ts.root)
+    (ds.case(ds.case_ids[0]).labels["liver"]).unlink()     # a training case without its liver mask
+    ds = open_dataset(ts.root)
+    assert ds.lacking(["liver", "spleen"]) == {ds.case_ids[0]: ["liver"]}
+    with pytest.raises(FileNotFoundError, match=f"case '{ds.case_ids[0]}' has no mask for 'liver'"):
+        ds.load(ds.case_ids[0], ["liver"])
+    # k = 2 takes the whole pool once the case without a mask is out; with it, loading would fail
+    with pytest.warns(UserWarning, match=rf"1 case\(s\) .* left out: {ds.case_ids[0]} \(no liver\)"):
+        rows, _ = run(load_foundation("phantom_cpu"), ds, "liver", "zero_shot", 2, 0, profile="cpu", progress=False)
+    assert list(rows.case) == ds.test_ids

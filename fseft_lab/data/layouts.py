@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,14 @@ class CaseFolder:
     def test_ids(self) -> list[str]:
         return [c.case_id for c in self.cases if c.split == "test"]
 
+    def lacking(self, structures: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
+        """Cases without a mask file for some of ``structures`` (TotalSegmentator layout; an MSD
+        label map names its structures once for every case): case id -> the missing ones."""
+        if self.layout != "totalsegmentator":
+            return {}
+        missing = {c.case_id: [s for s in structures if s not in c.labels] for c in self.cases}
+        return {case: names for case, names in missing.items() if names}
+
     def case(self, case_id: str) -> Case:
         for c in self.cases:
             if c.case_id == case_id:
@@ -121,7 +130,7 @@ class CaseFolder:
                 mask = self._checked(case.labels[s], image.shape, affine, {0, 1})
                 label[mask > 0] = value
         else:
-            raw = self._checked(case.labels, image.shape, affine, {0, *self.template})
+            raw = self._checked(case.labels, image.shape, affine, {0, *self.template}, extra="ignore")
             named = set(self.template.values()) | {side for s in self.template.values() for side in UNSIDED.get(s, ())}
             absent = [s for s in structures if s not in named]
             if absent:
@@ -139,7 +148,9 @@ class CaseFolder:
                 "structures": structures, "case": case.case_id}
 
     @staticmethod
-    def _checked(path: Path, shape, affine, allowed: set[int]) -> np.ndarray:
+    def _checked(path: Path, shape, affine, allowed: set[int], extra: str = "raise") -> np.ndarray:
+        """The label array of ``path``, checked against its image; values outside ``allowed``
+        raise, or with ``extra="ignore"`` (label maps) count as background, with a warning."""
         data, label_affine = read_nifti(path)
         data = _squeeze(data, path)
         if data.shape != tuple(shape):
@@ -150,7 +161,11 @@ class CaseFolder:
             raise ValueError(f"label {path} holds non-integer values")
         values = set(np.unique(data).astype(int).tolist())
         if not values <= allowed:
-            raise ValueError(f"label {path} holds values {sorted(values - allowed)} outside its template {sorted(allowed)}")
+            message = f"label {path} holds values {sorted(values - allowed)} outside its template {sorted(allowed)}"
+            if extra != "ignore":
+                raise ValueError(message)
+            warnings.warn(message + "; they are read as background", stacklevel=3)
+            data = np.where(np.isin(data, sorted(allowed)), data, 0)
         return data.astype(np.int32)
 
 
