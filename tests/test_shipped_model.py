@@ -25,6 +25,21 @@ def test_manifest_records_how_it_was_made(manifest):
     assert set(manifest["zero_shot_dice"]["per_domain"]) >= {"btcv_like", "totalseg_like", "flare_like"}
 
 
+def test_lineage_and_log_tell_the_same_history(manifest):
+    """Every run back to the first: each started from the weights the previous one shipped, and
+    the log holds exactly their steps, numbered on."""
+    import pandas as pd
+
+    lineage = manifest["lineage"]
+    assert lineage[-1]["sha256"] == manifest["sha256"] and lineage[-1]["steps"] == manifest["steps"]
+    if len(lineage) > 1:
+        assert manifest["init"]["sha256"] == lineage[-2]["sha256"]
+    assert all(r["command"].startswith("fseft-lab pretrain") for r in lineage)
+    log = pd.read_csv(zoo.WEIGHTS_DIR / "phantom_cpu_log.csv")
+    assert log.groupby("run").size().tolist() == [r["steps"] for r in lineage]
+    assert log.step.tolist() == list(range(len(log)))
+
+
 def test_loads_without_missing_keys():
     model = zoo.load_foundation("phantom_cpu")
     assert model.load_report.missing == [] and model.load_report.unexpected == []

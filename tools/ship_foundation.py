@@ -6,7 +6,9 @@ Writes the run's final weights (from ``RUN/checkpoint.pt``, floats as float16, i
 they are) to ``fseft_lab/models/weights/NAME.pt``, its log to ``NAME_log.csv``, and ``NAME.json``: the
 exact command, seed, software versions, hardware, wall time, sha256, and zero-shot Dice per
 structure on held-out phantoms of every source and target domain (plus one check case that the
-test suite recomputes).
+test suite recomputes). A run that started (``--init``) from the weights shipped under NAME
+continues their history: the manifest's ``lineage`` lists every run back to the first, and the
+log holds all their steps, numbered on, with a ``run`` column.
 """
 import argparse
 import json
@@ -19,11 +21,31 @@ from pathlib import Path
 
 import monai
 import numpy as np
+import pandas as pd
 import torch
 
 from fseft_lab.models import zoo
 from fseft_lab.data.phantom import GENERATOR_VERSION
 from fseft_lab.pretrain import half_precision, zero_shot_phantoms
+
+
+def summary(manifest: dict) -> dict:
+    """One run of a model's history, as its lineage lists it."""
+    keys = ("command", "driver", "steps", "train_seconds", "sha256")
+    return {**{k: manifest.get(k) for k in keys},
+            "hardware": manifest.get("trained_on") or f"{manifest['hardware']['cpus']} CPU cores",
+            "mean_base_organs_source_domains": manifest["zero_shot_dice"]["mean_base_organs_source_domains"]}
+
+
+def previous_runs(name: str, init: dict | None) -> list[dict]:
+    """The lineage of the weights shipped as ``name`` if this run started from them, else []."""
+    path = zoo.WEIGHTS_DIR / f"{name}.json"
+    if init is None or not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    if old["sha256"] != init["sha256"]:
+        return []
+    return old.get("lineage") or [summary(old)]
 
 
 def main() -> None:
@@ -51,7 +73,16 @@ def main() -> None:
     else:  # a run brought back from a lent GPU: model.pt only (written once the last step is done)
         weights = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
     torch.save(half_precision(weights), target)
-    shutil.copyfile(args.run / "log.csv", zoo.WEIGHTS_DIR / f"{args.name}_log.csv")
+    history = previous_runs(args.name, init)
+    log = pd.read_csv(args.run / "log.csv")
+    if history:
+        old = pd.read_csv(zoo.WEIGHTS_DIR / f"{args.name}_log.csv")
+        old = old if "run" in old else old.assign(run=0)[["run", *old.columns]]
+        log = pd.concat([old, log.assign(run=len(history), step=log.step + len(old))[old.columns]], ignore_index=True)
+    else:
+        log.insert(0, "run", 0)
+    shutil.copyfile(args.run / "log.csv", args.run / "log_of_this_run.csv")
+    log.to_csv(zoo.WEIGHTS_DIR / f"{args.name}_log.csv", index=False)
     model = zoo.load_foundation(args.name)
     start = time.perf_counter()
     table = zero_shot_phantoms(model, run["profile"], cases=args.cases, progress=True)
@@ -79,6 +110,7 @@ def main() -> None:
                        "dice": {r.structure: round(float(r.dice), 4) for r in check.itertuples()}, "tolerance": 0.02},
         "evaluation_seconds": round(time.perf_counter() - start, 1),
     }
+    manifest["lineage"] = history + [summary(manifest)]
     (zoo.WEIGHTS_DIR / f"{args.name}.json").write_text(json.dumps(manifest, indent=1))
     print(per_domain.to_string())
     print(f"mean base-organ Dice, source domains: {source:.3f}")
