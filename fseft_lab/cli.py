@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("adapt", help="few-shot adaptation of the foundation model, then evaluation on test cases")
     a.add_argument("--data", type=Path, required=True, help="dataset folder (TotalSegmentator or MSD layout)")
     a.add_argument("--layout", choices=["totalsegmentator", "msd"], default=None, help="check the folder's layout")
-    a.add_argument("--template", default=None, help="MSD label template name (e.g. flare22) instead of dataset.json")
+    a.add_argument("--template", default=None,
+                   help="MSD labels instead of dataset.json's: a template name (e.g. flare22) or a JSON/YAML file of structure: value")
     a.add_argument("--task", required=True, help="a structure (binary) or base_organs / heart / lung_lobes / gluteus")
     a.add_argument("--method", required=True, help="see `fseft-lab methods`")
     a.add_argument("--k", type=int, nargs="+", default=[1], help="support volumes (shots); several allowed")

@@ -18,12 +18,12 @@ SPACING = 6.0
 
 
 # ----------------------------------------------------------------------------- helpers
-def write_ts_case(root: Path, case: str, image, masks: dict, affine, mask_affine=None):
-    """A TotalSegmentator case: ct.nii.gz and segmentations/<name>.nii.gz."""
+def write_ts_case(root: Path, case: str, image, masks: dict, affine, mask_affine=None, ext=".nii.gz"):
+    """A TotalSegmentator case: ct.nii.gz and segmentations/<name>.nii.gz (or .nii)."""
     (root / case / "segmentations").mkdir(parents=True, exist_ok=True)
-    save_nifti(root / case / "ct.nii.gz", image, affine)
+    save_nifti(root / case / f"ct{ext}", image, affine)
     for name, mask in masks.items():
-        save_nifti(root / case / "segmentations" / f"{name}.nii.gz", mask, affine if mask_affine is None else mask_affine)
+        save_nifti(root / case / "segmentations" / f"{name}{ext}", mask, affine if mask_affine is None else mask_affine)
 
 
 def write_msd(root: Path, cases: dict, labels: dict, affine, label_affine=None, training=True):
@@ -433,3 +433,40 @@ def test_cases_missing_a_mask_are_reported_and_left_out_of_the_task(tmp_path):
     with pytest.warns(UserWarning, match=rf"1 case\(s\) .* left out: {ds.case_ids[0]} \(no liver\)"):
         rows, _ = run(load_foundation("phantom_cpu"), ds, "liver", "zero_shot", 2, 0, profile="cpu", progress=False)
     assert list(rows.case) == ds.test_ids
+
+
+@pytest.mark.parametrize("name, text", [("map.json", '{"liver": 1, "spleen": 2}'), ("map.yaml", "1: liver\n2: spleen\n"),
+                                        ("map.yml", "background: 0\nliver: 1\nspleen: 2\n")])
+def test_msd_folder_with_a_user_label_map_file(tmp_path, name, text):
+    image, label = small_case()
+    write_msd(tmp_path / "data", {"c0": (image, label)}, {"0": "background", "1": "thing_a", "2": "thing_b"}, np.eye(4))
+    (tmp_path / name).write_text(text)
+    ds = open_dataset(tmp_path / "data", tmp_path / name)
+    assert ds.template == {1: "liver", 2: "spleen"}
+    d = ds.load("c0", ["spleen"])
+    assert np.array_equal(d["label"][0].numpy(), (label == 2).astype(np.uint8))
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"liver": 0}', r"'liver' has value 0; label values are integers >= 1"),
+    ('{"liver": 1, "spleen": 1}', r"value 1 names both 'liver' and 'spleen'"),
+    ('{"livr": 1}', r"unknown structure 'livr'"),
+    ('["liver"]', r"must map structure names to label values"),
+    ('{"liver": 1', r"cannot be read"),
+])
+def test_bad_label_map_files_are_refused_with_the_entry(tmp_path, text, message):
+    image, label = small_case()
+    write_msd(tmp_path / "data", {"c0": (image, label)}, {"0": "background", "1": "liver"}, np.eye(4))
+    (tmp_path / "map.json").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        open_dataset(tmp_path / "data", tmp_path / "map.json")
+
+
+def test_totalsegmentator_case_stored_as_uncompressed_nii(tmp_path):
+    image, label = small_case()
+    write_ts_case(tmp_path, "c0", image, {"liver": (label == 1).astype(np.uint8), "spleen": (label == 2).astype(np.uint8)},
+                  np.eye(4), ext=".nii")
+    ds = open_dataset(tmp_path)
+    assert ds.case("c0").image.name == "ct.nii" and set(ds.case("c0").labels) == {"liver", "spleen"}
+    d = ds.load("c0", ["spleen", "liver"])
+    assert np.array_equal(d["label"][0].numpy(), np.where(label == 2, 1, np.where(label == 1, 2, 0)))

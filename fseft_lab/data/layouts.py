@@ -194,15 +194,16 @@ def open_dataset(root: str | Path, template: str | dict[int, str] | None = None)
 
     Args:
         root: dataset folder.
-        template: for MSD folders, a dataset template name (e.g. ``flare22``) or value->structure
-            map to use instead of ``dataset.json``'s label names.
+        template: for MSD folders, a dataset template name (e.g. ``flare22``), a value->structure
+            map, or a JSON / YAML label-map file (:func:`read_label_map`) to use instead of
+            ``dataset.json``'s label names.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         return _open_msd(root, template)
-    case_dirs = sorted(p for p in root.iterdir() if (p / "ct.nii.gz").is_file() or (p / "segmentations").is_dir())
+    case_dirs = sorted(p for p in root.iterdir() if _ct(p) or (p / "segmentations").is_dir())
     if not case_dirs:
         raise ValueError(f"{root} is neither a TotalSegmentator folder (<case>/ct.nii.gz) nor an MSD folder (dataset.json, imagesTr/)")
     splits = {}
@@ -211,17 +212,50 @@ def open_dataset(root: str | Path, template: str | dict[int, str] | None = None)
             splits = {row["image_id"]: row.get("split", "train") for row in csv.DictReader(f, delimiter=";")}
     cases, names = [], None
     for d in case_dirs:
-        if not (d / "ct.nii.gz").is_file():
-            raise FileNotFoundError(f"case folder {d} has no ct.nii.gz")
-        masks = {p.name[: -len(".nii.gz")]: p for p in sorted((d / "segmentations").glob("*.nii.gz"))}
+        if not _ct(d):
+            raise FileNotFoundError(f"case folder {d} has no ct.nii.gz (or ct.nii)")
+        masks = {p.name.split(".nii")[0]: p for p in sorted((d / "segmentations").glob("*.nii*"))
+                 if p.name.endswith((".nii", ".nii.gz"))}
         names = names or list(masks)
-        cases.append(Case(d.name, d / "ct.nii.gz", masks, splits.get(d.name, "train")))
+        cases.append(Case(d.name, _ct(d), masks, splits.get(d.name, "train")))
     return CaseFolder(root, "totalsegmentator", cases, {i + 1: s for i, s in enumerate(names or [])})
+
+
+def _ct(case_dir: Path) -> Path | None:
+    """A TotalSegmentator case's image, compressed or not."""
+    return next((p for p in (case_dir / "ct.nii.gz", case_dir / "ct.nii") if p.is_file()), None)
+
+
+def read_label_map(path: str | Path) -> dict[int, str]:
+    """A user's label map for an MSD folder, from JSON or YAML: ``{"liver": 1, "spleen": 2}`` (or
+    ``{1: "liver"}``, as MSD's dataset.json writes it). Returns label value -> structure."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise ValueError(f"label map {path} cannot be read: {e}") from e
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"label map {path} must map structure names to label values, e.g. {{\"liver\": 1}}; got {raw!r}")
+    pairs = [(k, v) for k, v in raw.items()] if all(isinstance(v, str) for v in raw.values()) else [(v, k) for k, v in raw.items()]
+    template = {}
+    for value, name in pairs:
+        if name == "background":
+            continue
+        if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
+            raise ValueError(f"label map {path}: {name!r} has value {value!r}; label values are integers >= 1 (0 is background)")
+        if int(value) in template:
+            raise ValueError(f"label map {path}: value {value} names both {template[int(value)]!r} and {name!r}")
+        template[int(value)] = check_structure(str(name))
+    return template
 
 
 def _open_msd(root: Path, template) -> CaseFolder:
     info = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
-    if isinstance(template, str):
+    if isinstance(template, (str, Path)) and Path(template).suffix in (".json", ".yaml", ".yml"):
+        template = read_label_map(template)
+    elif isinstance(template, str):
         template = dataset_template(template)
     if template is None:
         labels = info.get("labels", {})
