@@ -108,7 +108,7 @@ def _adapt(args) -> None:
             rows, result = run(foundation, dataset, args.task, args.method, k, seed, decoder=args.decoder,
                                profile=args.profile, config=config, largest_component=args.largest_component,
                                save_adapter_to=adapter, transductive=transductive,
-                               adapter_meta={"checkpoint": str(args.checkpoint)}, **options)
+                               adapter_meta={"checkpoint": str(args.checkpoint)}, cache_dir=args.cache, **options)
             append_rows(rows, args.out)
             print(f"{args.method} {args.task} k={k} seed={seed}: Dice {rows.dice.mean():.3f} on {rows.case.nunique()} test "
                   f"cases | {result.trainable:,} trainable | {result.epochs_run} epochs, {result.train_seconds:.1f} s"
@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("adapt", help="few-shot adaptation of the foundation model, then evaluation on test cases")
     a.add_argument("--data", type=Path, required=True, help="dataset folder (TotalSegmentator or MSD layout)")
     a.add_argument("--layout", choices=["totalsegmentator", "msd"], default=None, help="check the folder's layout")
+    a.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="keep pre-processed volumes in DIR (re-read when a source file changes)")
     a.add_argument("--template", default=None,
                    help="MSD labels instead of dataset.json's: a template name (e.g. flare22) or a JSON/YAML file of structure: value")
     a.add_argument("--task", required=True, help="a structure (binary) or base_organs / heart / lung_lobes / gluteus")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from fseft_lab.adapt import AdaptConfig, Adapted, adapt, frozen_trunk
 from fseft_lab.anatomy import task_structures
+from fseft_lab.data.cache import CachedCases
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import CaseFolder
 from fseft_lab.data.transforms import preprocess
@@ -34,8 +35,12 @@ from fseft_lab.transductive import TransductiveConfig
 RUN_KEY = ["task", "method", "decoder", "transductive", "k", "seed"]
 
 
-def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequence[str], profile: str | None = None) -> list[dict]:
-    """Load and pre-process cases for a task (label value i = ``structures[i - 1]``)."""
+def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequence[str], profile: str | None = None,
+               cache_dir: str | Path | None = None) -> list[dict]:
+    """Load and pre-process cases for a task (label value i = ``structures[i - 1]``); with
+    ``cache_dir``, through the on-disk cache of :mod:`fseft_lab.data.cache`."""
+    if cache_dir is not None:
+        return list(CachedCases(dataset, structures, profile, cache_dir, case_ids))
     prof = get_profile(profile)
     chain = preprocess(prof.spacing_mm, prof.patch_size)
     return [chain(dataset.load(c, tuple(structures))) for c in case_ids]
@@ -50,7 +55,7 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
         profile: str | None = None, config: AdaptConfig | None = None, largest_component: bool = False,
         save_adapter_to: str | Path | None = None, validate: bool = False, trunk_cache: dict | None = None,
         test: Sequence[str] | None = None, transductive: TransductiveConfig | None = None, progress: bool = True,
-        adapter_meta: dict | None = None, **options) -> tuple[pd.DataFrame, Adapted]:
+        adapter_meta: dict | None = None, cache_dir: str | Path | None = None, **options) -> tuple[pd.DataFrame, Adapted]:
     """Adapt ``foundation`` to ``task`` with k shots (draw ``seed``) and score the test volumes.
 
     ``validate`` scores the split's validation volume during training (the learning curve's
@@ -60,7 +65,8 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     fewer of them on a laptop). ``transductive``: the test volumes, unlabelled, join the
     adaptation as query volumes (:mod:`fseft_lab.transductive`); the rows' ``transductive``
     column names the mode (``none`` without). ``adapter_meta``: more fields for the adapter file
-    (e.g. the checkpoint it was trained from).
+    (e.g. the checkpoint it was trained from). ``cache_dir``: keep pre-processed volumes there
+    (:class:`fseft_lab.data.cache.CachedCases`), so the next run skips reading and resampling.
     """
     structures, multiclass = task_structures(task)
     get_method(method)  # an unknown method fails before any data is loaded
@@ -71,9 +77,9 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     usable = [c for c in dataset.case_ids if c not in lacking]
     split = few_shot_split(usable, k, seed, test=[c for c in dataset.test_ids if c not in lacking] or None)
     test_ids = list(test) if test is not None else split.test
-    support = load_cases(dataset, split.support, structures, profile)
-    validation = load_cases(dataset, split.validation, structures, profile) if validate else []
-    test_cases = load_cases(dataset, test_ids, structures, profile)
+    support = load_cases(dataset, split.support, structures, profile, cache_dir)
+    validation = load_cases(dataset, split.validation, structures, profile, cache_dir) if validate else []
+    test_cases = load_cases(dataset, test_ids, structures, profile, cache_dir)
     if transductive is not None:  # the query volumes' trunk features are needed during training
         _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, profile, progress)
     result = adapt(foundation, method, support, multiclass=multiclass, decoder=decoder, validation=validation,
@@ -110,7 +116,8 @@ def _attach_trunk_features(foundation, dataset: CaseFolder, cases: list[dict], t
 def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequence[str], methods: Sequence[str],
              ks: Sequence[int], seeds: Sequence[int], *, decoder: str = "frozen", profile: str | None = None,
              config: AdaptConfig | None = None, transductive: TransductiveConfig | None = None,
-             trunk_cache: dict | None = None, progress: bool = True, **options) -> pd.DataFrame:
+             trunk_cache: dict | None = None, progress: bool = True, cache_dir: str | Path | None = None,
+             **options) -> pd.DataFrame:
     """Run every (task, method, k, seed) not yet in ``out_csv``; returns the whole table.
 
     ``trunk_cache``: share frozen-trunk features with other grids on the same data (see :func:`run`).
@@ -133,7 +140,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     trunk_cache = {} if trunk_cache is None else trunk_cache
     for task, method, k, seed in tqdm(todo, desc="grid", disable=not progress):
         rows, _ = run(foundation, dataset, task, method, k, seed, decoder=decoder, profile=profile, config=config,
-                      trunk_cache=trunk_cache, transductive=transductive, progress=False, **options)
+                      trunk_cache=trunk_cache, transductive=transductive, progress=False, cache_dir=cache_dir, **options)
         table = rows if table.empty else pd.concat([table, rows], ignore_index=True)
         write_csv(table, out_csv)
     return table

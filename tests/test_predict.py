@@ -104,7 +104,9 @@ def test_round_trip_adapt_save_adapter_then_predict_on_a_test_scan(tmp_path, cap
                  "--domain", "totalseg_like"]) == 0
     adapter, rows = tmp_path / "spleen.pt", tmp_path / "rows.csv"
     assert main(["adapt", "--data", str(data), "--task", "spleen", "--method", "linear_probe", "--k", "1",
-                 "--seeds", "0", "--epochs", "30", "--profile", "cpu", "--out", str(rows), "--save-adapter", str(adapter)]) == 0
+                 "--seeds", "0", "--epochs", "30", "--profile", "cpu", "--out", str(rows), "--save-adapter", str(adapter),
+                 "--cache", str(tmp_path / "cache")]) == 0
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2       # the support and the test scan
     row = pd.read_csv(rows).iloc[0]
     ct, truth = data / row.case / "ct.nii.gz", data / row.case / "segmentations" / "spleen.nii.gz"
     out = tmp_path / "seg.nii.gz"
