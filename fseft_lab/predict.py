@@ -66,15 +66,23 @@ def segment(model: torch.nn.Module, image_path: str | Path, profile: str | None 
 
 def segment_file(model: torch.nn.Module, image_path: str | Path, out_path: str | Path, profile: str | None = None,
                  largest_component: bool = False) -> Path:
-    """Segment ``image_path`` and write the label map to ``out_path`` (atomically: temporary file, then rename)."""
+    """Segment ``image_path`` and write the label map to ``out_path`` (atomically: temporary file,
+    then rename). An output folder that cannot be written fails before the inference, not after."""
     out = Path(out_path)
-    labels, affine = segment(model, image_path, profile, largest_component)
-    out.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if out.name.endswith(".nii.gz") else ".nii"
     tmp = out.with_name(f".{out.name.removesuffix(suffix)}.tmp{suffix}")
     try:
-        save_nifti(tmp, labels, affine)
-        tmp.replace(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.touch()
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write to {out.parent}: {e.strerror or e}") from e
+    try:
+        labels, affine = segment(model, image_path, profile, largest_component)
+        try:
+            save_nifti(tmp, labels, affine)
+            tmp.replace(out)
+        except OSError as e:  # e.g. the disk filled up: no half-written segmentation is left
+            raise OSError(e.errno, f"cannot write the segmentation {out}: {e.strerror or e}") from e
     finally:
         tmp.unlink(missing_ok=True)
     return out

@@ -1,4 +1,6 @@
 """`fseft-lab predict`: a label map on the input's own grid, for awkward real-world NIfTI files."""
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -85,6 +87,35 @@ def test_bad_inputs_name_the_file(files, tmp_path, capsys):
     assert main(["predict", "--adapter", str(broken), "--input", str(broken), "--out", str(tmp_path / "s.nii.gz")]) == 2
     assert "cannot read adapter file" in capsys.readouterr().err
     assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_an_unwritable_output_fails_early_and_a_full_disk_leaves_nothing(files, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import fseft_lab.predict
+
+    ct = _ct(tmp_path / "ct.nii.gz", AFFINES["RAS, anisotropic"])
+    (tmp_path / "a file").write_text("not a folder")
+    calls = []
+
+    def inference(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("the inference ran before the output folder was checked")
+    monkeypatch.setattr(fseft_lab.predict, "segment", inference)
+    assert main(["predict", "--adapter", str(files / "liver.pt"), "--input", str(ct),
+                 "--out", str(tmp_path / "a file" / "seg.nii.gz")]) == 2
+    assert "cannot write to" in capsys.readouterr().err and calls == []
+    monkeypatch.undo()
+
+    def full_disk(path, *args, **kwargs):
+        Path(path).write_bytes(b"\x1f\x8b")                                    # a few bytes, then no space
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(fseft_lab.predict, "save_nifti", full_disk)
+    out = tmp_path / "out" / "seg.nii.gz"
+    assert main(["predict", "--adapter", str(files / "liver.pt"), "--input", str(ct), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the segmentation" in err and "seg.nii.gz" in err and "No space left" in err
+    assert list(out.parent.iterdir()) == []
 
 
 def test_label_values_follow_the_structures():
