@@ -2,16 +2,10 @@
 # Method costs on a lent GPU machine (the device tool): the paper configuration (feature 48,
 # 96^3, 6 crops per step) for every method, then the trunk-training methods again with activation
 # checkpointing, then the gpu profile. Figures go to $OUT as they come, so a run cut short keeps
-# what it measured. monai and nibabel travel as wheels in .whl/ (see the device tool's README).
+# what it measured.
 #     bash tools/device_costs.sh
 set -euo pipefail
-OUT=${OUT:-/tmp/device_out}; mkdir -p "$OUT"
-if [ ! -d /tmp/site ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-fi
-if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
+source tools/device_env.sh
 trunk="bitfit affine_ln lora adaptive_lora adaptformer compacter full_ft scratch"
 python3 benchmarks/method_costs.py --profile paper --epochs 3 2>&1 | tee "$OUT/method_costs_paper.txt"
 python3 benchmarks/method_costs.py --profile paper --epochs 3 --checkpointing --methods $trunk 2>&1 | tee "$OUT/method_costs_paper_checkpointing.txt"

@@ -1,18 +1,12 @@
 #!/usr/bin/env bash
 # Pre-train the shipped cpu-profile foundation model on a lent GPU machine (the device tool) within
 # BUDGET seconds, then leave the weights, log and command in $OUT. Options after the script name go
-# to `fseft-lab pretrain` (default: stage 1 of the shipped model). Nothing can be downloaded there:
-# monai and nibabel travel as wheels in .whl/ (see the device tool's README); torch is the image's.
+# to `fseft-lab pretrain` (default: stage 1 of the shipped model).
 #     BUDGET=470 bash tools/device_pretrain.sh [pretrain options]
 set -euo pipefail
 t0=$(date +%s)
-OUT=${OUT:-/tmp/device_out}; BUDGET=${BUDGET:-480}; RUN=${RUN:-runs/phantom_cpu_device}; mkdir -p "$OUT"
-if [ ! -d /tmp/site ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-fi
-if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
+source tools/device_env.sh
+BUDGET=${BUDGET:-480}; RUN=${RUN:-runs/phantom_cpu_device}
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no GPU"
   python3 -c "import platform, os, torch, monai, numpy; print('python', platform.python_version(), '| torch', torch.__version__, '| monai', monai.__version__, '| numpy', numpy.__version__, '|', os.cpu_count(), 'cpus')"
 } | tee "$OUT/device.txt"
