@@ -46,6 +46,19 @@ def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequenc
     return [chain(dataset.load(c, tuple(structures))) for c in case_ids]
 
 
+def _check_labelled(dataset: CaseFolder, support: list[dict], structures: Sequence[str]) -> None:
+    """Refuse a task whose structure has no voxel in any support volume: nothing to learn from,
+    most often a label map naming a value the files never hold."""
+    for value, name in enumerate(structures, start=1):
+        if not any((case["label"] == value).any() for case in support):
+            where = ""
+            if dataset.layout == "msd":
+                values = [v for v, s in dataset.template.items() if s == name]
+                where = f" (label value {values[0]} in its label map)" if values else ""
+            raise ValueError(f"{name!r}{where} has no voxel in any support volume ({', '.join(c['case'] for c in support)}) "
+                             f"of {dataset.root}: check the label map, or that these scans show the structure")
+
+
 def trunk_key(foundation, dataset: CaseFolder, case_id: str) -> tuple:
     """Key of a test volume's trunk features in a ``trunk_cache``."""
     return id(foundation), str(dataset.root), case_id
@@ -78,6 +91,7 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     split = few_shot_split(usable, k, seed, test=[c for c in dataset.test_ids if c not in lacking] or None)
     test_ids = list(test) if test is not None else split.test
     support = load_cases(dataset, split.support, structures, profile, cache_dir)
+    _check_labelled(dataset, support, structures)
     validation = load_cases(dataset, split.validation, structures, profile, cache_dir) if validate else []
     test_cases = load_cases(dataset, test_ids, structures, profile, cache_dir)
     if transductive is not None:  # the query volumes' trunk features are needed during training

@@ -470,3 +470,16 @@ def test_totalsegmentator_case_stored_as_uncompressed_nii(tmp_path):
     assert ds.case("c0").image.name == "ct.nii" and set(ds.case("c0").labels) == {"liver", "spleen"}
     d = ds.load("c0", ["spleen", "liver"])
     assert np.array_equal(d["label"][0].numpy(), np.where(label == 2, 1, np.where(label == 1, 2, 0)))
+
+
+def test_a_label_map_value_that_never_occurs_is_refused_before_training(tmp_path):
+    from fseft_lab.experiments import run
+    from fseft_lab.models.zoo import load_foundation
+
+    image, label = small_case(shape=(64, 64, 64))
+    label[label == 2] = 1                                        # the files hold value 1 only
+    write_msd(tmp_path / "data", {f"c{i}": (image, label) for i in range(7)}, {"0": "background", "1": "a", "2": "b"}, np.eye(4))
+    (tmp_path / "map.json").write_text('{"liver": 1, "spleen": 2}')
+    ds = open_dataset(tmp_path / "data", tmp_path / "map.json")
+    with pytest.raises(ValueError, match=r"'spleen' \(label value 2 in its label map\) has no voxel in any support volume"):
+        run(load_foundation("phantom_cpu"), ds, "spleen", "zero_shot", 1, 0, profile="cpu", progress=False)
