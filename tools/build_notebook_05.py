@@ -101,8 +101,9 @@ $\\eta(1 - \\lambda)$ per step, the others are pulled to zero.
 **On the model.** `benchmarks/adaptive_lora.py` trains LoRA (rank 4) and adaptive-rank LoRA
 (up to rank 8, $\\lambda = 0.5$) on a novel structure with the decoder fine-tuned (notebook 07's
 set-up) on the same draws, and commits the Dice and the learned ranks per layer. The committed
-cpu run is small (one draw, 30 epochs): on this under-trained phantom model neither method has
-learned the lobe yet, so read the ranks, not the Dice. We read them:"""),
+cpu run is small (one draw, 30 epochs) and used an earlier, less trained shipped phantom model
+(`results/adaptive_lora.json` records its checksum): neither method had learned the lobe yet, so
+read the ranks, not the Dice. We read them:"""),
 code("""results_file = Path(results_dir) / "adaptive_lora.csv"
 if not results_file.is_file():
     print(f"{results_file} is missing: run `python benchmarks/adaptive_lora.py` from the repository root")

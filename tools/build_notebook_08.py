@@ -159,7 +159,7 @@ _ = viz.plot_query_sizes({"penalty, query without the organ": misled.curve}, tas
 md("""Read the two counts against the band. The prior can only say "this many voxels", never
 "the organ is absent": if the model without TI predicts less than the band on such a scan, the
 penalty drives the false positives up to the band; if it already predicts an organ-sized region
-(a one-shot adapter often over-segments, as in section 3), the hinge is silent and TI can neither
+(a one-shot adapter can over-segment), the hinge is silent and TI can neither
 cause nor flag the error. Either way the size prior cannot help on a query without the organ. In
 practice: use TI only when the query is known to contain the structure (a field-of-view check,
 or a zero-shot detection first), and watch the predicted-size trajectory.
@@ -171,7 +171,9 @@ spread between draws at k = 1. `benchmarks/transductive.py` runs every variant o
 (spleen and pancreas as binary tasks, the 5 test volumes as queries taking turns, 3 seeds, k = 1
 and 5, 200 optimiser steps each) and commits the rows under `results/`. We read them here;
 nothing is retrained."""),
-code("""results_file = Path(results_dir) / "transductive.csv"
+code("""from fseft_lab.models import zoo
+
+results_file = Path(results_dir) / "transductive.csv"
 if not results_file.is_file():
     print(f"{results_file} is missing: run `python benchmarks/transductive.py` from the repository root")
 else:
@@ -180,6 +182,9 @@ else:
     print(f"profile {run_info['profile']}, checkpoint {run_info['checkpoint']} ({run_info['checkpoint_sha256'][:12]}...), "
           f"lr {run_info['lr']}, {run_info['steps']} steps, {run_info['hardware']['device']}, "
           f"{run_info['wall_seconds'] / 60:.0f} min")
+    if run_info["checkpoint_sha256"] != zoo.manifest("phantom_cpu")["sha256"]:
+        print("measured with an earlier shipped foundation model than the one loaded above: the comparison between "
+              "variants holds for that model; the absolute Dice is not this one's")
     stats = summary(bench, by=("k", "transductive"))
     table = stats.dice.unstack("transductive").round(3).astype(str) + " +- " + stats.dice_std.unstack("transductive").round(3).astype(str)
     display(table[[c for c in ("none", "penalty", "barrier", "entropy") if c in table]])"""),
