@@ -198,3 +198,18 @@ def test_structure_balance_draws_rarely_labelled_structures_as_often_as_common_o
     assert values == case["present"]
     with pytest.raises(ValueError, match="balance='classes'"):
         pick_case([a, b], rng, "classes")
+
+
+def test_sources_exported_in_parallel_are_the_sequential_export(tmp_path):
+    import nibabel as nib
+
+    from fseft_lab.data.layouts import open_dataset
+    from fseft_lab.pretrain import SOURCES, phantom_sources
+
+    parallel = phantom_sources(tmp_path / "a", 12.0, 1, workers=2)
+    sequential = phantom_sources(tmp_path / "b", 12.0, 1)
+    assert list(parallel.values()) == list(sequential.values()) == list(SOURCES.values())
+    for a, b in zip(parallel, sequential):
+        case_a, case_b = open_dataset(a).cases[0], open_dataset(b).cases[0]
+        assert (Path(a) / "dataset.json").read_text() == (Path(b) / "dataset.json").read_text()
+        assert np.array_equal(nib.load(str(case_a.image)).get_fdata(), nib.load(str(case_b.image)).get_fdata())
