@@ -239,7 +239,7 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
         for v in np.random.default_rng([cfg.seed, epoch]).permutation(len(support)):
             rng = np.random.default_rng([cfg.seed, epoch, int(v)])
             if banks:  # the bank holds its positive crops first: pick positives and negatives stratified
-                x, label = (t[_pick(rng, bank_size, crops, cfg.pos_fraction)] for t in banks[v])
+                x, label = pick_from_bank(banks[v], rng, crops, cfg.pos_fraction)
             else:
                 x, label = draw_crops(support[v], crops, prof.patch_size, cfg.pos_fraction, seed=int(rng.integers(2**31)))
             x, target = x.to(device), task_target(label, len(structures), multiclass).to(device)
@@ -303,7 +303,6 @@ def validation_dice(model: nn.Module, cases: Sequence[dict], patch_size: int) ->
 
 
 @torch.no_grad()
-@torch.no_grad()
 def _trunk(model: nn.Module, images: torch.Tensor, chunk: int, device: torch.device) -> torch.Tensor:
     """The frozen trunk's (n, F, P, P, P) features of a crop bank, computed ``chunk`` crops at a time
     into one preallocated tensor (no second copy for a concatenation). On CUDA they are kept in
@@ -319,6 +318,15 @@ def _trunk(model: nn.Module, images: torch.Tensor, chunk: int, device: torch.dev
             bank = torch.empty((len(images), *features.shape[1:]), dtype=dtype, device=device)
         bank[i:i + len(features)] = features
     return bank
+
+
+def pick_from_bank(bank: tuple[torch.Tensor, torch.Tensor], rng: np.random.Generator, crops: int,
+                   pos_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``crops`` entries of a crop bank (inputs, labels): one draw of indices for both, so each
+    input keeps its own label."""
+    inputs, labels = bank
+    index = _pick(rng, len(labels), crops, pos_fraction)
+    return inputs[index], labels[index]
 
 
 def _pick(rng: np.random.Generator, bank_size: int, crops: int, pos_fraction: float) -> torch.Tensor:

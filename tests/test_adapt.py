@@ -133,6 +133,19 @@ def test_bank_picks_are_stratified():
     assert sorted(_pick(rng, 4, 4, 0.5).tolist()) == [0, 1, 2, 3]
 
 
+def test_crops_picked_from_a_bank_keep_their_own_labels():
+    """Regression: the inputs and the labels of a step were once picked with two draws of indices,
+    so frozen-trunk methods trained on one crop's features against another crop's labels."""
+    from fseft_lab.adapt import pick_from_bank
+
+    bank = (torch.arange(16.0).view(16, 1, 1, 1, 1), torch.arange(16).view(16, 1, 1, 1, 1))   # entry i holds i
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        inputs, labels = pick_from_bank(bank, rng, 2, 0.5)
+        assert inputs.flatten().long().tolist() == labels.flatten().tolist()
+        assert inputs[0].item() < 8 <= inputs[1].item()         # one positive (first half), one negative
+
+
 def test_a_shared_bank_cache_computes_the_trunk_once_and_changes_nothing(foundation):
     shared = {}
     first = adapt(foundation, "linear_probe", [_case(1)], config=_cfg(), bank_cache=shared, profile="cpu", progress=False)

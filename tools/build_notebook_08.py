@@ -182,6 +182,8 @@ else:
     print(f"profile {run_info['profile']}, checkpoint {run_info['checkpoint']} ({run_info['checkpoint_sha256'][:12]}...), "
           f"lr {run_info['lr']}, {run_info['steps']} steps, {run_info['hardware']['device']}, "
           f"{run_info['wall_seconds'] / 60:.0f} min")
+    if "caveat" in run_info:
+        print("CAVEAT:", run_info["caveat"])
     if run_info["checkpoint_sha256"] != zoo.manifest("phantom_cpu")["sha256"]:
         print("measured with an earlier shipped foundation model than the one loaded above: the comparison between "
               "variants holds for that model; the absolute Dice is not this one's")
