@@ -21,6 +21,10 @@ manifest beside the CSV records the command, grid, checkpoint, software, hardwar
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -29,8 +33,8 @@ from pathlib import Path
 import pandas as pd
 
 from fseft_lab.anatomy import task_structures
-from fseft_lab.data.layouts import LAYOUTS, export_phantom
-from fseft_lab.experiments import run_grid, write_manifest
+from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
+from fseft_lab.experiments import done_runs, environment, run_grid, write_csv
 from fseft_lab.methods import DECODER_OPTIONS, get_method
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import MODES, TransductiveConfig
@@ -97,37 +101,140 @@ def read_grid(path: str | Path) -> list[Block]:
     return blocks
 
 
+def block_dataset(block: Block, data_dir: str | Path, profile) -> CaseFolder:
+    """Export (or reuse) the phantom target dataset a block runs on."""
+    d = block.dataset
+    name = f"{d['layout']}_{d.get('domain', 'default')}_seed{d.get('seed', 0)}_{profile.name}"
+    return export_phantom(Path(data_dir) / name, d["layout"], cases=d.get("cases", profile.target_cases),
+                          seed=d.get("seed", 0), domain=d.get("domain"), spacing=profile.spacing_mm,
+                          template=d.get("template", "flare22"), num_test=d.get("num_test", 5), progress=False)
+
+
+def shard_csv(out_csv: Path, shard: tuple[int, int]) -> Path:
+    """Where worker ``i`` of ``n`` writes its rows: ``bench.csv`` -> ``bench.shard-1-of-4.csv``."""
+    return out_csv.with_name(f"{out_csv.stem}.shard-{shard[0]}-of-{shard[1]}.csv")
+
+
+def fold_shards(out_csv: Path) -> pd.DataFrame:
+    """Move the rows that parallel workers left in shard files into ``out_csv`` (atomically), then
+    delete the shard files; returns the whole table."""
+    shards = sorted(out_csv.parent.glob(f"{out_csv.stem}.shard-*-of-*.csv"))
+    tables = [pd.read_csv(f) for f in ([out_csv] if out_csv.is_file() else []) + shards]
+    table = pd.concat([t for t in tables if not t.empty], ignore_index=True) if tables else pd.DataFrame()
+    if shards:
+        write_csv(table, out_csv)
+        for f in shards:
+            f.unlink()
+    return table
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/8"`` -> (2, 8): worker 2 of 8 (numbered from 0)."""
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise ValueError(f"shard {text!r} must be I/N with 0 <= I < N, e.g. 0/4")
+    return int(index), int(count)
+
+
 def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = None, data_dir: str | Path = "data/benchmark",
                   checkpoint: str = "phantom_cpu", only: str | None = None, command: str = "",
-                  progress: bool = True) -> pd.DataFrame:
-    """Run every block of ``grid`` (or the one named ``only``) into ``out_csv``; returns the table."""
-    from fseft_lab.models.zoo import ZOO, get_checkpoint, load_foundation, local_path, sha256
+                  progress: bool = True, workers: int = 1, shard: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Run every block of ``grid`` (or the one named ``only``) into ``out_csv``; returns the table.
 
+    ``workers > 1`` starts that many processes side by side (``fseft-lab benchmark --shard i/n``),
+    each running every n-th run into its own shard file, and folds their rows into ``out_csv`` when
+    they end: one GPU is far from busy with one cpu-profile adaptation. ``shard``: be one of them.
+    Pre-processed volumes are kept in ``data_dir/cache`` and shared by all workers.
+    """
+    from fseft_lab.models.zoo import ZOO, get_checkpoint, local_path, sha256
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     blocks = read_grid(grid)
     if only is not None:
         blocks = [b for b in blocks if b.name == only]
         if not blocks:
             raise ValueError(f"no block named {only!r} in {grid}; its blocks: {[b.name for b in read_grid(grid)]}")
-    prof = get_profile(profile)
+    prof, out_csv, start = get_profile(profile), Path(out_csv), time.perf_counter()
+    weights = local_path(get_checkpoint(checkpoint)) if checkpoint in ZOO else Path(checkpoint)
+    checksum = sha256(weights)
+    if shard is None:
+        fold_shards(out_csv)  # rows an interrupted parallel run left behind
+        manifest = out_csv.with_suffix(".json")
+        measured_with = json.loads(manifest.read_text()).get("checkpoint_sha256") if manifest.is_file() else None
+        if out_csv.is_file() and measured_with not in (None, checksum):
+            raise ValueError(f"{out_csv} holds results of the foundation model with sha256 {measured_with[:12]}..., "
+                             f"but {checkpoint} has {checksum[:12]}...: one table, one model; write to another --out")
+    datasets = [block_dataset(block, data_dir, prof) for block in blocks]  # exported once, before any worker starts
+    if shard is not None:
+        return _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress, shard)
+    finished = False
+    try:
+        if workers > 1:
+            table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers)
+        else:
+            table = _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress)
+        finished = True
+    finally:  # also when interrupted: the rows so far are kept, and the manifest says how far it got
+        record_invocation(out_csv, blocks, grid, prof.name, checkpoint, checksum, command=command, workers=workers,
+                          wall_seconds=round(time.perf_counter() - start), finished=finished)
+    return table
+
+
+def record_invocation(out_csv: Path, blocks: list[Block], grid, profile: str, checkpoint: str, checksum: str,
+                      **invocation) -> dict:
+    """Write the manifest beside ``out_csv`` (atomically): what the table holds, and one entry per
+    invocation that added to it (command, workers, wall time, software and hardware), since a
+    resumed benchmark may have run on several machines."""
+    path = out_csv.with_suffix(".json")
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    table = pd.read_csv(out_csv) if out_csv.is_file() else pd.DataFrame()
+    manifest = {**old, "grid": str(grid), "grid_text": Path(grid).read_text(), "profile": profile, "checkpoint": checkpoint,
+                "checkpoint_sha256": checksum, "runs_in_grid": sum(b.runs for b in blocks),
+                "runs_done": len(done_runs(table)),
+                "invocations": old.get("invocations", []) + [{**invocation, "runs_done_after": len(done_runs(table)),
+                                                              "date": time.strftime("%Y-%m-%d %H:%M"), **environment()}]}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(path)
+    return manifest
+
+
+def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str, out_csv: Path, profile: str,
+                data_dir, progress: bool, shard: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Run the blocks in this process (all of them, or a worker's shard of each)."""
+    from fseft_lab.models.zoo import load_foundation
+
     foundation = load_foundation(checkpoint)
-    start, table = time.perf_counter(), pd.DataFrame()
-    for block in blocks:
-        d = block.dataset
-        name = f"{d['layout']}_{d.get('domain', 'default')}_seed{d.get('seed', 0)}_{prof.name}"
-        ds = export_phantom(Path(data_dir) / name, d["layout"], cases=d.get("cases", prof.target_cases),
-                            seed=d.get("seed", 0), domain=d.get("domain"), spacing=prof.spacing_mm,
-                            template=d.get("template", "flare22"), num_test=d.get("num_test", 5), progress=False)
+    target = out_csv if shard is None else shard_csv(out_csv, shard)
+    skip = done_runs(pd.read_csv(out_csv)) if shard is not None and out_csv.is_file() else set()
+    for block, ds in zip(blocks, datasets):
         trunk_cache: dict = {}
         if progress:
             print(f"{block.name}: {block.runs} runs on {ds.root}", flush=True)
         for spec in block.methods:
             method, ti = split_method(spec)
-            table = run_grid(foundation, ds, out_csv, block.tasks, [method], block.ks, block.seeds,
-                             decoder=block.decoder, profile=prof.name, transductive=ti, trunk_cache=trunk_cache,
-                             progress=progress)
-    weights = local_path(get_checkpoint(checkpoint)) if checkpoint in ZOO else Path(checkpoint)
-    write_manifest(Path(out_csv).with_suffix(".json"), command=command, grid=str(grid), grid_text=Path(grid).read_text(),
-                   profile=prof.name, checkpoint=checkpoint, checkpoint_sha256=sha256(weights),
-                   wall_seconds=round(time.perf_counter() - start),
-                   note="wall_seconds covers the last invocation only; finished runs were skipped")
+            table = run_grid(foundation, ds, target, block.tasks, [method], block.ks, block.seeds, decoder=block.decoder,
+                             profile=profile, transductive=ti, trunk_cache=trunk_cache, progress=progress,
+                             cache_dir=Path(data_dir) / "cache", shard=shard or (0, 1), skip=skip)
+    return table
+
+
+def _run_workers(grid, out_csv: Path, profile: str, data_dir, checkpoint: str, only: str | None, workers: int) -> pd.DataFrame:
+    """Run ``workers`` shard processes to the end (each with its share of the CPU threads), then fold their rows."""
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    base = [sys.executable, "-m", "fseft_lab.cli", "benchmark", "--grid", str(grid), "--out", str(out_csv),
+            "--profile", profile, "--data", str(data_dir), "--checkpoint", checkpoint] + (["--only", only] if only else [])
+    procs = [subprocess.Popen(base + ["--shard", f"{i}/{workers}"], env={**os.environ, "OMP_NUM_THREADS": threads},
+                              stdout=subprocess.DEVNULL) for i in range(workers)]
+    try:
+        failed = [i for i, p in enumerate(procs) if p.wait() != 0]
+    finally:  # interrupted: stop the workers; their finished runs are kept in the shard files
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        table = fold_shards(out_csv)
+    if failed:
+        raise RuntimeError(f"benchmark workers {failed} of {workers} failed (their messages are above); "
+                           f"finished runs are in {out_csv}, run the same command again to resume")
     return table

@@ -117,7 +117,7 @@ def _adapt(args) -> None:
 
 
 def _benchmark(args) -> None:
-    from fseft_lab.benchmark import read_grid, run_benchmark
+    from fseft_lab.benchmark import parse_shard, read_grid, run_benchmark
     from fseft_lab.experiments import summary
 
     if args.list:
@@ -125,8 +125,11 @@ def _benchmark(args) -> None:
             print(f"{block.name}: {block.runs} runs ({len(block.tasks)} tasks x {len(block.methods)} methods x "
                   f"k {block.ks} x {len(block.seeds)} seeds, decoder {block.decoder})")
         return
+    shard = parse_shard(args.shard) if args.shard else None
     table = run_benchmark(args.grid, args.out, args.profile, args.data, args.checkpoint, args.only,
-                          command=args.command_line)
+                          command=args.command_line, workers=args.workers, shard=shard)
+    if shard:
+        return
     print(summary(table, by=("task", "method", "transductive", "k")).round(3).to_string())
     print(f"rows in {args.out}, manifest {args.out.with_suffix('.json')}")
 
@@ -259,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", default="phantom_cpu", help="zoo name or weights file (default: phantom_cpu)")
     b.add_argument("--only", default=None, help="run only the block with this name")
     b.add_argument("--list", action="store_true", help="list the grid's blocks and run counts, run nothing")
+    b.add_argument("--workers", type=int, default=1, help="processes side by side (e.g. 8 on one GPU); rows are folded into --out")
+    b.add_argument("--shard", default=None, help="I/N: run only worker I's share of N (what --workers starts)")
     b.set_defaults(func=_benchmark)
 
     pr = sub.add_parser("predict", help="segment a CT file with a saved adapter; the label map matches the input's grid")
@@ -333,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, KeyError, RuntimeError, FloatingPointError) as err:
         print(f"fseft-lab: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("fseft-lab: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

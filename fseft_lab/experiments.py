@@ -15,7 +15,7 @@ import itertools
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -131,10 +131,12 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
              ks: Sequence[int], seeds: Sequence[int], *, decoder: str = "frozen", profile: str | None = None,
              config: AdaptConfig | None = None, transductive: TransductiveConfig | None = None,
              trunk_cache: dict | None = None, progress: bool = True, cache_dir: str | Path | None = None,
-             **options) -> pd.DataFrame:
+             shard: tuple[int, int] = (0, 1), skip: Iterable[tuple] = (), **options) -> pd.DataFrame:
     """Run every (task, method, k, seed) not yet in ``out_csv``; returns the whole table.
 
     ``trunk_cache``: share frozen-trunk features with other grids on the same data (see :func:`run`).
+    ``shard=(i, n)``: run only every n-th run of the grid, starting at the i-th (n workers side
+    by side, each with its own ``out_csv``). ``skip``: run keys (:data:`RUN_KEY`, as text) done elsewhere.
 
     Each finished run is appended at once (written to a temporary file, then renamed), so an
     interrupted grid loses at most the run in progress.
@@ -147,17 +149,26 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     table = pd.read_csv(out_csv) if out_csv.is_file() else pd.DataFrame(columns=RUN_KEY)
     if "transductive" not in table:  # tables written before transductive inference existed
         table.insert(table.columns.get_loc("decoder") + 1, "transductive", "none")
-    done = {tuple(str(v) for v in key) for key in table[RUN_KEY].drop_duplicates().itertuples(index=False)}
+    done = done_runs(table) | set(skip)
     mode = transductive.mode if transductive else "none"
-    todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
-            if (str(t), str(m), str(decoder), mode, str(k), str(s)) not in done]
+    index, count = shard
+    todo = [(t, m, k, s) for i, (t, m, k, s) in enumerate(itertools.product(tasks, methods, ks, seeds))
+            if i % count == index and (str(t), str(m), str(decoder), mode, str(k), str(s)) not in done]
     trunk_cache = {} if trunk_cache is None else trunk_cache
     for task, method, k, seed in tqdm(todo, desc="grid", disable=not progress):
         rows, _ = run(foundation, dataset, task, method, k, seed, decoder=decoder, profile=profile, config=config,
                       trunk_cache=trunk_cache, transductive=transductive, progress=False, cache_dir=cache_dir, **options)
+        rows = rows.assign(device=environment()["hardware"]["device"])   # train_seconds depend on it
         table = rows if table.empty else pd.concat([table, rows], ignore_index=True)
         write_csv(table, out_csv)
     return table
+
+
+def done_runs(table: pd.DataFrame) -> set[tuple]:
+    """The run keys (:data:`RUN_KEY`, as text) a results table holds."""
+    if table.empty:
+        return set()
+    return {tuple(str(v) for v in key) for key in table[RUN_KEY].drop_duplicates().itertuples(index=False)}
 
 
 def append_rows(rows: pd.DataFrame, out_csv: str | Path) -> pd.DataFrame:

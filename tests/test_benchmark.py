@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from fseft_lab.benchmark import read_grid, split_method
+from fseft_lab.benchmark import parse_shard, read_grid, shard_csv, split_method
 from fseft_lab.cli import main
 
 TINY = """
@@ -51,10 +51,40 @@ def test_benchmark_runs_a_grid_resumes_it_and_writes_a_manifest(tmp_path, capsys
     table = pd.read_csv(out)
     assert sorted(table.seed) == [0, 1] and set(table.transductive) == {"none"} and table.dice.between(0, 1).all()
     manifest = json.loads(out.with_suffix(".json").read_text())
-    assert manifest["command"].startswith("fseft-lab benchmark") and "tiny" in manifest["grid_text"]
-    assert len(manifest["checkpoint_sha256"]) == 64 and manifest["software"]["torch"]
+    assert manifest["invocations"][-1]["command"].startswith("fseft-lab benchmark") and "tiny" in manifest["grid_text"]
+    assert len(manifest["checkpoint_sha256"]) == 64 and manifest["invocations"][-1]["software"]["torch"]
+    assert manifest["runs_done"] == manifest["runs_in_grid"] == 2 and set(table.device) == {"cpu"}
     modified = out.stat().st_mtime_ns
     assert main(args) == 0                                   # everything done: nothing runs again
     assert out.stat().st_mtime_ns == modified and len(pd.read_csv(out)) == 2
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert len(manifest["invocations"]) == 2 and manifest["invocations"][-1]["runs_done_after"] == 2
     assert main(args + ["--only", "other"]) == 2
     assert "no block named 'other'" in capsys.readouterr().err
+    manifest["checkpoint_sha256"] = "0" * 64                    # the table was measured with another model
+    out.with_suffix(".json").write_text(json.dumps(manifest))
+    assert main(args) == 2
+    assert "one table, one model" in capsys.readouterr().err
+
+
+def test_parallel_workers_share_the_grid_and_fold_their_rows_into_one_table(tmp_path):
+    grid, out = tmp_path / "grid.toml", tmp_path / "bench.csv"
+    grid.write_text(TINY)
+    args = ["benchmark", "--grid", str(grid), "--profile", "cpu", "--data", str(tmp_path / "data")]
+    assert main(args + ["--out", str(tmp_path / "one.csv")]) == 0
+    assert main(args + ["--out", str(out), "--workers", "2"]) == 0
+    one, two = (pd.read_csv(f).sort_values(["seed", "case"]).reset_index(drop=True) for f in (tmp_path / "one.csv", out))
+    assert list(two.seed.unique()) == [0, 1] and not list(tmp_path.glob("bench.shard-*"))
+    pd.testing.assert_series_equal(one.dice, two.dice)     # same runs, whichever process ran them
+    assert json.loads(out.with_suffix(".json").read_text())["invocations"][-1]["workers"] == 2
+    # a worker's rows left behind by an interrupted run are folded in, and not run again
+    out.unlink()
+    one[one.seed == 1].to_csv(shard_csv(out, (1, 2)), index=False)
+    assert main(args + ["--out", str(out), "--only", "tiny"]) == 0
+    assert sorted(pd.read_csv(out).seed) == [0, 1] and not shard_csv(out, (1, 2)).exists()
+
+
+@pytest.mark.parametrize("text", ["2/2", "1", "a/3", "-1/2"])
+def test_a_bad_shard_is_refused(text):
+    with pytest.raises(ValueError, match="must be I/N"):
+        parse_shard(text)

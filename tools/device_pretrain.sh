@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Pre-train the shipped cpu-profile foundation model on a lent GPU machine (the device tool) within
 # BUDGET seconds, then leave the weights, log and command in $OUT. Options after the script name go
-# to `fseft-lab pretrain` (default: stage 1 of the shipped model).
+# to `fseft-lab pretrain` (default: stage 1 of the shipped model). With STEPS set, the probe that
+# measures seconds per step is skipped (saves its start-up) and STEPS steps run, stopped at BUDGET.
 #     BUDGET=470 bash tools/device_pretrain.sh [pretrain options]
+#     STEPS=2400 BUDGET=330 SKIP_SPEED=1 bash tools/device_pretrain.sh [pretrain options]
 set -euo pipefail
 t0=$(date +%s)
 source tools/device_env.sh
@@ -15,6 +17,13 @@ if [ $# -eq 0 ]; then  # stage 1 of the shipped model
   set -- --profile cpu --cases 24 --crops 4 --lr 1e-3 --warmup 100 --balance structures --seed 2 \
          --init fseft_lab/models/weights/phantom_cpu.pt --workers 12 --checkpoint-every 100000
 fi
-python3 tools/pretrain_in_budget.py "$RUN" --budget $((BUDGET - $(date +%s) + t0)) -- "$@" 2>&1 | tee "$OUT/pretrain.txt"
+left=$((BUDGET - $(date +%s) + t0))
+if [ "${STEPS:-}" ]; then
+  command=(fseft-lab pretrain "$RUN" --steps "$STEPS" "$@")
+  timeout -s INT "$left" python3 -m fseft_lab.cli "${command[@]:1}" 2>&1 | tee "$OUT/pretrain.txt"
+  printf '%q ' "${command[@]}" | sed 's/ $/\n/' > "$RUN/command.txt"
+else
+  python3 tools/pretrain_in_budget.py "$RUN" --budget "$left" -- "$@" 2>&1 | tee "$OUT/pretrain.txt"
+fi
 cp "$RUN"/model.pt "$RUN"/log.csv "$RUN"/run.json "$RUN"/command.txt "$OUT/"
 echo "done in $(( $(date +%s) - t0 )) s"
