@@ -160,16 +160,16 @@ zero_shot.insert(0, "role", ["source" if d in ("btcv_like", "lits_like", "kits_l
 zero_shot["mean"] = zero_shot.drop(columns="role").mean(axis=1)
 zero_shot.round(2)"""),
 md("""Read the table honestly. Run 0 (1,800 steps on two CPU cores) learned the large organs only.
-Runs 1 and 2 went on for 4,649 steps on a GPU, 4 crops per step, drawing every labelled structure
-equally often (`--balance structures`), so that the spleen and the thin oesophagus, which only two
-sources label, got their share. Run 2 added `--contrast-aug`: each labelled organ of a crop gets
-its own intensity shift, as if scanned in another contrast phase. On the portal-phase sources
-every base organ is now found (mean Dice 0.83-0.88), on the arterial KiTS-like one 0.77. The plain-CT CT-ORG-like source labels only the
-liver and kidneys, so the other organs there are learned from enhanced scans alone: weaker, and the
-oesophagus not at all. The mean over all five sources is 0.77, below the 0.80 the project aims for:
-a longer GPU run will replace this model. The domain gap is plain: on the target domains (another
-phase, more noise and blur, a recalibrated scanner) the same model does clearly worse. That gap is
-the starting point of notebook 02."""),
+Runs 1 to 3 went on for 6,849 steps on lent GPUs, 4 crops per step, drawing every labelled
+structure equally often (`--balance structures`), so that the spleen and the thin oesophagus,
+which only two sources label, got their share. Runs 2 and 3 added `--contrast-aug`: each labelled
+organ of a crop gets its own intensity shift, as if scanned in another contrast phase. On the
+portal-phase sources every base organ is now found (mean Dice 0.86-0.90), on the arterial
+KiTS-like one 0.82. The plain-CT CT-ORG-like source labels only the liver and kidneys, so the other
+organs there are learned from enhanced scans alone: weaker (0.60), and the oesophagus not at all.
+The mean over all five sources is 0.81, just over the 0.80 the project aims for. The domain gap is
+plain: on the target domains (another phase, more noise and blur, a recalibrated scanner) the same
+model does clearly worse (0.60-0.65). That gap is the starting point of notebook 02."""),
 md("""## 5. Zero-shot, seen
 
 We load the shipped model from the zoo and segment one held-out subject as seen by a source
