@@ -129,9 +129,11 @@ volume and the learning rate are the levers to try (exercise 1).
 
 <details><summary>Solutions</summary>
 
-1. A larger rate moves the zero-initialised $W_\\text{up}$ faster and the loss falls before the
-   early-stopping rule looks (on this phantom, pancreas, k = 1: Dice 0.06 at 1e-4, 0.12 at 1e-3);
-   at 1e-2 training becomes unstable (0.01). Watch a validation volume with `validate=True`.
+1. A larger rate moves the zero-initialised $W_\\text{up}$ faster: the loss falls sooner and the
+   early-stopping rule may end training earlier. On this phantom (pancreas, k = 1, two test
+   volumes) the Dice is 0.792 at 1e-4 (114 epochs), 0.797 at 1e-3 (74 epochs) and 0.792 at 1e-2
+   (119 epochs, a noisier loss): the zero-shot model is already close (0.77), so the rate matters
+   little here. Watch a validation volume with `validate=True`.
 2. The build runs the trunk once per banked crop: about as long as `crop_bank / crops` uncached
    epochs (8 by default). Every later epoch saves almost a whole uncached epoch, so the cache has
    paid off after about 8-9 epochs, long before the 200 it runs.

@@ -100,8 +100,9 @@ md("""## 3. Adapting with and without TI
 
 The spatial adapter at k = 1 with each variant, on the same support crops, all for the same
 schedule (no early stop: TI starts half-way). One choice differs from the earlier notebooks: a
-learning rate of 1e-3. The paper's 1e-4 barely moves the adapter in the epochs a CPU affords, and
-the reference code's TI schedule uses 1e-2, which was unstable on the phantom (notebook 03)."""),
+learning rate of 1e-3, between the paper's 1e-4 (slow in the epochs a CPU affords) and the
+reference code's TI rate of 1e-2; on this phantom all three end within half a Dice point
+(notebook 03, exercise 1)."""),
 code("""support = load_cases(ts, split.support, [task], P.name)
 config = AdaptConfig(epochs=epochs, lr=lr, stop_patience=0)
 variants = {"no TI": None, "penalty": TransductiveConfig("penalty"), "barrier": TransductiveConfig("barrier")}
