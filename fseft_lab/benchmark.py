@@ -27,8 +27,9 @@ import subprocess
 import sys
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -138,8 +139,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = None, data_dir: str | Path = "data/benchmark",
                   checkpoint: str = "phantom_cpu", only: str | None = None, command: str = "",
-                  progress: bool = True, workers: int = 1, shard: tuple[int, int] | None = None) -> pd.DataFrame:
+                  progress: bool = True, workers: int = 1, shard: tuple[int, int] | None = None,
+                  methods: Sequence[str] | None = None) -> pd.DataFrame:
     """Run every block of ``grid`` (or the one named ``only``) into ``out_csv``; returns the table.
+
+    ``methods``: run only these of the grid's methods (as the grid names them, e.g.
+    ``spatial_adapter+penalty``): to fill in, or re-run after a fix, part of a grid first.
 
     ``workers > 1`` starts that many processes side by side (``fseft-lab benchmark --shard i/n``),
     each running every n-th run into its own shard file, and folds their rows into ``out_csv`` when
@@ -155,6 +160,12 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
         blocks = [b for b in blocks if b.name == only]
         if not blocks:
             raise ValueError(f"no block named {only!r} in {grid}; its blocks: {[b.name for b in read_grid(grid)]}")
+    if methods:
+        unknown = sorted(set(methods) - {m for b in blocks for m in b.methods})
+        if unknown:
+            raise ValueError(f"methods {unknown} are not in the grid {grid} (or its block {only!r})" if only else
+                             f"methods {unknown} are not in the grid {grid}")
+        blocks = [b for b in (replace(b, methods=[m for m in b.methods if m in methods]) for b in blocks) if b.methods]
     prof, out_csv, start = get_profile(profile), Path(out_csv), time.perf_counter()
     weights = local_path(get_checkpoint(checkpoint)) if checkpoint in ZOO else Path(checkpoint)
     checksum = sha256(weights)
@@ -171,17 +182,17 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
     finished = False
     try:
         if workers > 1:
-            table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers)
+            table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers, methods)
         else:
             table = _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress)
         finished = True
     finally:  # also when interrupted: the rows so far are kept, and the manifest says how far it got
-        record_invocation(out_csv, blocks, grid, prof.name, checkpoint, checksum, command=command, workers=workers,
+        record_invocation(out_csv, grid, prof.name, checkpoint, checksum, command=command, workers=workers,
                           wall_seconds=round(time.perf_counter() - start), finished=finished)
     return table
 
 
-def record_invocation(out_csv: Path, blocks: list[Block], grid, profile: str, checkpoint: str, checksum: str,
+def record_invocation(out_csv: Path, grid, profile: str, checkpoint: str, checksum: str,
                       **invocation) -> dict:
     """Write the manifest beside ``out_csv`` (atomically): what the table holds, and one entry per
     invocation that added to it (command, workers, wall time, software and hardware), since a
@@ -190,7 +201,7 @@ def record_invocation(out_csv: Path, blocks: list[Block], grid, profile: str, ch
     old = json.loads(path.read_text()) if path.is_file() else {}
     table = pd.read_csv(out_csv) if out_csv.is_file() else pd.DataFrame()
     manifest = {**old, "grid": str(grid), "grid_text": Path(grid).read_text(), "profile": profile, "checkpoint": checkpoint,
-                "checkpoint_sha256": checksum, "runs_in_grid": sum(b.runs for b in blocks),
+                "checkpoint_sha256": checksum, "runs_in_grid": sum(b.runs for b in read_grid(grid)),
                 "runs_done": len(done_runs(table)),
                 "invocations": old.get("invocations", []) + [{**invocation, "runs_done_after": len(done_runs(table)),
                                                               "date": time.strftime("%Y-%m-%d %H:%M"), **environment()}]}
@@ -220,11 +231,12 @@ def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str
     return table
 
 
-def _run_workers(grid, out_csv: Path, profile: str, data_dir, checkpoint: str, only: str | None, workers: int) -> pd.DataFrame:
+def _run_workers(grid, out_csv: Path, profile: str, data_dir, checkpoint: str, only: str | None, workers: int,
+                 methods: Sequence[str] | None) -> pd.DataFrame:
     """Run ``workers`` shard processes to the end (each with its share of the CPU threads), then fold their rows."""
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     base = [sys.executable, "-m", "fseft_lab.cli", "benchmark", "--grid", str(grid), "--out", str(out_csv),
-            "--profile", profile, "--data", str(data_dir), "--checkpoint", checkpoint] + (["--only", only] if only else [])
+            "--profile", profile, "--data", str(data_dir), "--checkpoint", checkpoint] + (["--only", only] if only else []) + (["--methods", *methods] if methods else [])
     procs = [subprocess.Popen(base + ["--shard", f"{i}/{workers}"], env={**os.environ, "OMP_NUM_THREADS": threads},
                               stdout=subprocess.DEVNULL) for i in range(workers)]
     try:

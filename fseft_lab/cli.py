@@ -127,7 +127,7 @@ def _benchmark(args) -> None:
         return
     shard = parse_shard(args.shard) if args.shard else None
     table = run_benchmark(args.grid, args.out, args.profile, args.data, args.checkpoint, args.only,
-                          command=args.command_line, workers=args.workers, shard=shard)
+                          command=args.command_line, workers=args.workers, shard=shard, methods=args.methods)
     if shard:
         return
     print(summary(table, by=("task", "method", "transductive", "k")).round(3).to_string())
@@ -263,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", default=None, help="run only the block with this name")
     b.add_argument("--list", action="store_true", help="list the grid's blocks and run counts, run nothing")
     b.add_argument("--workers", type=int, default=1, help="processes side by side (e.g. 8 on one GPU); rows are folded into --out")
+    b.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="run only these of the grid's methods (e.g. spatial_adapter+penalty)")
     b.add_argument("--shard", default=None, help="I/N: run only worker I's share of N (what --workers starts)")
     b.set_defaults(func=_benchmark)
 
