@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -332,9 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = "fseft-lab " + " ".join(sys.argv[1:] if argv is None else argv)  # for manifests
+    # SIGTERM (kill, a scheduler's time limit) stops long work as gracefully as Ctrl-C, and so does
+    # SIGINT in a background job (where the shell ignores it): finished runs and manifests are kept
+    graceful = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)} if graceful else {}
     try:
         args.func(args)
     except (ValueError, OSError, KeyError, RuntimeError, FloatingPointError) as err:
@@ -343,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fseft-lab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

@@ -100,3 +100,24 @@ def test_methods_picks_part_of_a_grid_and_unknown_ones_are_refused(tmp_path, cap
     assert set(pd.read_csv(out).method) == {"zero_shot"}
     manifest = json.loads(out.with_suffix(".json").read_text())
     assert manifest["runs_done"] == 2 and manifest["runs_in_grid"] == 4     # the whole grid, not the part run
+
+
+def test_a_terminated_benchmark_keeps_its_rows_and_says_so_in_its_manifest(tmp_path):
+    """SIGTERM (kill, a scheduler's limit) stops it like Ctrl-C: rows kept, manifest written, exit 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    grid, out = tmp_path / "grid.toml", tmp_path / "bench.csv"
+    grid.write_text(TINY.replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4, 5, 6, 7]"))
+    proc = subprocess.Popen([sys.executable, "-m", "fseft_lab.cli", "benchmark", "--grid", str(grid), "--out", str(out),
+                             "--profile", "cpu", "--data", str(tmp_path / "data")], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not out.exists() and time.time() < deadline and proc.poll() is None:   # until the first run is in
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130 and "interrupted" in proc.stderr.read()
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["invocations"][-1]["finished"] is False
+    assert 1 <= manifest["runs_done"] == pd.read_csv(out).seed.nunique() < 8
