@@ -236,7 +236,8 @@ def _run_workers(grid, out_csv: Path, profile: str, data_dir, checkpoint: str, o
     """Run ``workers`` shard processes to the end (each with its share of the CPU threads), then fold their rows."""
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     base = [sys.executable, "-m", "fseft_lab.cli", "benchmark", "--grid", str(grid), "--out", str(out_csv),
-            "--profile", profile, "--data", str(data_dir), "--checkpoint", checkpoint] + (["--only", only] if only else []) + (["--methods", *methods] if methods else [])
+            "--profile", profile, "--data", str(data_dir), "--checkpoint", checkpoint,
+            *(["--only", only] if only else []), *(["--methods", *methods] if methods else [])]
     procs = [subprocess.Popen(base + ["--shard", f"{i}/{workers}"], env={**os.environ, "OMP_NUM_THREADS": threads},
                               stdout=subprocess.DEVNULL) for i in range(workers)]
     try:
