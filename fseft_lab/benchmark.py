@@ -140,11 +140,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = None, data_dir: str | Path = "data/benchmark",
                   checkpoint: str = "phantom_cpu", only: str | None = None, command: str = "",
                   progress: bool = True, workers: int = 1, shard: tuple[int, int] | None = None,
-                  methods: Sequence[str] | None = None) -> pd.DataFrame:
+                  methods: Sequence[str] | None = None, ks: Sequence[int] | None = None) -> pd.DataFrame:
     """Run every block of ``grid`` (or the one named ``only``) into ``out_csv``; returns the table.
 
-    ``methods``: run only these of the grid's methods (as the grid names them, e.g.
-    ``spatial_adapter+penalty``): to fill in, or re-run after a fix, part of a grid first.
+    ``methods``, ``ks``: run only these of the grid's methods (as the grid names them, e.g.
+    ``spatial_adapter+penalty``) and shots: to fill in, or re-run after a fix, part of a grid first
+    (k = 1 of every method is what a CPU affords in an afternoon).
 
     ``workers > 1`` starts that many processes side by side (``fseft-lab benchmark --shard i/n``),
     each running every n-th run into its own shard file, and folds their rows into ``out_csv`` when
@@ -160,12 +161,8 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
         blocks = [b for b in blocks if b.name == only]
         if not blocks:
             raise ValueError(f"no block named {only!r} in {grid}; its blocks: {[b.name for b in read_grid(grid)]}")
-    if methods:
-        unknown = sorted(set(methods) - {m for b in blocks for m in b.methods})
-        if unknown:
-            raise ValueError(f"methods {unknown} are not in the grid {grid} (or its block {only!r})" if only else
-                             f"methods {unknown} are not in the grid {grid}")
-        blocks = [b for b in (replace(b, methods=[m for m in b.methods if m in methods]) for b in blocks) if b.methods]
+    for key, wanted in (("methods", methods), ("ks", ks)):
+        blocks = narrow(blocks, key, wanted, f"the grid {grid}" + (f" (its block {only!r})" if only else ""))
     prof, out_csv, start = get_profile(profile), Path(out_csv), time.perf_counter()
     weights = local_path(get_checkpoint(checkpoint)) if checkpoint in ZOO else Path(checkpoint)
     checksum = sha256(weights)
@@ -182,7 +179,7 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
     finished = False
     try:
         if workers > 1:
-            table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers, methods)
+            table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers, methods, ks)
         else:
             table = _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress)
         finished = True
@@ -190,6 +187,18 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
         record_invocation(out_csv, grid, prof.name, checkpoint, checksum, command=command, workers=workers,
                           wall_seconds=round(time.perf_counter() - start), finished=finished)
     return table
+
+
+def narrow(blocks: list[Block], key: str, wanted: Sequence | None, where: str) -> list[Block]:
+    """Keep only the ``wanted`` methods or ks of each block (all when ``wanted`` is empty), and drop
+    blocks left with none; a value no block has is refused, since it is surely a typo."""
+    if not wanted:
+        return blocks
+    unknown = sorted(set(wanted) - {v for b in blocks for v in getattr(b, key)})
+    if unknown:
+        raise ValueError(f"{key} {unknown} are not in {where}")
+    kept = [replace(b, **{key: [v for v in getattr(b, key) if v in wanted]}) for b in blocks]
+    return [b for b in kept if getattr(b, key)]
 
 
 def record_invocation(out_csv: Path, grid, profile: str, checkpoint: str, checksum: str,
@@ -232,12 +241,13 @@ def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str
 
 
 def _run_workers(grid, out_csv: Path, profile: str, data_dir, checkpoint: str, only: str | None, workers: int,
-                 methods: Sequence[str] | None) -> pd.DataFrame:
+                 methods: Sequence[str] | None, ks: Sequence[int] | None) -> pd.DataFrame:
     """Run ``workers`` shard processes to the end (each with its share of the CPU threads), then fold their rows."""
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     base = [sys.executable, "-m", "fseft_lab.cli", "benchmark", "--grid", str(grid), "--out", str(out_csv),
             "--profile", profile, "--data", str(data_dir), "--checkpoint", checkpoint,
-            *(["--only", only] if only else []), *(["--methods", *methods] if methods else [])]
+            *(["--only", only] if only else []), *(["--methods", *methods] if methods else []),
+            *(["--ks", *map(str, ks)] if ks else [])]
     procs = [subprocess.Popen(base + ["--shard", f"{i}/{workers}"], env={**os.environ, "OMP_NUM_THREADS": threads},
                               stdout=subprocess.DEVNULL) for i in range(workers)]
     try:

@@ -90,12 +90,14 @@ def test_a_bad_shard_is_refused(text):
         parse_shard(text)
 
 
-def test_methods_picks_part_of_a_grid_and_unknown_ones_are_refused(tmp_path, capsys):
+def test_methods_and_ks_pick_part_of_a_grid_and_unknown_ones_are_refused(tmp_path, capsys):
     grid, out = tmp_path / "grid.toml", tmp_path / "bench.csv"
     grid.write_text(TINY.replace('methods = ["zero_shot"]', 'methods = ["zero_shot", "linear_probe"]'))
     args = ["benchmark", "--grid", str(grid), "--out", str(out), "--profile", "cpu", "--data", str(tmp_path / "data")]
     assert main(args + ["--methods", "lora"]) == 2
     assert "methods ['lora'] are not in the grid" in capsys.readouterr().err and not out.exists()
+    assert main(args + ["--ks", "1", "5"]) == 2
+    assert "ks [5] are not in the grid" in capsys.readouterr().err and not out.exists()
     assert main(args + ["--methods", "zero_shot"]) == 0
     assert set(pd.read_csv(out).method) == {"zero_shot"}
     manifest = json.loads(out.with_suffix(".json").read_text())
