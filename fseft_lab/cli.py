@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 import threading
@@ -341,7 +342,7 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.command_line = "fseft-lab " + " ".join(sys.argv[1:] if argv is None else argv)  # for manifests
+    args.command_line = shlex.join(["fseft-lab", *(sys.argv[1:] if argv is None else argv)])  # for manifests
     # SIGTERM (kill, a scheduler's time limit) stops long work as gracefully as Ctrl-C, and so does
     # SIGINT in a background job (where the shell ignores it): finished runs and manifests are kept
     graceful = threading.current_thread() is threading.main_thread()
