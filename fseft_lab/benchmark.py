@@ -152,7 +152,7 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
     they end: one GPU is far from busy with one cpu-profile adaptation. ``shard``: be one of them.
     Pre-processed volumes are kept in ``data_dir/cache`` and shared by all workers.
     """
-    from fseft_lab.models.zoo import ZOO, get_checkpoint, local_path, sha256
+    from fseft_lab.models.zoo import ZOO, get_checkpoint, local_path, sha256, weights_sha256
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -165,14 +165,15 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
         blocks = narrow(blocks, key, wanted, f"the grid {grid}" + (f" (its block {only!r})" if only else ""))
     prof, out_csv, start = get_profile(profile), Path(out_csv), time.perf_counter()
     weights = local_path(get_checkpoint(checkpoint)) if checkpoint in ZOO else Path(checkpoint)
-    checksum = sha256(weights)
+    checksum, weights_checksum = sha256(weights), weights_sha256(weights)
     if shard is None:
         fold_shards(out_csv)  # rows an interrupted parallel run left behind
         manifest = out_csv.with_suffix(".json")
-        measured_with = json.loads(manifest.read_text()).get("checkpoint_sha256") if manifest.is_file() else None
-        if out_csv.is_file() and measured_with not in (None, checksum):
-            raise ValueError(f"{out_csv} holds results of the foundation model with sha256 {measured_with[:12]}..., "
-                             f"but {checkpoint} has {checksum[:12]}...: one table, one model; write to another --out")
+        measured_with = json.loads(manifest.read_text()).get("weights_sha256") if manifest.is_file() else None
+        if out_csv.is_file() and measured_with not in (None, weights_checksum):
+            raise ValueError(f"{out_csv} holds results of the foundation model whose weights have sha256 "
+                             f"{measured_with[:12]}..., but {checkpoint} has {weights_checksum[:12]}...: one table, "
+                             "one model; write to another --out")
     datasets = [block_dataset(block, data_dir, prof) for block in blocks]  # exported once, before any worker starts
     if shard is not None:
         return _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress, shard)
@@ -184,8 +185,8 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
             table = _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress)
         finished = True
     finally:  # also when interrupted: the rows so far are kept, and the manifest says how far it got
-        record_invocation(out_csv, grid, prof.name, checkpoint, checksum, command=command, workers=workers,
-                          wall_seconds=round(time.perf_counter() - start), finished=finished)
+        record_invocation(out_csv, grid, prof.name, checkpoint, checksum, weights_checksum, command=command,
+                          workers=workers, wall_seconds=round(time.perf_counter() - start), finished=finished)
     return table
 
 
@@ -201,7 +202,7 @@ def narrow(blocks: list[Block], key: str, wanted: Sequence | None, where: str) -
     return [b for b in kept if getattr(b, key)]
 
 
-def record_invocation(out_csv: Path, grid, profile: str, checkpoint: str, checksum: str,
+def record_invocation(out_csv: Path, grid, profile: str, checkpoint: str, checksum: str, weights_checksum: str,
                       **invocation) -> dict:
     """Write the manifest beside ``out_csv`` (atomically): what the table holds, and one entry per
     invocation that added to it (command, workers, wall time, software and hardware), since a
@@ -210,8 +211,8 @@ def record_invocation(out_csv: Path, grid, profile: str, checkpoint: str, checks
     old = json.loads(path.read_text()) if path.is_file() else {}
     table = pd.read_csv(out_csv) if out_csv.is_file() else pd.DataFrame()
     manifest = {**old, "grid": str(grid), "grid_text": Path(grid).read_text(), "profile": profile, "checkpoint": checkpoint,
-                "checkpoint_sha256": checksum, "runs_in_grid": sum(b.runs for b in read_grid(grid)),
-                "runs_done": len(done_runs(table)),
+                "checkpoint_sha256": checksum, "weights_sha256": weights_checksum,
+                "runs_in_grid": sum(b.runs for b in read_grid(grid)), "runs_done": len(done_runs(table)),
                 "invocations": old.get("invocations", []) + [{**invocation, "runs_done_after": len(done_runs(table)),
                                                               "date": time.strftime("%Y-%m-%d %H:%M"), **environment()}]}
     tmp = path.with_name(f".{path.name}.tmp")

@@ -3,9 +3,11 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from fseft_lab.benchmark import parse_shard, read_grid, shard_csv, split_method
 from fseft_lab.cli import main
+from fseft_lab.models import zoo
 
 TINY = """
 [[block]]
@@ -52,7 +54,8 @@ def test_benchmark_runs_a_grid_resumes_it_and_writes_a_manifest(tmp_path, capsys
     assert sorted(table.seed) == [0, 1] and set(table.transductive) == {"none"} and table.dice.between(0, 1).all()
     manifest = json.loads(out.with_suffix(".json").read_text())
     assert manifest["invocations"][-1]["command"].startswith("fseft-lab benchmark") and "tiny" in manifest["grid_text"]
-    assert len(manifest["checkpoint_sha256"]) == 64 and manifest["invocations"][-1]["software"]["torch"]
+    assert len(manifest["checkpoint_sha256"]) == len(manifest["weights_sha256"]) == 64
+    assert manifest["invocations"][-1]["software"]["torch"]
     assert manifest["runs_done"] == manifest["runs_in_grid"] == 2 and set(table.device) == {"cpu"}
     modified = out.stat().st_mtime_ns
     assert main(args) == 0                                   # everything done: nothing runs again
@@ -61,7 +64,11 @@ def test_benchmark_runs_a_grid_resumes_it_and_writes_a_manifest(tmp_path, capsys
     assert len(manifest["invocations"]) == 2 and manifest["invocations"][-1]["runs_done_after"] == 2
     assert main(args + ["--only", "other"]) == 2
     assert "no block named 'other'" in capsys.readouterr().err
-    manifest["checkpoint_sha256"] = "0" * 64                    # the table was measured with another model
+    resaved = tmp_path / "same_weights_saved_again.pt"       # another file, the same weights: accepted
+    torch.save(torch.load(zoo.local_path(zoo.get_checkpoint("phantom_cpu")), weights_only=True), resaved)
+    assert zoo.sha256(resaved) != manifest["checkpoint_sha256"]
+    assert main(args + ["--checkpoint", str(resaved)]) == 0
+    manifest["weights_sha256"] = "0" * 64                      # the table was measured with another model
     out.with_suffix(".json").write_text(json.dumps(manifest))
     assert main(args) == 2
     assert "one table, one model" in capsys.readouterr().err

@@ -141,3 +141,14 @@ def test_legacy_patch_merging_has_the_same_weights_but_another_function():
     order = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1)]
     stacked = torch.cat([x[:, i::2, j::2, k::2, :] for i, j, k in order], -1)
     assert torch.allclose(old(x), old.reduction(old.norm(stacked)))
+
+
+def test_weights_checksum_follows_the_weights_not_the_file(tmp_path):
+    state = {"a.weight": torch.arange(6, dtype=torch.float16).reshape(2, 3), "steps": torch.tensor(3)}
+    torch.save(state, tmp_path / "one.pt")
+    torch.save(state, tmp_path / "two.pt")       # torch writes the file's name into its archive
+    assert zoo.sha256(tmp_path / "one.pt") != zoo.sha256(tmp_path / "two.pt")
+    assert zoo.weights_sha256(tmp_path / "one.pt") == zoo.weights_sha256(tmp_path / "two.pt")
+    state["a.weight"][0, 0] = 1.0
+    torch.save(state, tmp_path / "changed.pt")
+    assert zoo.weights_sha256(tmp_path / "changed.pt") != zoo.weights_sha256(tmp_path / "one.pt")

@@ -47,9 +47,9 @@ recorded with its command, hardware, software and wall time. The seconds a run t
 the machine, so every row carries its `device` too."""),
 code("""blocks = read_grid(results.parent / manifest["grid"])  # the grid file, relative to the repository root
 print(f"grid {manifest['grid']}, profile {manifest['profile']}: {manifest['runs_done']} of {manifest['runs_in_grid']} runs done")
-print(f"foundation model: {manifest['checkpoint']} (sha256 {manifest['checkpoint_sha256'][:12]}...)")
-shipped = zoo.manifest("phantom_cpu")["lineage"][-1]
-print(f"shipped phantom_cpu, last run: {shipped['command'].split()[2]} ({shipped['steps']} steps); its float16 copy is what the zoo ships")
+print(f"foundation model: {manifest['checkpoint']} (weights sha256 {manifest['weights_sha256'][:12]}...)")
+shipped = zoo.local_path(zoo.get_checkpoint("phantom_cpu"))
+print(f"the same weights as the zoo's phantom_cpu: {zoo.weights_sha256(shipped) == manifest['weights_sha256']}")
 if "removed" in manifest:
     print("NOTE:", manifest["removed"])
 pd.DataFrame([{"date": i["date"], "device": i["hardware"]["device"], "cpus": i["hardware"]["cpus"], "workers": i["workers"],

@@ -2,9 +2,8 @@
 # Run a benchmark grid on a lent GPU machine (the device tool) until DEADLINE (epoch seconds) and
 # leave the rows and manifest in $OUT. The grid resumes: carry the CSV back in and run it again.
 #     DEADLINE=$(($(date +%s) + 400)) CHECKPOINT=phantom_cpu bash tools/device_benchmark.sh
-# CHECKPOINT must be the model the table was measured with (its manifest's checkpoint_sha256):
-# results/benchmark_short.csv holds run 3's full-precision weights, so carry runs/phantom_cpu_run3
-# and pass CHECKPOINT=runs/phantom_cpu_run3/model.pt (the zoo's float16 copy is refused).
+# CHECKPOINT must hold the weights the table was measured with (its manifest's weights_sha256);
+# results/benchmark_short.csv was measured with the weights the zoo ships as phantom_cpu.
 #     bash tools/device_benchmark.sh export     # only export the grid's phantom targets (run it early, in the background)
 set -uo pipefail
 source tools/device_env.sh

@@ -132,6 +132,27 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def weights_sha256(path: Path) -> str:
+    """sha256 of a checkpoint's tensors (names, dtypes, shapes, values), not of its file: the same
+    weights saved again, under another name or by another torch version, hash alike."""
+    import torch
+
+    digest = hashlib.sha256()
+
+    def add(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value, key=str):
+                add(f"{prefix}{key}.", value[key])
+        elif torch.is_tensor(value):
+            digest.update(f"{prefix}|{value.dtype}|{tuple(value.shape)}|".encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(f"{prefix}|{value!r}|".encode())
+
+    add("", torch.load(path, map_location="cpu", weights_only=True))
+    return digest.hexdigest()
+
+
 def download(name: str, progress: bool = True, timeout: float = 30.0) -> Path:
     """Fetch a public checkpoint into the cache (atomic, checksum-verified where one is known)."""
     entry = get_checkpoint(name)
