@@ -165,8 +165,8 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
         blocks = narrow(blocks, key, wanted, f"the grid {grid}" + (f" (its block {only!r})" if only else ""))
     prof, out_csv, start = get_profile(profile), Path(out_csv), time.perf_counter()
     weights = local_path(get_checkpoint(checkpoint)) if checkpoint in ZOO else Path(checkpoint)
-    checksum, weights_checksum = sha256(weights), weights_sha256(weights)
     if shard is None:
+        checksum, weights_checksum = sha256(weights), weights_sha256(weights)
         fold_shards(out_csv)  # rows an interrupted parallel run left behind
         manifest = out_csv.with_suffix(".json")
         measured_with = json.loads(manifest.read_text()).get("weights_sha256") if manifest.is_file() else None
