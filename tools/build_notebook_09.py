@@ -240,8 +240,8 @@ md("""**Why the phantom agrees or not.**
   fine-tuning, and the 130-parameter linear probe gets most of the way at k = 1.
 - *Finding 3 holds in direction, with a caveat.* On the binary block the gain at k = 1 (one
   draw) is larger than the paper's, biggest for the oesophagus, stomach, duodenum and aorta
-  (+0.05 to +0.08, section 5), and smallest where the adapter alone was already near its
-  ceiling (kidney, pancreas). Read the gain against the spread across draws
+  (+0.05 to +0.08, section 5), and smallest for the pancreas and the kidney (+0.00 to +0.01).
+  Read the gain against the spread across draws
   (section 2). The runs with TI also train for all their epochs (the reference schedule: the
   query term starts half-way, so no early stop), while the runs without TI stop early; part of
   the gain may be the longer training. Notebook 08 compares the variants on equal schedules.
