@@ -21,6 +21,7 @@ manifest beside the CSV records the command, grid, checkpoint, software, hardwar
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import task_structures
 from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
@@ -140,12 +142,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = None, data_dir: str | Path = "data/benchmark",
                   checkpoint: str = "phantom_cpu", only: str | None = None, command: str = "",
                   progress: bool = True, workers: int = 1, shard: tuple[int, int] | None = None,
-                  methods: Sequence[str] | None = None, ks: Sequence[int] | None = None) -> pd.DataFrame:
+                  methods: Sequence[str] | None = None, ks: Sequence[int] | None = None,
+                  tasks: Sequence[str] | None = None) -> pd.DataFrame:
     """Run every block of ``grid`` (or the one named ``only``) into ``out_csv``; returns the table.
 
-    ``methods``, ``ks``: run only these of the grid's methods (as the grid names them, e.g.
-    ``spatial_adapter+penalty``) and shots: to fill in, or re-run after a fix, part of a grid first
-    (k = 1 of every method is what a CPU affords in an afternoon).
+    ``methods``, ``ks``, ``tasks``: run only these of the grid's methods (as the grid names them,
+    e.g. ``spatial_adapter+penalty``), shots and tasks: to fill in, or re-run after a fix, part of a
+    grid first (k = 1 of every method is what a CPU affords in an afternoon).
 
     ``workers > 1`` starts that many processes side by side (``fseft-lab benchmark --shard i/n``),
     each running every n-th run into its own shard file, and folds their rows into ``out_csv`` when
@@ -161,7 +164,7 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
         blocks = [b for b in blocks if b.name == only]
         if not blocks:
             raise ValueError(f"no block named {only!r} in {grid}; its blocks: {[b.name for b in read_grid(grid)]}")
-    for key, wanted in (("methods", methods), ("ks", ks)):
+    for key, wanted in (("methods", methods), ("ks", ks), ("tasks", tasks)):
         blocks = narrow(blocks, key, wanted, f"the grid {grid}" + (f" (its block {only!r})" if only else ""))
     prof, out_csv, start = get_profile(profile), Path(out_csv), time.perf_counter()
     weights = local_path(get_checkpoint(checkpoint)) if checkpoint in ZOO else Path(checkpoint)
@@ -180,7 +183,7 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
     finished = False
     try:
         if workers > 1:
-            table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers, methods, ks)
+            table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers, methods, ks, tasks)
         else:
             table = _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress)
         finished = True
@@ -191,7 +194,7 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
 
 
 def narrow(blocks: list[Block], key: str, wanted: Sequence | None, where: str) -> list[Block]:
-    """Keep only the ``wanted`` methods or ks of each block (all when ``wanted`` is empty), and drop
+    """Keep only the ``wanted`` methods, ks or tasks of each block (all when ``wanted`` is empty), and drop
     blocks left with none; a value no block has is refused, since it is surely a typo."""
     if not wanted:
         return blocks
@@ -223,32 +226,42 @@ def record_invocation(out_csv: Path, grid, profile: str, checkpoint: str, checks
 
 def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str, out_csv: Path, profile: str,
                 data_dir, progress: bool, shard: tuple[int, int] | None = None) -> pd.DataFrame:
-    """Run the blocks in this process (all of them, or a worker's shard of each)."""
+    """Run the blocks' runs not yet done in this process: all of them, or, as worker i of n, every
+    n-th one of the list that runs across all blocks and methods (so 3 runs left on 2 workers
+    keep both busy)."""
     from fseft_lab.models.zoo import load_foundation
 
-    foundation = load_foundation(checkpoint)
     target = out_csv if shard is None else shard_csv(out_csv, shard)
-    skip = done_runs(pd.read_csv(out_csv)) if shard is not None and out_csv.is_file() else set()
-    for block, ds in zip(blocks, datasets):
-        trunk_cache: dict = {}
-        if progress:
-            print(f"{block.name}: {block.runs} runs on {ds.root}", flush=True)
-        for spec in block.methods:
-            method, ti = split_method(spec)
-            table = run_grid(foundation, ds, target, block.tasks, [method], block.ks, block.seeds, decoder=block.decoder,
-                             profile=profile, transductive=ti, trunk_cache=trunk_cache, progress=progress,
-                             cache_dir=Path(data_dir) / "cache", shard=shard or (0, 1), skip=skip)
-    return table
+    done = set().union(*(done_runs(pd.read_csv(f)) for f in {out_csv, target} if f.is_file()))
+    todo = [(block, ds, spec, task, k, seed)
+            for block, ds in zip(blocks, datasets) for spec in block.methods
+            for task, k, seed in itertools.product(block.tasks, block.ks, block.seeds)
+            if run_key(task, spec, block.decoder, k, seed) not in done]
+    index, count = shard or (0, 1)
+    foundation, trunk_caches = load_foundation(checkpoint), {}   # frozen-trunk features, shared within a block
+    for block, ds, spec, task, k, seed in tqdm(todo[index::count], desc="benchmark", disable=not progress):
+        method, ti = split_method(spec)
+        run_grid(foundation, ds, target, [task], [method], [k], [seed], decoder=block.decoder, profile=profile,
+                 transductive=ti, trunk_cache=trunk_caches.setdefault(block.name, {}), progress=False,
+                 cache_dir=Path(data_dir) / "cache")
+    return pd.read_csv(target) if target.is_file() else pd.DataFrame()
+
+
+def run_key(task: str, spec: str, decoder: str, k: int, seed: int) -> tuple[str, ...]:
+    """A grid entry's run key as :func:`done_runs` gives it, e.g. ``spatial_adapter+penalty`` ->
+    method ``spatial_adapter``, transductive ``penalty``."""
+    method, ti = split_method(spec)
+    return tuple(map(str, (task, method, decoder, ti.mode if ti else "none", k, seed)))
 
 
 def _run_workers(grid, out_csv: Path, profile: str, data_dir, checkpoint: str, only: str | None, workers: int,
-                 methods: Sequence[str] | None, ks: Sequence[int] | None) -> pd.DataFrame:
+                 methods: Sequence[str] | None, ks: Sequence[int] | None, tasks: Sequence[str] | None) -> pd.DataFrame:
     """Run ``workers`` shard processes to the end (each with its share of the CPU threads), then fold their rows."""
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     base = [sys.executable, "-m", "fseft_lab.cli", "benchmark", "--grid", str(grid), "--out", str(out_csv),
             "--profile", profile, "--data", str(data_dir), "--checkpoint", checkpoint,
             *(["--only", only] if only else []), *(["--methods", *methods] if methods else []),
-            *(["--ks", *map(str, ks)] if ks else [])]
+            *(["--ks", *map(str, ks)] if ks else []), *(["--tasks", *tasks] if tasks else [])]
     procs = [subprocess.Popen(base + ["--shard", f"{i}/{workers}"], env={**os.environ, "OMP_NUM_THREADS": threads},
                               stdout=subprocess.DEVNULL) for i in range(workers)]
     try:

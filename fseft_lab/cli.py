@@ -130,7 +130,8 @@ def _benchmark(args) -> None:
         return
     shard = parse_shard(args.shard) if args.shard else None
     table = run_benchmark(args.grid, args.out, args.profile, args.data, args.checkpoint, args.only,
-                          command=args.command_line, workers=args.workers, shard=shard, methods=args.methods, ks=args.ks)
+                          command=args.command_line, workers=args.workers, shard=shard, methods=args.methods, ks=args.ks,
+                          tasks=args.tasks)
     if shard:
         return
     print(summary(table, by=("task", "method", "transductive", "k")).round(3).to_string())
@@ -269,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help="run only these of the grid's methods (e.g. spatial_adapter+penalty)")
     b.add_argument("--ks", nargs="+", type=int, default=None, metavar="K", help="run only these of the grid's shots (e.g. 1)")
+    b.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="run only these of the grid's tasks (e.g. heart)")
     b.add_argument("--shard", default=None, help="I/N: run only worker I's share of N (what --workers starts)")
     b.set_defaults(func=_benchmark)
 

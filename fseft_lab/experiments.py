@@ -15,7 +15,7 @@ import itertools
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -131,12 +131,10 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
              ks: Sequence[int], seeds: Sequence[int], *, decoder: str = "frozen", profile: str | None = None,
              config: AdaptConfig | None = None, transductive: TransductiveConfig | None = None,
              trunk_cache: dict | None = None, progress: bool = True, cache_dir: str | Path | None = None,
-             shard: tuple[int, int] = (0, 1), skip: Iterable[tuple] = (), **options) -> pd.DataFrame:
+             **options) -> pd.DataFrame:
     """Run every (task, method, k, seed) not yet in ``out_csv``; returns the whole table.
 
     ``trunk_cache``: share frozen-trunk features with other grids on the same data (see :func:`run`).
-    ``shard=(i, n)``: run only every n-th run of the grid, starting at the i-th (n workers side
-    by side, each with its own ``out_csv``). ``skip``: run keys (:data:`RUN_KEY`, as text) done elsewhere.
 
     Each finished run is appended at once (written to a temporary file, then renamed), so an
     interrupted grid loses at most the run in progress.
@@ -149,11 +147,10 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     table = pd.read_csv(out_csv) if out_csv.is_file() else pd.DataFrame(columns=RUN_KEY)
     if "transductive" not in table:  # tables written before transductive inference existed
         table.insert(table.columns.get_loc("decoder") + 1, "transductive", "none")
-    done = done_runs(table) | set(skip)
+    done = done_runs(table)
     mode = transductive.mode if transductive else "none"
-    index, count = shard
-    todo = [(t, m, k, s) for i, (t, m, k, s) in enumerate(itertools.product(tasks, methods, ks, seeds))
-            if i % count == index and (str(t), str(m), str(decoder), mode, str(k), str(s)) not in done]
+    todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
+            if (str(t), str(m), str(decoder), mode, str(k), str(s)) not in done]
     trunk_cache = {} if trunk_cache is None else trunk_cache
     for task, method, k, seed in tqdm(todo, desc="grid", disable=not progress):
         rows, _ = run(foundation, dataset, task, method, k, seed, decoder=decoder, profile=profile, config=config,

@@ -91,24 +91,41 @@ def test_parallel_workers_share_the_grid_and_fold_their_rows_into_one_table(tmp_
     assert sorted(pd.read_csv(out).seed) == [0, 1] and not shard_csv(out, (1, 2)).exists()
 
 
+def test_workers_are_dealt_the_runs_left_so_none_idles(tmp_path):
+    """Worker i of n takes every n-th run of those not done yet, counted across blocks and methods:
+    with seeds 0 and 2 done, worker 0 of 2 runs seed 1 (and worker 1 seed 3), not nothing."""
+    grid, out = tmp_path / "grid.toml", tmp_path / "bench.csv"
+    grid.write_text(TINY.replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3]"))
+    args = ["benchmark", "--grid", str(grid), "--profile", "cpu", "--data", str(tmp_path / "data")]
+    assert main(args + ["--out", str(tmp_path / "all.csv")]) == 0
+    every = pd.read_csv(tmp_path / "all.csv")
+    every[every.seed.isin([0, 2])].to_csv(out, index=False)
+    assert main(args + ["--out", str(out), "--shard", "0/2"]) == 0
+    assert set(pd.read_csv(shard_csv(out, (0, 2))).seed) == {1}
+
+
 @pytest.mark.parametrize("text", ["2/2", "1", "a/3", "-1/2"])
 def test_a_bad_shard_is_refused(text):
     with pytest.raises(ValueError, match="must be I/N"):
         parse_shard(text)
 
 
-def test_methods_and_ks_pick_part_of_a_grid_and_unknown_ones_are_refused(tmp_path, capsys):
+def test_methods_ks_and_tasks_pick_part_of_a_grid_and_unknown_ones_are_refused(tmp_path, capsys):
     grid, out = tmp_path / "grid.toml", tmp_path / "bench.csv"
-    grid.write_text(TINY.replace('methods = ["zero_shot"]', 'methods = ["zero_shot", "linear_probe"]'))
+    grid.write_text(TINY.replace('methods = ["zero_shot"]', 'methods = ["zero_shot", "linear_probe"]')
+                    .replace('tasks = ["liver"]', 'tasks = ["liver", "spleen"]'))
     args = ["benchmark", "--grid", str(grid), "--out", str(out), "--profile", "cpu", "--data", str(tmp_path / "data")]
     assert main(args + ["--methods", "lora"]) == 2
     assert "methods ['lora'] are not in the grid" in capsys.readouterr().err and not out.exists()
     assert main(args + ["--ks", "1", "5"]) == 2
     assert "ks [5] are not in the grid" in capsys.readouterr().err and not out.exists()
-    assert main(args + ["--methods", "zero_shot"]) == 0
-    assert set(pd.read_csv(out).method) == {"zero_shot"}
+    assert main(args + ["--tasks", "heart"]) == 2
+    assert "tasks ['heart'] are not in the grid" in capsys.readouterr().err and not out.exists()
+    assert main(args + ["--methods", "zero_shot", "--tasks", "spleen"]) == 0
+    table = pd.read_csv(out)
+    assert set(table.method) == {"zero_shot"} and set(table.task) == {"spleen"}
     manifest = json.loads(out.with_suffix(".json").read_text())
-    assert manifest["runs_done"] == 2 and manifest["runs_in_grid"] == 4     # the whole grid, not the part run
+    assert manifest["runs_done"] == 2 and manifest["runs_in_grid"] == 8     # the whole grid, not the part run
 
 
 def test_a_terminated_benchmark_keeps_its_rows_and_says_so_in_its_manifest(tmp_path):

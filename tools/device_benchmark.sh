@@ -15,7 +15,9 @@ for b in read_grid('$GRID'): print(block_dataset(b, 'data/benchmark', get_profil
   exit
 fi
 mkdir -p "$(dirname "$CSV")"
-[ -f "$OUT/$(basename "$CSV")" ] || { [ -f "$CSV" ] && cp "$CSV" "$OUT/"; }  # resume from the carried rows
+for f in "$CSV" "${CSV%.csv}.json"; do  # resume from the committed rows; the manifest gains this invocation
+  [ -f "$OUT/$(basename "$f")" ] || { [ -f "$f" ] && cp "$f" "$OUT/"; }
+done
 timeout -s INT $((DEADLINE - $(date +%s))) python3 -m fseft_lab.cli benchmark --grid "$GRID" --out "$OUT/$(basename "$CSV")" \
   --profile cpu --checkpoint "$CHECKPOINT" --workers "$WORKERS" --data data/benchmark > "$OUT/benchmark.txt" 2>&1
 echo "benchmark exit $?; rows: $(($(wc -l < "$OUT/$(basename "$CSV")") - 1))"
