@@ -151,7 +151,7 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
     grid first (k = 1 of every method is what a CPU affords in an afternoon).
 
     ``workers > 1`` starts that many processes side by side (``fseft-lab benchmark --shard i/n``),
-    each running every n-th run into its own shard file, and folds their rows into ``out_csv`` when
+    each running every n-th of the runs left into its own shard file, and folds their rows into ``out_csv`` when
     they end: one GPU is far from busy with one cpu-profile adaptation. ``shard``: be one of them.
     Pre-processed volumes are kept in ``data_dir/cache`` and shared by all workers.
     """
