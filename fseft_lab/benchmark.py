@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import task_structures
 from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
-from fseft_lab.experiments import done_runs, environment, run_grid, write_csv
+from fseft_lab.experiments import done_runs, environment, run_grid, run_key, write_csv
 from fseft_lab.methods import DECODER_OPTIONS, get_method
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import MODES, TransductiveConfig
@@ -236,7 +236,7 @@ def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str
     todo = [(block, ds, spec, task, k, seed)
             for block, ds in zip(blocks, datasets) for spec in block.methods
             for task, k, seed in itertools.product(block.tasks, block.ks, block.seeds)
-            if run_key(task, spec, block.decoder, k, seed) not in done]
+            if grid_run_key(task, spec, block.decoder, k, seed) not in done]
     index, count = shard or (0, 1)
     foundation, trunk_caches = load_foundation(checkpoint), {}   # frozen-trunk features, shared within a block
     for block, ds, spec, task, k, seed in tqdm(todo[index::count], desc="benchmark", disable=not progress):
@@ -247,11 +247,11 @@ def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str
     return pd.read_csv(target) if target.is_file() else pd.DataFrame()
 
 
-def run_key(task: str, spec: str, decoder: str, k: int, seed: int) -> tuple[str, ...]:
-    """A grid entry's run key as :func:`done_runs` gives it, e.g. ``spatial_adapter+penalty`` ->
-    method ``spatial_adapter``, transductive ``penalty``."""
+def grid_run_key(task: str, spec: str, decoder: str, k: int, seed: int) -> tuple[str, ...]:
+    """A grid entry's run key, e.g. ``spatial_adapter+penalty`` -> method ``spatial_adapter``,
+    transductive ``penalty``."""
     method, ti = split_method(spec)
-    return tuple(map(str, (task, method, decoder, ti.mode if ti else "none", k, seed)))
+    return run_key(task, method, decoder, ti.mode if ti else "none", k, seed)
 
 
 def _run_workers(grid, out_csv: Path, profile: str, data_dir, checkpoint: str, only: str | None, workers: int,

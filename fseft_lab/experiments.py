@@ -150,7 +150,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     done = done_runs(table)
     mode = transductive.mode if transductive else "none"
     todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
-            if (str(t), str(m), str(decoder), mode, str(k), str(s)) not in done]
+            if run_key(t, m, decoder, mode, k, s) not in done]
     trunk_cache = {} if trunk_cache is None else trunk_cache
     for task, method, k, seed in tqdm(todo, desc="grid", disable=not progress):
         rows, _ = run(foundation, dataset, task, method, k, seed, decoder=decoder, profile=profile, config=config,
@@ -161,8 +161,13 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     return table
 
 
+def run_key(task: str, method: str, decoder: str, transductive: str, k: int, seed: int) -> tuple[str, ...]:
+    """One run's key (:data:`RUN_KEY`, as text), as :func:`done_runs` gives it."""
+    return tuple(map(str, (task, method, decoder, transductive, k, seed)))
+
+
 def done_runs(table: pd.DataFrame) -> set[tuple]:
-    """The run keys (:data:`RUN_KEY`, as text) a results table holds."""
+    """The run keys (:func:`run_key`) a results table holds."""
     if table.empty:
         return set()
     return {tuple(str(v) for v in key) for key in table[RUN_KEY].drop_duplicates().itertuples(index=False)}
