@@ -16,6 +16,7 @@ target dataset and the tasks, methods, shots and seeds to run on it::
 ``barrier`` or ``entropy``). Every finished run is appended to the CSV at once, so an
 interrupted benchmark resumes where it stopped (:func:`fseft_lab.experiments.run_grid`); a
 manifest beside the CSV records the command, grid, checkpoint, software, hardware and wall time.
+One benchmark writes to a table at a time (a lock file beside it refuses a second one).
 
 >>> run_benchmark("grids/fseft_phantom.toml", "results/benchmark_cpu.csv", profile="cpu")   # doctest: +SKIP
 """
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -120,15 +122,51 @@ def shard_csv(out_csv: Path, shard: tuple[int, int]) -> Path:
 
 def fold_shards(out_csv: Path) -> pd.DataFrame:
     """Move the rows that parallel workers left in shard files into ``out_csv`` (atomically), then
-    delete the shard files; returns the whole table."""
+    delete the shard files; returns the whole table. Rows already in ``out_csv`` are not added
+    twice, so folding the same shard again changes nothing."""
     shards = sorted(out_csv.parent.glob(f"{out_csv.stem}.shard-*-of-*.csv"))
     tables = [pd.read_csv(f) for f in ([out_csv] if out_csv.is_file() else []) + shards]
-    table = pd.concat([t for t in tables if not t.empty], ignore_index=True) if tables else pd.DataFrame()
+    table = (pd.concat([t for t in tables if not t.empty], ignore_index=True).drop_duplicates(ignore_index=True)
+             if tables else pd.DataFrame())
     if shards:
         write_csv(table, out_csv)
         for f in shards:
             f.unlink()
     return table
+
+
+@contextmanager
+def writing_to(out_csv: Path):
+    """Hold ``out_csv``'s lock file while a benchmark writes to it. A second benchmark on the same
+    table is refused: it would fold the shard files of the first one's running workers."""
+    lock = out_csv.with_name(f".{out_csv.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            text = lock.read_text().strip()
+            if text.isdigit() and _alive(int(text)):
+                raise RuntimeError(f"{out_csv} is being written by another benchmark (pid {text}; lock file {lock}): "
+                                   "wait for it to end, or write to another --out") from None
+            lock.unlink(missing_ok=True)   # left by a benchmark that was killed: take it over
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:    # alive, someone else's
+        return True
+    return True
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -168,7 +206,10 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
         blocks = narrow(blocks, key, wanted, f"the grid {grid}" + (f" (its block {only!r})" if only else ""))
     prof, out_csv, start = get_profile(profile), Path(out_csv), time.perf_counter()
     weights = local_path(get_checkpoint(checkpoint)) if checkpoint in ZOO else Path(checkpoint)
-    if shard is None:
+    if shard is not None:   # one of the workers of a benchmark that holds the lock
+        datasets = [block_dataset(block, data_dir, prof) for block in blocks]
+        return _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress, shard)
+    with writing_to(out_csv):
         checksum, weights_checksum = sha256(weights), weights_sha256(weights)
         fold_shards(out_csv)  # rows an interrupted parallel run left behind
         manifest = out_csv.with_suffix(".json")
@@ -177,19 +218,17 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
             raise ValueError(f"{out_csv} holds results of the foundation model whose weights have sha256 "
                              f"{measured_with[:12]}..., but {checkpoint} has {weights_checksum[:12]}...: one table, "
                              "one model; write to another --out")
-    datasets = [block_dataset(block, data_dir, prof) for block in blocks]  # exported once, before any worker starts
-    if shard is not None:
-        return _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress, shard)
-    finished = False
-    try:
-        if workers > 1:
-            table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers, methods, ks, tasks)
-        else:
-            table = _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress)
-        finished = True
-    finally:  # also when interrupted: the rows so far are kept, and the manifest says how far it got
-        record_invocation(out_csv, grid, prof.name, checkpoint, checksum, weights_checksum, command=command,
-                          workers=workers, wall_seconds=round(time.perf_counter() - start), finished=finished)
+        datasets = [block_dataset(block, data_dir, prof) for block in blocks]  # exported once, before any worker starts
+        finished = False
+        try:
+            if workers > 1:
+                table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers, methods, ks, tasks)
+            else:
+                table = _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress)
+            finished = True
+        finally:  # also when interrupted: the rows so far are kept, and the manifest says how far it got
+            record_invocation(out_csv, grid, prof.name, checkpoint, checksum, weights_checksum, command=command,
+                              workers=workers, wall_seconds=round(time.perf_counter() - start), finished=finished)
     return table
 
 

@@ -1,11 +1,12 @@
 """`fseft-lab benchmark`: grid files are checked before anything runs, and grids resume."""
 import json
+import os
 
 import pandas as pd
 import pytest
 import torch
 
-from fseft_lab.benchmark import parse_shard, read_grid, shard_csv, split_method
+from fseft_lab.benchmark import fold_shards, parse_shard, read_grid, shard_csv, split_method, writing_to
 from fseft_lab.cli import main
 from fseft_lab.models import zoo
 
@@ -102,6 +103,38 @@ def test_workers_are_dealt_the_runs_left_so_none_idles(tmp_path):
     every[every.seed.isin([0, 2])].to_csv(out, index=False)
     assert main(args + ["--out", str(out), "--shard", "0/2"]) == 0
     assert set(pd.read_csv(shard_csv(out, (0, 2))).seed) == {1}
+
+
+def test_a_second_benchmark_on_a_table_in_use_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path, capsys):
+    """Two benchmarks writing one table would fold each other's shard files mid-run."""
+    import subprocess
+    import sys
+
+    grid, out = tmp_path / "grid.toml", tmp_path / "bench.csv"
+    grid.write_text(TINY)
+    args = ["benchmark", "--grid", str(grid), "--out", str(out), "--profile", "cpu", "--data", str(tmp_path / "data")]
+    lock = tmp_path / ".bench.csv.lock"
+    lock.write_text(str(os.getpid()))                     # a live process holds the table
+    assert main(args) == 2
+    assert f"{out} is being written by another benchmark (pid {os.getpid()}" in capsys.readouterr().err
+    assert not out.exists() and lock.read_text() == str(os.getpid())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(str(dead.pid))                        # its holder was killed: the lock is stale
+    with writing_to(out):
+        assert lock.read_text() == str(os.getpid())
+    assert not lock.exists()
+
+
+def test_folding_a_shard_twice_adds_its_rows_once(tmp_path):
+    """A worker whose shard was folded mid-run writes its rows again with its next run's: no duplicates."""
+    out = tmp_path / "bench.csv"
+    rows = pd.DataFrame({"task": ["liver"] * 3, "seed": [0, 1, 2], "dice": [0.5, 0.6, 0.7]})
+    rows[:2].to_csv(out, index=False)
+    rows.to_csv(shard_csv(out, (0, 2)), index=False)       # seeds 0 and 1 again, and seed 2
+    pd.testing.assert_frame_equal(fold_shards(out), rows)
+    pd.testing.assert_frame_equal(pd.read_csv(out), rows)
+    assert not shard_csv(out, (0, 2)).exists()
 
 
 @pytest.mark.parametrize("text", ["2/2", "1", "a/3", "-1/2"])
