@@ -270,7 +270,7 @@ md("""**Why the phantom agrees or not.**
   the right gluteus maximus) and predicts next to nothing for the others, so their means are
   near 0.05 to 0.09 and full fine-tuning's lead of under a point decides the three-task verdict.
   The part-by-part table shows what the means hide: where the adapted models miss a part, their
-  volume ratio is 0.00 (they predict nothing), while scratch predicts blobs 3 to over 100 times a
+  volume ratio is 0.00 (they predict nothing), while scratch mostly predicts blobs 3 to 600 times a
   part's volume, and on the lobes their chance overlap outscores the empty masks. The cause is the
   one that rules out k = 1: a novel structure gets a new head row, which starts at p = 0.02, and
   with the decoder unfrozen every method trains at the paper's 1e-4. On the cpu profile k = 1
