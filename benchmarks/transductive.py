@@ -15,6 +15,7 @@ wall time. Prints the mean Dice +- std over seeds per (k, variant); notebook 08 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -49,26 +50,40 @@ def main() -> None:
                         spacing=prof.spacing_mm, overwrite=True, progress=False)
     foundation = load_foundation(args.checkpoint)
     trunk_cache: dict = {}  # banks and test-volume features, shared by every variant of a draw
-    for k in args.ks:
-        config = AdaptConfig(epochs=max(1, args.steps // k), lr=args.lr, stop_patience=0)  # one schedule for all variants
-        for seed in args.seeds:
-            for task in args.tasks:
-                for mode in args.modes:
-                    ti = None if mode == "none" else TransductiveConfig(mode)
-                    table = run_grid(foundation, ds, args.out, [task], [args.method], [k], [seed], profile=prof.name,
-                                     config=config, transductive=ti, trunk_cache=trunk_cache, progress=False)
-                    done = table[(table.task == task) & (table.k == k) & (table.seed == seed) & (table.transductive == mode)]
-                    print(f"k={k} seed={seed} {task:12s} {mode:8s} Dice {done.dice.mean():.3f}  "
-                          f"[{time.perf_counter() - start:.0f} s]", flush=True)
-            trunk_cache.pop(("banks", str(ds.root)), None)  # the next draw has other support volumes
-    checkpoint = Path(args.checkpoint) if Path(args.checkpoint).is_file() else WEIGHTS_DIR / f"{args.checkpoint}.pt"
-    write_manifest(args.out.with_suffix(".json"), command="python " + " ".join(sys.argv), profile=prof.name,
-                   dataset=f"totalsegmentator-layout phantom, {prof.target_cases} cases, seed 0, {len(ds.test_ids)} test",
-                   checkpoint=args.checkpoint, lr=args.lr, steps=args.steps, early_stopping=False, checkpoint_sha256=sha256(checkpoint),
-                   transductive_defaults=TransductiveConfig().__dict__, wall_seconds=round(time.perf_counter() - start),
-                   note="wall_seconds covers this invocation only; an interrupted run resumed adds its own")
+    signal.signal(signal.SIGTERM, _interrupt)  # kill / a time limit stops as Ctrl-C does: the manifest is still written
+    finished, table = False, None
+    try:
+        for k in args.ks:
+            config = AdaptConfig(epochs=max(1, args.steps // k), lr=args.lr, stop_patience=0)  # one schedule for all variants
+            for seed in args.seeds:
+                for task in args.tasks:
+                    for mode in args.modes:
+                        ti = None if mode == "none" else TransductiveConfig(mode)
+                        table = run_grid(foundation, ds, args.out, [task], [args.method], [k], [seed], profile=prof.name,
+                                         config=config, transductive=ti, trunk_cache=trunk_cache, progress=False)
+                        done = table[(table.task == task) & (table.k == k) & (table.seed == seed) & (table.transductive == mode)]
+                        print(f"k={k} seed={seed} {task:12s} {mode:8s} Dice {done.dice.mean():.3f}  "
+                              f"[{time.perf_counter() - start:.0f} s]", flush=True)
+                trunk_cache.pop(("banks", str(ds.root)), None)  # the next draw has other support volumes
+        finished = True
+    except KeyboardInterrupt:
+        print("interrupted: the finished runs are in", args.out, "(the same command resumes)", flush=True)
+    finally:  # also when stopped part-way: say what ran, with what, for how long
+        checkpoint = Path(args.checkpoint) if Path(args.checkpoint).is_file() else WEIGHTS_DIR / f"{args.checkpoint}.pt"
+        write_manifest(args.out.with_suffix(".json"), command="python " + " ".join(sys.argv), profile=prof.name,
+                       dataset=f"totalsegmentator-layout phantom, {prof.target_cases} cases, seed 0, {len(ds.test_ids)} test",
+                       checkpoint=args.checkpoint, lr=args.lr, steps=args.steps, early_stopping=False,
+                       checkpoint_sha256=sha256(checkpoint), transductive_defaults=TransductiveConfig().__dict__,
+                       wall_seconds=round(time.perf_counter() - start), finished=finished,
+                       note="wall_seconds covers this invocation only; an interrupted run resumed adds its own")
+    if table is None:
+        return
     print(summary(table, by=("k", "transductive")).round(3).to_string())
     print(f"{torch.get_num_threads()} threads; rows in {args.out}")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto
 seed = 0                                            # the few-shot draw
 k = 1                                               # labelled support volumes
 task = "spleen"                                     # a base organ (binary task)
-epochs = None                                       # None: 100 on the cpu profile (TI from epoch 50), else 200
+epochs = None                                       # None: 30 on the cpu profile (TI from epoch 15), else 200
 lr = 1e-3                                           # the adapter's learning rate (see section 3)
 num_test = 1                                        # query / test volumes
 data_dir = "../data"
@@ -49,7 +49,7 @@ from fseft_lab.experiments import load_cases, run, summary, trunk_key
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import TransductiveConfig
-""", 'epochs = epochs or (100 if P.name == "cpu" else 200)\n'),
+""", 'epochs = epochs or (30 if P.name == "cpu" else 200)\n'),
 target_data(),
 md("""## 1. How much do organ sizes vary?
 
@@ -141,12 +141,13 @@ md("""## 4. When the prior misleads
 
 The prior assumes the query **shows** the organ. A scan whose field of view ends above the
 kidneys, or a patient after a splenectomy, breaks that assumption, and the penalty then pushes
-the model to find an organ-sized region that is not there. We cut the query to the slices where
-the organ is absent and adapt again:"""),
+the model to find an organ-sized region that is not there. We cut the query to the slices just
+past the organ, one patch deep (a field of view that stops short of it), and adapt again:"""),
 code("""present = truth.any(0).any(0)                          # slices (last axis) that show the organ
 z = torch.nonzero(present).flatten()
 below, above = (0, int(z.min())), (int(z.max()) + 1, truth.shape[-1])
-lo, hi = max(below, above, key=lambda r: r[1] - r[0])
+lo, hi = max(below, above, key=lambda r: r[1] - r[0])  # the longer organ-free side ...
+lo, hi = (max(lo, hi - P.patch_size), hi) if lo == 0 else (lo, min(hi, lo + P.patch_size))  # ... its patch next to the organ
 cut = {"image": case["image"][..., lo:hi], "case": f"{test_ids[0]} (slices {lo}-{hi - 1}, no {task})"}
 cut["features"] = trunk_features(foundation, cut["image"], P.patch_size)
 misled = adapt(foundation, "spatial_adapter", support, query=[cut], transductive=variants["penalty"], config=config,
@@ -159,19 +160,21 @@ print(f"query {cut['case']}: voxels wrongly labelled {task}: {false_voxels} "
 _ = viz.plot_query_sizes({"penalty, query without the organ": misled.curve}, task, margin=0.3)"""),
 md("""Read the two counts against the band. The prior can only say "this many voxels", never
 "the organ is absent": if the model without TI predicts less than the band on such a scan, the
-penalty drives the false positives up to the band; if it already predicts an organ-sized region
-(a one-shot adapter can over-segment), the hinge is silent and TI can neither
-cause nor flag the error. Either way the size prior cannot help on a query without the organ. In
-practice: use TI only when the query is known to contain the structure (a field-of-view check,
-or a zero-shot detection first), and watch the predicted-size trajectory.
+penalty's gradient pushes the false positives up, towards the band (here by little: at
+$\\lambda = 0.1$ and one TI step per epoch the pull is gentle; the curve shows how far it got); if
+it already predicts an organ-sized region (a one-shot adapter can over-segment), the hinge is
+silent and TI can neither cause nor flag the error. Either way the size prior cannot help on a
+query without the organ. In practice: use TI only when the query is known to contain the
+structure (a field-of-view check, or a zero-shot detection first), and watch the predicted-size
+trajectory.
 
-## 5. The evidence: 3 seeds, k = 1 and 5
+## 5. The evidence: several draws, k = 1 and 5
 
 One draw proves little: the gain the paper reports (about one Dice point) is smaller than the
 spread between draws at k = 1. `benchmarks/transductive.py` runs every variant on the same draws
-(spleen and pancreas as binary tasks, the 5 test volumes as queries taking turns, 3 seeds, k = 1
-and 5, 200 optimiser steps each) and commits the rows under `results/`. We read them here;
-nothing is retrained."""),
+(spleen and pancreas as binary tasks, the 5 test volumes as queries taking turns, k = 1 and 5,
+200 optimiser steps each, draws 0 to 2 by default) and commits the rows under `results/`; the
+first line below says which draws ran. We read them here; nothing is retrained."""),
 code("""from fseft_lab.models import zoo
 
 results_file = Path(results_dir) / "transductive.csv"
@@ -181,7 +184,7 @@ else:
     bench = pd.read_csv(results_file)
     run_info = json.loads(results_file.with_suffix(".json").read_text())
     print(f"profile {run_info['profile']}, checkpoint {run_info['checkpoint']} ({run_info['checkpoint_sha256'][:12]}...), "
-          f"lr {run_info['lr']}, {run_info['steps']} steps, {run_info['hardware']['device']}, "
+          f"lr {run_info['lr']}, {run_info['steps']} steps, draws {sorted(bench.seed.unique().tolist())}, {run_info['hardware']['device']}, "
           f"{run_info['wall_seconds'] / 60:.0f} min")
     if "caveat" in run_info:
         print("CAVEAT:", run_info["caveat"])
@@ -211,6 +214,14 @@ the band holds the truth more often, but the adapter also needs the help less. T
 even inside the band (it pushes towards the prior), which helps when the prior is accurate and
 hurts when it is not; entropy minimisation uses no prior and mostly sharpens what the adapter
 already predicts.
+
+On this phantom the answer is plain: on equal schedules every variant ends within 0.005 Dice of
+the run without TI on every draw, on both organs, at k = 1 and 5 (the penalty within 0.002). After 200 steps the spatial
+adapter already predicts a spleen and a pancreas of about the right size (section 3 shows it on
+one query), so the hinge has nothing to correct. Notebook 09 finds a gain of one to two points
+for TI in the benchmark grid; there, though, the runs without TI stop early (after 30 to 110
+epochs) while the runs with TI train all 200, so that gain measures the longer schedule as much
+as the prior. A test that separates the two keeps the schedule equal, as here.
 
 ## Exercises
 
