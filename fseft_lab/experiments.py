@@ -205,11 +205,14 @@ def environment() -> dict:
     import numpy as np
     import torch
 
+    from fseft_lab.profiles import MALLOC_ENV
+
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {"software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
                          "numpy": np.__version__, "pandas": pd.__version__},
             "hardware": {"machine": platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                         "device": device}}
+                         "device": device,
+                         "malloc": {k: os.environ[k] for k in MALLOC_ENV if k in os.environ}}}
 
 
 def write_manifest(path: str | Path, **fields) -> None:
