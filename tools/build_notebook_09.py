@@ -210,18 +210,16 @@ def paired_gains(where, spec, baseline, k):  # Dice gain over baseline per (task
     return (per_run[spec] - per_run[baseline]).dropna()
 
 def ti_finding(name, gains):  # gains: TI minus no TI per paired run, indexed by k; a gain counts beyond 2 std errors
-    by_k = dict(list(gains.groupby(level="k"))) if len(gains) else {}
+    by_k = {k: g for k, g in gains.groupby(level="k")}
     return {"finding": f"3. transductive inference adds about one Dice point at low k ({name})",
             "paper": "+0.009 (k = 1), +0.011 (k = 5)",
             "phantom": ", ".join(f"{g.mean():+.3f} (k = {k})" for k, g in by_k.items())
                        + f"; higher in {(gains > 0).sum()} of {len(gains)} paired runs" if by_k else "not run yet",
             "agrees": all(g.mean() > 2 * g.sem() for g in by_k.values()) if by_k else None}
 
-grid_ti = {}
 for name, where in settings.items():
-    grid_ti[name] = pd.concat({k: paired_gains(where, "spatial_adapter+penalty", "spatial_adapter", k) for k in (1, 5)},
-                              names=["k"])
-    findings.append(ti_finding(name, grid_ti[name]))
+    findings.append(ti_finding(name, pd.concat({k: paired_gains(where, "spatial_adapter+penalty", "spatial_adapter", k)
+                                                for k in (1, 5)}, names=["k"])))
 # benchmarks/transductive.py: the same draws with and without TI (the penalty), both trained the same 200 steps
 equal = pd.concat([pd.read_csv(p) for p in sorted(results.glob("transductive*.csv"))])
 per_draw = equal.groupby(["k", "task", "seed", "transductive"]).dice.mean().unstack("transductive")
