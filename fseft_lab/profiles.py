@@ -59,7 +59,8 @@ PROFILES: dict[str, Profile] = {
 # again: on the course's 2-core VM that was nearly half of all CPU time. Keeping freed memory in
 # the process (these two glibc variables) ran a 64 s test in 33 s, at about 0.6 GB more peak RSS.
 # glibc reads them only when a process starts, so they are set for child processes: notebook
-# kernels (``fseft-lab notebooks run``, the nbval tests) and, in ``.ci/run``, the test process.
+# kernels (``fseft-lab notebooks run``, the nbval tests), in ``.ci/run`` the test process, and the
+# ``fseft-lab`` command, which starts itself again with them.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
 
 

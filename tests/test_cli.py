@@ -1,11 +1,16 @@
 """The ``fseft-lab`` command line, run in-process (fseft_lab.cli.main)."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from fseft_lab import cli
 from fseft_lab.cli import main
 from fseft_lab.data.layouts import MANIFEST, open_dataset
 from fseft_lab.data.phantom import DOMAINS
+from fseft_lab.profiles import MALLOC_ENV
 
 
 def test_phantom_export_totalsegmentator(tmp_path, capsys):
@@ -71,6 +76,31 @@ def test_phantom_domains(capsys):
     assert "flare_like" in stdout
     assert all(name in stdout for name in DOMAINS)
     assert len(stdout.strip().splitlines()) == len(DOMAINS) + 1  # header + one line per domain
+
+
+def test_the_command_starts_again_once_with_glibc_keeping_freed_memory(monkeypatch):
+    starts = []
+    monkeypatch.setattr(cli.os, "execve", lambda path, args, env: starts.append((args, env)))
+    monkeypatch.setattr(cli.sys, "argv", ["fseft-lab", "phantom", "domains"])
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    for key in MALLOC_ENV:
+        monkeypatch.delenv(key, raising=False)
+    cli._restart_with_malloc_settings()
+    [(args, env)] = starts
+    assert args[1:] == ["-m", "fseft_lab.cli", "phantom", "domains"]
+    assert {k: env[k] for k in MALLOC_ENV} == MALLOC_ENV and env["PATH"] == os.environ["PATH"]
+    starts.clear()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")  # the user's own value wins
+    cli._restart_with_malloc_settings()
+    assert starts == []
+
+
+def test_the_restarted_command_runs_once_and_succeeds():
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
+    done = subprocess.run([sys.executable, "-m", "fseft_lab.cli", "phantom", "domains"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert all(name in done.stdout for name in DOMAINS)
 
 
 def test_methods_lists_every_method_in_course_order_with_counts(capsys):
