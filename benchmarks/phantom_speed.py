@@ -31,7 +31,7 @@ def main() -> None:
             vol = phantom.generate(0, i, domain, spacing=profile.spacing_mm)
             seconds.append(time.perf_counter() - start)
             shapes.append(vol.image.shape)
-        print(f"{domain:14s} fov {phantom.DOMAINS[domain].fov:15s} {str(shapes[0]):16s} "
+        print(f"{domain:14s} {str(shapes[0]):16s} "
               f"{np.mean(seconds):.2f} +- {np.std(seconds):.2f} s per volume")
     with tempfile.TemporaryDirectory() as tmp:
         for layout in ("totalsegmentator", "msd"):

@@ -45,9 +45,11 @@ def _export(args) -> None:
 def _domains(args) -> None:
     from fseft_lab.data.phantom import DOMAINS
 
-    print(f"{'domain':15s} {'phase':9s} {'noise HU':>8s} {'blur mm':>7s} {'fov':15s} spacing mm")
+    print(f"{'domain':15s} {'phase':9s} {'noise HU':>8s} {'blur mm':>7s} {'population':10s} {'slices mm':14s} fields of view")
     for d in DOMAINS.values():
-        print(f"{d.name:15s} {d.phase:9s} {d.noise_hu:8.0f} {d.blur_mm:7.1f} {d.fov:15s} {d.spacing}")
+        fovs = ", ".join(f"{name} {weight:.0%}" for name, weight in d.fovs)
+        slices = "-".join(f"{s:g}" for s in (min(d.slice_mm), max(d.slice_mm)))
+        print(f"{d.name:15s} {d.phase:9s} {d.noise_hu:8.0f} {d.blur_mm:7.1f} {d.population:10s} {slices:14s} {fovs}")
 
 
 def _notebooks(args) -> None:

@@ -1,28 +1,26 @@
-"""Procedural CT phantom: anatomy in millimetres, CT appearance, acquisition domains.
+"""Procedural CT phantom: a population of subjects in millimetres, rasterised by a scanner.
 
 Why: no real CT can be downloaded in CI, and students need data that runs in minutes. A phantom
-subject is a list of smooth shapes (deformed ellipsoids, swept tubes, regions bounded by the
-diaphragm or the body wall) placed in patient space (RAS, mm: +x = patient's right, +y =
-anterior, +z = superior; z = 0 near L2), with subject-to-subject variation in scale, position,
-rotation and a smooth elastic deformation. It is rasterised at any spacing and field of view
-(one label per voxel: later shapes overwrite earlier ones, which is how organs come to touch), then
-given Hounsfield units by a **domain**: contrast phase, noise, blur, spacing, field of view and
-an intensity offset/scale, so that "a new hospital" is a new domain. Taught in notebook 00.
+subject is a list of smooth shapes (deformed, lobulated ellipsoids, swept tubes, regions bounded
+by the diaphragm or the body wall) placed in patient space (RAS, mm: +x = patient's right, +y =
+anterior, +z = superior; z = 0 near L2). Who the subject is (sex, age, body frame, fat, each
+organ's size, which organs were removed) comes from :mod:`fseft_lab.data.population`, drawn from
+published CT volumetry; where and how they are scanned (field of view, slice thickness, noise,
+contrast) from :mod:`fseft_lab.data.scanner`. Rasterising gives one label per voxel (later shapes
+overwrite earlier ones, which is how organs come to touch). Taught in notebook 00.
 
-Deterministic: the anatomy depends on ``(seed, subject)`` (lesions are drawn for everyone and
-painted when the domain's ``lesion_rate`` says this population has them), the appearance on
-``(seed, subject, domain)``; numpy's PCG64 gives the same volume on any machine.
+Deterministic: the anatomy depends on ``(seed, subject, population)`` (lesions are drawn for
+everyone and painted when the domain's ``lesion_rate`` says this population has them), the scan
+on ``(seed, subject, domain)``; numpy's PCG64 gives the same volume on any machine.
 
-Sizes the shapes produce (checked by ``tests/test_phantom.py``), in mL, with adult reference
-ranges in brackets where the phantom departs from them: liver 1100-2200 [1200-2000], spleen
-100-350, each kidney 70-220 [100-220; the body wall trims them in slim subjects], gallbladder
-15-60, pancreas 40-120, stomach 200-900, bladder 60-500, each adrenal 2-10, each gluteus maximus
-250-950 [500-900; the phantom's are smaller], each lung 1200-3500 [1500-3500 at inspiration];
-aorta diameter 18-30 mm (abdominal 18-26).
+Sizes of the reference adult (every volume multiplier 1), which the population then spreads
+(``tests/test_phantom.py`` checks the spread against the references in
+:mod:`fseft_lab.data.population`): liver ~1,550 mL, spleen ~210 mL, each kidney ~150 mL,
+pancreas ~75 mL, gallbladder ~30 mL, stomach ~450 mL, bladder ~200 mL; aorta diameter 18-30 mm
+(abdominal 18-26).
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -30,28 +28,11 @@ import numpy as np
 from scipy import ndimage
 
 from fseft_lab.anatomy import COMPOSITES, UNSIDED, check_structure
+from fseft_lab.data.population import Traits, draw_traits
+from fseft_lab.data.scanner import (DOMAINS, FOVS, PHASES, TISSUE_HU, Domain, Scan, draw_scan,  # noqa: F401 (re-exported)
+                                    get_domain, hounsfield, scan_rng)
 
-# ----------------------------------------------------------------------------- tissues and HU
-#: Tissue -> HU for contrast phase (none, arterial, portal). Sources: standard CT tables
-#: (fat -120..-80, water 0..20, muscle 40..60, liver/spleen 50..70 plain, blood 40 plain,
-#: aorta 150..300 arterial, bone 300..1200).
-TISSUE_HU: dict[str, tuple[float, float, float]] = {
-    "air": (-1000, -1000, -1000), "lung": (-820, -800, -800), "fat": (-100, -100, -100),
-    "skin": (30, 35, 40), "muscle": (50, 55, 60), "water": (10, 10, 10),
-    "gi_content": (25, 25, 30), "gas": (-950, -950, -950),
-    "liver": (58, 75, 115), "spleen": (50, 125, 118), "kidney": (35, 160, 175),
-    "pancreas": (42, 110, 95), "adrenal": (30, 65, 65), "myocardium": (45, 105, 95),
-    "artery": (42, 300, 170), "vein": (40, 90, 155), "portal": (40, 130, 175),
-    "right_heart": (40, 210, 150), "left_heart": (40, 300, 165),
-    "bone": (260, 280, 280), "cortical_bone": (850, 850, 850), "disc": (85, 90, 90),
-    "csf": (12, 12, 12), "prostate": (40, 70, 80),
-    "liver_lesion": (40, 55, 60), "kidney_lesion": (35, 95, 90),
-}
-PHASES = ("none", "arterial", "portal")
-#: Standard deviation (HU) of each tissue's correlated texture.
-TEXTURE_HU = {"fat": 8.0, "muscle": 7.0, "liver": 6.0, "spleen": 6.0, "kidney": 10.0,
-              "lung": 35.0, "bone": 60.0, "gi_content": 25.0, "pancreas": 12.0}
-
+# ----------------------------------------------------------------------------- anatomy
 #: Painted atoms: (atom name, template structure or None if unlabelled, tissue). Index = atom id.
 ATOMS: tuple[tuple[str, str | None, str], ...] = (
     ("air", None, "air"), ("body_fat", None, "fat"), ("body_wall", None, "muscle"),
@@ -98,64 +79,6 @@ WALLS = {"stomach": "muscle", "duodenum": "muscle", "colon": "muscle", "small_bo
          "urinary_bladder": "muscle", "gallbladder": "muscle", "bone": "cortical_bone"}
 
 
-# ----------------------------------------------------------------------------- domains
-@dataclass(frozen=True)
-class Domain:
-    """A named set of acquisition parameters: what makes one hospital's CT look unlike another's.
-
-    Args:
-        name: domain name.
-        phase: contrast phase, one of ``none``, ``arterial``, ``portal``.
-        noise_hu: standard deviation of scanner noise (HU).
-        blur_mm: Gaussian point-spread function sigma (mm): partial-volume blur at edges.
-        spacing: native voxel size (mm) in x, y, z, used when no spacing is requested.
-        fov: field of view: ``abdomen``, ``abdomen_pelvis``, ``thorax``, ``pelvis`` or ``tap``.
-        hu_offset: added to every HU value (calibration offset).
-        hu_scale: multiplies every HU value (reconstruction kernel / calibration).
-        lesion_rate: probability that a subject carries liver and kidney lesions in this
-            population (the LiTS- and KiTS-like sources always do).
-    """
-
-    name: str
-    phase: str
-    noise_hu: float
-    blur_mm: float
-    spacing: tuple[float, float, float]
-    fov: str
-    hu_offset: float = 0.0
-    hu_scale: float = 1.0
-    lesion_rate: float = 0.1
-
-
-#: Field-of-view z ranges (mm, reference subject); x and y cover the body (see FOV_XY).
-FOVS: dict[str, tuple[float, float]] = {
-    "abdomen": (-95.0, 205.0), "abdomen_pelvis": (-265.0, 205.0), "thorax": (115.0, 345.0),
-    "pelvis": (-290.0, -40.0), "tap": (-290.0, 345.0),
-}
-FOV_XY = (200.0, 150.0)  # half-width (x) and half-depth (y) in mm: the widest body, deformed, fits
-#: Bumped whenever a change alters generated volumes, so that cached exports are regenerated.
-#: 1: first release; 2: field of view 300 mm deep (was 280 mm, which cut the largest pelvises).
-GENERATOR_VERSION = 2
-
-DOMAINS: dict[str, Domain] = {d.name: d for d in (
-    # pre-training sources: clean contrast-enhanced scans of the abdomen, plus one plain TAP scan
-    Domain("btcv_like", "portal", 12.0, 0.8, (0.8, 0.8, 3.0), "abdomen"),
-    Domain("lits_like", "portal", 16.0, 1.0, (0.7, 0.7, 1.5), "abdomen", lesion_rate=1.0),
-    Domain("kits_like", "arterial", 14.0, 0.8, (0.8, 0.8, 1.0), "abdomen", lesion_rate=1.0),
-    Domain("amos_like", "portal", 18.0, 1.0, (0.7, 0.7, 2.0), "abdomen_pelvis"),
-    Domain("ctorg_like", "none", 22.0, 1.2, (0.8, 0.8, 2.5), "tap"),
-    # targets: other scanners and protocols (noisier, blurrier, recalibrated)
-    Domain("totalseg_like", "arterial", 30.0, 1.6, (1.5, 1.5, 1.5), "tap", 25.0, 0.92),
-    Domain("flare_like", "none", 34.0, 1.5, (0.8, 0.8, 2.5), "abdomen", -30.0, 1.05),
-)}
-
-
-def get_domain(name: str) -> Domain:
-    if name not in DOMAINS:
-        raise ValueError(f"unknown domain {name!r}; known domains: {', '.join(DOMAINS)}")
-    return DOMAINS[name]
-
-
 # ----------------------------------------------------------------------------- shapes
 Mask = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 Piece = tuple[np.ndarray, np.ndarray, Mask]  # (lower corner mm, upper corner mm, inside test)
@@ -169,14 +92,24 @@ def _rotation(degrees: tuple[float, float, float]) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def ellipsoid(center, radii, degrees=(0.0, 0.0, 0.0)) -> list[Piece]:
-    """A rotated ellipsoid: ``|R^T (q - c) / r| <= 1``."""
+def ellipsoid(center, radii, degrees=(0.0, 0.0, 0.0), bumps=()) -> list[Piece]:
+    """A rotated ellipsoid, ``|u| <= 1`` with ``u = R^T (q - c) / r``, optionally with smooth
+    bumps: ``|u| <= 1 + sum_i a_i (sin(k_i . u + phi_i) - m_i)`` for ``bumps = [(k (3,), a, phi),
+    ...]``, a lobulated organ rather than a scaled copy of one shape. ``m_i`` is the wave's mean
+    over the unit ball, ``sin(phi) 3 (sin|k| - |k| cos|k|) / |k|^3``, so bumps change the shape and
+    leave the volume (to first order) to the organ's size."""
     c, r, rot = np.asarray(center, float), np.asarray(radii, float), _rotation(degrees)
-    half = np.sqrt(((rot * r) ** 2).sum(axis=1))  # half extent of the rotated box per axis
+    grow = 1.0 + sum(abs(a) for _, a, _ in bumps)
+    half = np.sqrt(((rot * r) ** 2).sum(axis=1)) * grow  # half extent of the rotated box per axis
 
     def inside(x, y, z):
-        d = np.stack([x - c[0], y - c[1], z - c[2]], axis=-1) @ rot  # (..., 3) in local axes
-        return ((d / r) ** 2).sum(axis=-1) <= 1.0
+        u = (np.stack([x - c[0], y - c[1], z - c[2]], axis=-1) @ rot) / r  # (..., 3) in local, normalised axes
+        bound = 1.0
+        for k, a, phi in bumps:
+            n = float(np.linalg.norm(k))
+            mean = np.sin(phi) * 3 * (np.sin(n) - n * np.cos(n)) / n**3
+            bound = bound + a * (np.sin(u @ np.asarray(k, float) + phi) - mean)
+        return (u ** 2).sum(axis=-1) <= bound ** 2
 
     return [(c - half, c + half, inside)]
 
@@ -209,15 +142,24 @@ class Part:
     host: str | None = None         # paint only over voxels already holding this atom
 
 
+#: Bumped whenever a change alters generated volumes, so that cached exports are regenerated.
+#: 1: first release; 2: field of view 300 mm deep; 3: a population (traits from published
+#: volumetry, absent organs, lobulated shapes) and per-scan acquisition (field-of-view mix and
+#: ends, slice thickness, kernel, noise with patient size, contrast timing).
+GENERATOR_VERSION = 3
+
+
 # ----------------------------------------------------------------------------- the subject
 @dataclass
 class Subject:
-    """One phantom person: shapes in mm and the smooth deformation of space."""
+    """One phantom person: who they are (traits), their shapes in mm, the smooth deformation of space."""
 
     seed: int
     index: int
     parts: list[Part]
     z_scale: float
+    traits: Traits
+    half_width: tuple[float, float] = (200.0, 150.0)   # x, y half extent of the body (mm): the scan's x-y field
     deformation: list[tuple[np.ndarray, np.ndarray, float]] = field(default_factory=list)
     deformation_mm: float = 0.0
 
@@ -231,16 +173,19 @@ class Subject:
         return out
 
 
-def make_subject(seed: int, index: int) -> Subject:
-    """Draw subject ``index`` of population ``seed``: every organ's size, position and pose."""
+def make_subject(seed: int, index: int, population: str = "adult") -> Subject:
+    """Draw subject ``index`` of population ``seed``: traits, then every organ's size, position and pose."""
     if index < 0:
         raise ValueError(f"subject index must be >= 0, got {index}")
+    traits = draw_traits(seed, index, population)
     rng = np.random.default_rng([seed, index, 0xA7])
-    sx, sy, sz = rng.uniform(0.95, 1.05), rng.uniform(0.93, 1.07), rng.uniform(0.95, 1.05)
+    sx = sy = traits.frame
+    sz = traits.height
     scale = np.array([sx, sy, sz])
-    fat = rng.uniform(12.0, 28.0)    # subcutaneous fat (mm)
+    fat, visceral = traits.subcutaneous_fat_mm, traits.visceral_fat_mm
     wall = rng.uniform(9.0, 13.0)    # abdominal / chest wall muscle (mm)
     dome_r, dome_l = rng.uniform(150, 180), rng.uniform(138, 165)  # diaphragm domes (z, mm)
+    volume = traits.organ_volume
 
     def at(p):        # reference mm -> this subject's mm (points scale with the body)
         return np.asarray(p, float) * scale
@@ -248,16 +193,30 @@ def make_subject(seed: int, index: int) -> Subject:
     def jitter(p, mm=5.0):
         return at(p) + rng.normal(0.0, mm, 3).clip(-2 * mm, 2 * mm)
 
-    def size(r, spread=0.07):
-        return np.asarray(r, float) * scale * rng.uniform(1 - spread, 1 + spread) * rng.uniform(0.97, 1.03, 3)
+    def size(r, v=None, spread=0.03):
+        """Radii for a volume multiplier ``v`` (default: the body frame's, +- ``spread``): the cube
+        root of ``v``, then an anisotropic jitter that keeps the volume (shape, not size)."""
+        aniso = np.exp(rng.normal(0.0, 0.08, 3))
+        aniso /= np.prod(aniso) ** (1 / 3)
+        v = traits.frame ** 3 * rng.uniform(1 - spread, 1 + spread) if v is None else v
+        return np.asarray(r, float) * v ** (1 / 3) * aniso
+
+    def bumps(n=3, amplitude=0.12):
+        """Smooth lobulation: ``n`` random plane waves over the organ's normalised coordinates."""
+        out = []
+        for _ in range(n):
+            k = rng.normal(size=3)
+            out.append((k / np.linalg.norm(k) * rng.uniform(1.5, 3.0), rng.uniform(-amplitude, amplitude), rng.uniform(0, 2 * np.pi)))
+        return out
 
     def angles(deg=8.0):
         return tuple(rng.uniform(-deg, deg, 3))
 
-    # body outline: elliptic cross-section whose semi-axes vary along z (hips, waist, chest)
+    # body outline: elliptic cross-section whose semi-axes vary along z (hips, waist, chest);
+    # subcutaneous fat outside the muscle wall, visceral fat as room between the wall and the organs
     zk = np.array([-300, -220, -150, -80, 0, 100, 180, 260, 340, 380]) * sz
-    ak = np.array([150, 172, 168, 152, 148, 152, 162, 158, 148, 130]) * sx + fat - 18
-    bk = np.array([112, 130, 124, 108, 106, 112, 118, 112, 102, 88]) * sy + fat - 18
+    ak = np.array([150, 172, 168, 152, 148, 152, 162, 158, 148, 130]) * sx + fat + visceral - 18
+    bk = np.array([112, 130, 124, 108, 106, 112, 118, 112, 102, 88]) * sy + fat + visceral - 18
 
     def depth(x, y, z):  # approximate distance (mm) inside the skin; negative outside
         a, b = np.interp(z, zk, ak), np.interp(z, zk, bk)
@@ -281,15 +240,15 @@ def make_subject(seed: int, index: int) -> Subject:
     box = ([-ak.max(), -bk.max(), zlo], [ak.max(), bk.max(), zhi])
     parts = [
         Part("body_fat", region(*box, lambda x, y, z: depth(x, y, z) > 0)),
-        Part("body_wall", region(*box, lambda x, y, z: (depth(x, y, z) > fat) & ~inner(x, y, z))),
+        Part("body_wall", region(*box, lambda x, y, z: (depth(x, y, z) > fat) & (depth(x, y, z) <= fat + wall))),
         Part("skin", region(*box, lambda x, y, z: (depth(x, y, z) > 0) & (depth(x, y, z) < 2.0))),
     ]
     for side in (1, -1):  # 1 = right (+x), -1 = left
-        parts.append(Part("back_muscle", tube([at((35 * side, -82, -120)), at((35 * side, -82, 330))], 22),
+        parts.append(Part("back_muscle", tube([at((35 * side, -82, -120)), at((35 * side, -82, 330))], 22 * traits.frame),
                           clip=lambda x, y, z: depth(x, y, z) > fat))
         parts.append(Part("psoas", tube([at((30 * side, -42, 95)), at((45 * side, -32, -60)),
-                                         at((62 * side, -8, -185))], [7, 22, 17])))
-    parts.append(Part("diaphragm", region([-200, -150, 60 * sz], [200, 150, 200 * sz],
+                                         at((62 * side, -8, -185))], np.array([7, 22, 17]) * volume["gluteus"] ** 0.5)))
+    parts.append(Part("diaphragm", region([-250, -200, 60 * sz], [250, 200, 200 * sz],
                                           lambda x, y, z: (np.abs(z - dome(x, y)) <= 4.0) & inner(x, y, z))))
 
     # lungs and lobes: ellipsoids above the diaphragm, split by fissure surfaces
@@ -298,7 +257,7 @@ def make_subject(seed: int, index: int) -> Subject:
         return z < oblique_z - 1.0 * (y + 5.0)
     for side, lobes in ((1, ("lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right")),
                         (-1, ("lung_upper_lobe_left", None, "lung_lower_lobe_left"))):
-        lung = ellipsoid(jitter((78 * side, -5, 240)), size((66, 88, 125)), angles(4))
+        lung = ellipsoid(jitter((78 * side, -5, 240)), size((66, 88, 125), volume["lung"]), angles(4), bumps(2, 0.06))
         upper, middle, lower = lobes
         parts.append(Part(lower, lung, clip=lambda x, y, z: above_diaphragm(x, y, z) & below_oblique(x, y, z)))
         if middle:
@@ -310,85 +269,107 @@ def make_subject(seed: int, index: int) -> Subject:
     # bowel (unlabelled distractors), pelvis organs, gluteal muscles
     colon = [(85, 5, -125), (90, 10, 40), (70, 40, 55), (0, 68, 25), (-80, 25, 75), (-90, 0, -80),
              (-50, 30, -150), (0, -35, -185), (0, -48, -250)]
-    parts.append(Part("colon", tube([jitter(p, 4) for p in colon], [22, 21, 18, 18, 18, 17, 15, 16, 14]), clip=inner))
+    colon_r = np.array([22, 21, 18, 18, 18, 17, 15, 16, 14]) * np.exp(rng.normal(0.0, 0.15, 9))
+    parts.append(Part("colon", tube([jitter(p, 6) for p in colon], colon_r), clip=inner))
     for _ in range(14):
         parts.append(Part("small_bowel", ellipsoid(jitter((rng.uniform(-55, 55), rng.uniform(0, 65), rng.uniform(-125, 15)), 2),
-                                                   size((14, 14, 14), 0.2)), clip=inner))
-    fill = rng.uniform(0.8, 1.25)  # bladder filling
-    parts.append(Part("urinary_bladder", ellipsoid(jitter((0, 45, -190)), size((40, 34, 30)) * fill, angles(5)), clip=inner))
-    parts.append(Part("prostate_or_uterus", ellipsoid(jitter((0, 20, -228), 3), size((19, 15, 17))), clip=inner))
+                                                   size((14, 14, 14), spread=0.2)), clip=inner))
+    parts.append(Part("urinary_bladder", ellipsoid(jitter((0, 45, -190)), size((40, 34, 30), volume["bladder"]), angles(5)), clip=inner))
+    parts.append(Part("prostate_or_uterus", ellipsoid(jitter((0, 20, -228), 3), size((19, 15, 17) if traits.sex == "M" else (30, 20, 25))),
+                      clip=inner))
     for side, name in ((1, "right"), (-1, "left")):
-        parts.append(Part(f"gluteus_maximus_{name}", ellipsoid(jitter((78 * side, -78, -185)), size((58, 34, 88)), (0, 0, -15 * side)),
+        parts.append(Part(f"gluteus_maximus_{name}", ellipsoid(jitter((78 * side, -78, -185)), size((58, 34, 88), volume["gluteus"]), (0, 0, -15 * side)),
                           clip=lambda x, y, z: depth(x, y, z) > fat))
-        parts.append(Part(f"gluteus_medius_{name}", ellipsoid(jitter((118 * side, -40, -112)), size((28, 48, 60)), (0, 0, 30 * side)),
+        parts.append(Part(f"gluteus_medius_{name}", ellipsoid(jitter((118 * side, -40, -112)), size((28, 48, 60), volume["gluteus"]), (0, 0, 30 * side)),
                           clip=lambda x, y, z: depth(x, y, z) > fat))
-        parts.append(Part(f"gluteus_minimus_{name}", ellipsoid(jitter((100 * side, -22, -140)), size((15, 30, 35)), (0, 0, 30 * side)),
+        parts.append(Part(f"gluteus_minimus_{name}", ellipsoid(jitter((100 * side, -22, -140)), size((15, 30, 35), volume["gluteus"]), (0, 0, 30 * side)),
                           clip=lambda x, y, z: depth(x, y, z) > fat))
 
-    # upper abdomen: liver, stomach, pancreas, duodenum, spleen, kidneys, adrenals, gallbladder
+    # upper abdomen: liver (right lobe, left lobe, sometimes Riedel's lobe), stomach, pancreas,
+    # duodenum, spleen, kidneys, adrenals, gallbladder
     liver_cut = rng.uniform(50, 70) * sz
-    parts.append(Part("liver", ellipsoid(jitter((45, 5, 95)), size((106, 88, 72)), angles(6)),
-                      clip=lambda x, y, z: below_diaphragm(x, y, z) & (z > liver_cut - x)))
+    liver_clip = lambda x, y, z: below_diaphragm(x, y, z) & (z > liver_cut - x)  # noqa: E731
+    liver_v = volume["liver"]
+    liver = ellipsoid(jitter((55, 0, 95), 6), size((95, 85, 72), liver_v), angles(6), bumps())
+    liver += ellipsoid(jitter((-15, 30, 108), 6), size((55, 45, 38), liver_v * traits.left_lobe), angles(8), bumps())
+    if traits.riedel_lobe:
+        liver += ellipsoid(jitter((85, 5, 20), 6), size((26, 32, 48), liver_v), angles(10))
+    parts.append(Part("liver", liver, clip=liver_clip))
     stomach = [(-55, -5, 135), (-50, 20, 105), (-30, 45, 80), (0, 55, 70), (15, 45, 72)]
-    stomach_r = np.array([38, 34, 27, 18, 10]) * rng.uniform(0.85, 1.15)
-    parts.append(Part("stomach", tube([jitter(p, 3) for p in stomach], stomach_r), clip=below_diaphragm))
-    parts.append(Part("pancreas", tube([jitter(p, 3) for p in [(35, 10, 40), (20, 15, 55), (0, 15, 65), (-35, 5, 75), (-70, -10, 88)]],
-                                       np.array([17, 13, 12, 11, 9]) * rng.uniform(0.9, 1.1)), clip=inner))
+    stomach_r = np.array([38, 34, 27, 18, 10]) * volume["stomach"] ** 0.5 * np.exp(rng.normal(0.0, 0.1, 5))
+    parts.append(Part("stomach", tube([jitter(p, 5) for p in stomach], stomach_r), clip=below_diaphragm))
+    pancreas_r = np.array([17, 13, 12, 11, 9]) * volume["pancreas"] ** 0.5 * np.exp(rng.normal(0.0, 0.1, 5))
+    parts.append(Part("pancreas", tube([jitter(p, 4) for p in [(35, 10, 40), (20, 15, 55), (0, 15, 65), (-35, 5, 75), (-70, -10, 88)]],
+                                       pancreas_r), clip=inner))
     duodenum = [(15, 45, 72), (45, 25, 70), (55, 5, 50), (50, 0, 10), (25, -5, -5), (-10, 0, 0), (-30, 10, 25)]
-    parts.append(Part("duodenum", tube([jitter(p, 3) for p in duodenum], 11 * rng.uniform(0.85, 1.1)), clip=inner))
-    parts.append(Part("spleen", ellipsoid(jitter((-98, -36, 110)), size((26, 58, 52)), (0, 0, -30)), clip=below_diaphragm))
+    parts.append(Part("duodenum", tube([jitter(p, 4) for p in duodenum], 11 * np.exp(rng.normal(0.0, 0.12, 7))), clip=inner))
+    if "spleen" not in traits.absent:
+        parts.append(Part("spleen", ellipsoid(jitter((-90, -30, 102), 8), size((26, 58, 52), volume["spleen"]), (0, 0, -30), bumps()),
+                          clip=below_diaphragm))
     for side, name, z0 in ((1, "right", 22), (-1, "left", 38)):
-        parts.append(Part(f"kidney_{name}", ellipsoid(jitter((70 * side, -45, z0)), size((27, 24, 54)), (0, 15 * side, 20 * side)), clip=inner))
-        parts.append(Part(f"adrenal_gland_{name}", ellipsoid(jitter((42 * side, -37, z0 + 65), 3), size((5, 14, 17), 0.15), (0, 0, 30 * side)), clip=inner))
-    parts.append(Part("gallbladder", ellipsoid(jitter((48, 45, 52), 4), size((15, 15, 33), 0.12), (25, 0, 10)), clip=inner))
+        if f"kidney_{name}" not in traits.absent:  # position and rotation vary: ptosis, malrotation
+            parts.append(Part(f"kidney_{name}", ellipsoid(jitter((66 * side, -39, z0), 9), size((27, 24, 54), volume[f"kidney_{name}"]),
+                                                          (rng.normal(0, 6), 15 * side + rng.normal(0, 6), 20 * side + rng.normal(0, 8)),
+                                                          bumps(2, 0.06)), clip=inner))
+        parts.append(Part(f"adrenal_gland_{name}", ellipsoid(jitter((42 * side, -37, z0 + 65), 3), size((5, 14, 17), volume["adrenal"]),
+                                                             (0, 0, 30 * side)), clip=inner))
+    if "gallbladder" not in traits.absent:
+        parts.append(Part("gallbladder", ellipsoid(jitter((48, 45, 52), 5), size((15, 15, 33), volume["gallbladder"]), (25, 0, 10), bumps(2, 0.08)),
+                          clip=inner))
 
     # heart: chambers around a centre, resting on the diaphragm
     heart = jitter((-15, 35, 185), 6)
-    heart_rot = angles(8)
+    heart_rot = angles(10)
+    heart_scale = volume["heart"] ** (1 / 3)
     for atom, offset, radii in (("heart_atrium_right", (40, -10, 10), (28, 25, 28)),
                                 ("heart_ventricle_right", (15, 25, -10), (35, 22, 40)),
                                 ("heart_atrium_left", (-5, -30, 25), (30, 18, 20)),
                                 ("heart_myocardium", (-20, 5, -10), (38, 35, 45)),
                                 ("heart_ventricle_left", (-20, 5, -10), (27, 24, 34))):
-        centre = heart + _rotation(heart_rot) @ (np.asarray(offset) * scale)
-        parts.append(Part(atom, ellipsoid(centre, np.asarray(radii) * scale, heart_rot),
+        centre = heart + _rotation(heart_rot) @ (np.asarray(offset) * heart_scale)
+        parts.append(Part(atom, ellipsoid(centre, np.asarray(radii) * heart_scale * np.exp(rng.normal(0.0, 0.05, 3)), heart_rot),
                           clip=lambda x, y, z: (z > dome(x, y) - 2.0) & inner(x, y, z)))
 
-    # tubes: oesophagus and vessels
-    parts.append(Part("esophagus", tube([jitter(p, 2) for p in [(3, -22, 345), (0, -22, 260), (-5, -20, 200), (-12, -14, 150),
-                                                              (-30, -4, 135), (-45, 0, 128)]], 8)))
+    # tubes: oesophagus and vessels (the aorta widens with age, more in men)
+    parts.append(Part("esophagus", tube([jitter(p, 3) for p in [(3, -22, 345), (0, -22, 260), (-5, -20, 200), (-12, -14, 150),
+                                                              (-30, -4, 135), (-45, 0, 128)]], 8 * rng.uniform(0.85, 1.15))))
     for side in (1, -1):
         parts.append(Part("iliac_artery", tube([at((-8, -20, -75)), at((45 * side, -5, -150)), at((70 * side, 10, -215))], [8, 6, 6])))
         parts.append(Part("iliac_vein", tube([at((25, -12, -75)), at((50 * side, -15, -150)), at((72 * side, 0, -215))], [9, 7, 7])))
-    aorta_r = rng.uniform(0.9, 1.15)
     parts.append(Part("aorta", tube([at(p) for p in [(-5, 20, 215), (0, 15, 270), (-15, -8, 292), (-28, -20, 270), (-28, -20, 150),
                                                      (-15, -18, 90), (-10, -18, 0), (-8, -20, -75)]],
-                                    np.array([14, 14, 13, 12, 11, 10.5, 10, 9.5]) * aorta_r)))
+                                    np.array([14, 14, 13, 12, 11, 10.5, 10, 9.5]) * traits.aorta)))
     parts.append(Part("celiac_trunk", tube([at((-14, -10, 92)), at((-12, 8, 94)), at((-8, 15, 97))], 3.8)))
     parts.append(Part("inferior_vena_cava", tube([at(p) for p in [(25, -14, -75), (22, -12, 50), (25, -5, 120), (25, 15, 175), (28, 20, 190)]],
-                                                 [11, 11, 12, 12, 12])))
-    parts.append(Part("portal_vein_and_splenic_vein", tube([jitter(p, 2) for p in [(-75, -15, 95), (-35, -5, 78), (0, 0, 68), (25, 5, 80),
-                                                                                    (45, 5, 100)]], [5, 5.5, 6.5, 7, 6.5])))
+                                                 np.array([11, 11, 12, 12, 12]) * rng.uniform(0.85, 1.15))))
+    parts.append(Part("portal_vein_and_splenic_vein", tube([jitter(p, 3) for p in [(-75, -15, 95), (-35, -5, 78), (0, 0, 68), (25, 5, 80),
+                                                                                    (45, 5, 100)]], np.array([5, 5.5, 6.5, 7, 6.5]) * rng.uniform(0.85, 1.15))))
 
-    # lesions (drawn for everyone so the anatomy does not depend on the domain; painted by need)
+    # lesions (drawn for everyone so the anatomy does not depend on the domain; painted by need):
+    # liver lesions 3-40 mm in radius, a kidney tumour, simple kidney cysts (more common with age)
     for _ in range(1 + rng.poisson(1.0)):
         parts.append(Part("liver_tumor", ellipsoid(jitter((45 + rng.uniform(-50, 40), 5 + rng.uniform(-40, 40), 95 + rng.uniform(-25, 30)), 1),
-                                                   [rng.uniform(6, 18)] * 3), host="liver"))
+                                                   [float(np.clip(np.exp(rng.normal(np.log(10.0), 0.5)), 3, 40))] * 3, bumps=bumps(2, 0.1)),
+                          host="liver"))
     side = rng.choice([1, -1])
-    parts.append(Part("kidney_tumor", ellipsoid(jitter((62 * side, -40, 30 + rng.uniform(-35, 35)), 2), [rng.uniform(8, 16)] * 3),
+    parts.append(Part("kidney_tumor", ellipsoid(jitter((62 * side, -40, 30 + rng.uniform(-35, 35)), 2),
+                                                [float(np.clip(np.exp(rng.normal(np.log(13.0), 0.35)), 6, 35))] * 3, bumps=bumps(2, 0.1)),
                       host=f"kidney_{'right' if side > 0 else 'left'}"))
-    parts.append(Part("kidney_cyst", ellipsoid(jitter((78 * -side, -45, 30 + rng.uniform(-30, 30)), 2), [rng.uniform(5, 10)] * 3),
-                      host=f"kidney_{'left' if side > 0 else 'right'}"))
+    for _ in range(1 + rng.poisson(traits.age / 60.0)):
+        cyst_side = rng.choice([1, -1])
+        parts.append(Part("kidney_cyst", ellipsoid(jitter((75 * cyst_side, -45, 30 + rng.uniform(-35, 35)), 2),
+                                                   [float(np.clip(np.exp(rng.normal(np.log(7.0), 0.4)), 3, 25))] * 3),
+                          host=f"kidney_{'right' if cyst_side > 0 else 'left'}"))
 
     # skeleton: vertebral column with discs and canal, ribs, sternum, pelvis, femurs
     spine = [at((0, -50, -60)), at((0, -48, 120)), at((0, -44, 345))]
     parts.append(Part("bone", tube(spine, 20)))
     period, disc_phase = 32.0 * sz, rng.uniform(0, 32)
     for zc in np.arange(-60, 345, 32) * sz:
-        parts.append(Part("bone", ellipsoid(at((0, -82, zc / sz + 10)), size((17, 14, 11), 0.03))))
-        parts.append(Part("bone", ellipsoid(at((0, -97, zc / sz + 5)), size((4, 9, 10), 0.03))))
+        parts.append(Part("bone", ellipsoid(at((0, -82, zc / sz + 10)), size((17, 14, 11), spread=0.03))))
+        parts.append(Part("bone", ellipsoid(at((0, -97, zc / sz + 5)), size((4, 9, 10), spread=0.03))))
         if zc > -20 * sz:
-            parts.append(Part("bone", ellipsoid(at((0, -58, zc / sz + 12)), size((42, 6, 7), 0.03))))
+            parts.append(Part("bone", ellipsoid(at((0, -58, zc / sz + 12)), size((42, 6, 7), spread=0.03))))
     parts.append(Part("disc", region([-25, -75, -70 * sz], [25, -20, 350 * sz],
                                      lambda x, y, z: (np.mod(z - disc_phase, period) < 7.0) & (x ** 2 + (y + 48 * sy) ** 2 < 19.0 ** 2))))
     parts.append(Part("spinal_canal", tube([at((0, -78, -90)), at((0, -78, 345))], 8)))
@@ -405,15 +386,16 @@ def make_subject(seed: int, index: int) -> Subject:
     parts.append(Part("bone", ellipsoid(at((0, -62, -130)), size((45, 18, 55)), (30, 0, 0))))  # sacrum
     for side in (1, -1):
         parts.append(Part("bone", ellipsoid(at((88 * side, -42, -92)), size((12, 55, 55)), (0, 0, -40 * side))))  # iliac wing
-        parts.append(Part("bone", ellipsoid(at((95 * side, 5, -215)), size((23, 23, 23), 0.03))))           # femoral head
+        parts.append(Part("bone", ellipsoid(at((95 * side, 5, -215)), size((23, 23, 23), spread=0.03))))           # femoral head
         parts.append(Part("bone", tube([at((95 * side, 5, -215)), at((122 * side, 5, -245)), at((125 * side, 10, -330))], [12, 14, 13])))
         parts.append(Part("bone", tube([at((88 * side, 12, -220)), at((8 * side, 55, -222))], 9)))           # pubis
         parts.append(Part("bone", tube([at((88 * side, -10, -225)), at((60 * side, -40, -262))], 11)))       # ischium
-    subject = Subject(seed, index, parts, z_scale=sz)
+    half_width = (float(ak.max()) + 12.0, float(bk.max()) + 12.0)   # the body and a margin: the reconstruction field
+    subject = Subject(seed, index, parts, z_scale=sz, traits=traits, half_width=half_width)
     for _ in range(3):  # smooth elastic deformation: three random plane waves, 150-300 mm long
         direction = rng.normal(size=3)
         k = direction / np.linalg.norm(direction) * 2 * np.pi / rng.uniform(150, 300)
-        subject.deformation.append((k, rng.uniform(-2.5, 2.5, 3), rng.uniform(0, 2 * np.pi)))
+        subject.deformation.append((k, rng.uniform(-4.0, 4.0, 3), rng.uniform(0, 2 * np.pi)))
     subject.deformation_mm = float(sum(np.abs(a).max() for _, a, _ in subject.deformation))
     return subject
 
@@ -429,6 +411,7 @@ class PhantomVolume:
     domain: str
     seed: int
     subject: int
+    scan: Scan | None = None    # the acquisition this volume came from (field of view, slice thickness, ...)
 
     @property
     def spacing(self) -> tuple[float, ...]:
@@ -458,12 +441,11 @@ class PhantomVolume:
                 if any(ATOM_ID[p] in present for p in COMPOSITES.get(s, (s,)))]
 
 
-def _grid(subject: Subject, fov: str, spacing: tuple[float, float, float]):
-    if fov not in FOVS:
-        raise ValueError(f"unknown field of view {fov!r}; known: {', '.join(FOVS)}")
-    z0, z1 = (np.array(FOVS[fov]) * subject.z_scale).tolist()
-    lo = np.array([-FOV_XY[0], -FOV_XY[1], z0])
-    shape = np.floor((np.array([FOV_XY[0], FOV_XY[1], z1]) - lo) / np.asarray(spacing)).astype(int) + 1
+def _grid(subject: Subject, z_range: tuple[float, float], spacing: tuple[float, float, float]):
+    z0, z1 = z_range
+    hx, hy = subject.half_width
+    lo = np.array([-hx, -hy, z0])
+    shape = np.floor((np.array([hx, hy, z1]) - lo) / np.asarray(spacing)).astype(int) + 1
     axes = [lo[i] + np.arange(shape[i]) * spacing[i] for i in range(3)]
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = lo
@@ -472,16 +454,17 @@ def _grid(subject: Subject, fov: str, spacing: tuple[float, float, float]):
 
 def render(subject: Subject, domain: Domain | str, spacing: float | tuple[float, float, float] | None = None,
            fov: str | None = None) -> PhantomVolume:
-    """Rasterise a subject as seen by a domain's scanner.
+    """Rasterise a subject as one of a domain's scanners sees it.
 
     Args:
         subject: from :func:`make_subject`.
         domain: a :class:`Domain` or its name.
         spacing: voxel size in mm (one number for isotropic, or x, y, z); default: the domain's.
-        fov: field of view name; default: the domain's.
+        fov: force a field of view with its nominal ends; default: drawn from the domain's mix,
+            with ends that fall where this scan put them.
 
     Returns:
-        A :class:`PhantomVolume` with ``image`` (X, Y, Z) in HU and the atom map.
+        A :class:`PhantomVolume` with ``image`` (X, Y, Z) in HU, the atom map and the scan.
     """
     domain = get_domain(domain) if isinstance(domain, str) else domain
     spacing = domain.spacing if spacing is None else spacing
@@ -490,21 +473,22 @@ def render(subject: Subject, domain: Domain | str, spacing: float | tuple[float,
         raise ValueError(f"spacing must be positive millimetres, got {spacing}")
     if max(spacing) > 20:
         raise ValueError(f"spacing {spacing} mm is coarser than 20 mm: organs would vanish")
-    axes, affine = _grid(subject, fov or domain.fov, spacing)
+    rng = scan_rng(subject.seed, subject.index, domain.name)
+    scan = draw_scan(domain, rng, subject.z_scale, 2 * subject.half_width[0], fov)
+    axes, affine = _grid(subject, scan.z_range, spacing)
     if np.prod([len(a) for a in axes]) > 80e6:
         raise ValueError(f"spacing {spacing} mm gives {[len(a) for a in axes]} voxels (over 80 million)")
     atoms = _paint(subject, axes, domain.lesion_rate)
     if (atoms == 0).all():
-        raise ValueError(f"field of view {fov or domain.fov!r} holds no body for subject {subject.index}")
-    rng = np.random.default_rng([subject.seed, subject.index, zlib.crc32(domain.name.encode())])
-    image = _appearance(atoms, domain, np.asarray(spacing), rng)
-    return PhantomVolume(image, atoms, affine, domain.name, subject.seed, subject.index)
+        raise ValueError(f"field of view {scan.fov!r} holds no body for subject {subject.index}")
+    image = hounsfield(_tissue(atoms, rng), domain, scan, np.asarray(spacing), rng)
+    return PhantomVolume(image, atoms, affine, domain.name, subject.seed, subject.index, scan)
 
 
 def _paint(subject: Subject, axes: list[np.ndarray], lesion_rate: float) -> np.ndarray:
     """Paint every part into an atom map, later parts over earlier ones."""
-    x, y, z = np.meshgrid(*axes, indexing="ij")
-    qx, qy, qz = subject.deform(x.astype(np.float32), y.astype(np.float32), z.astype(np.float32))
+    x, y, z = np.meshgrid(*(a.astype(np.float32) for a in axes), indexing="ij")
+    qx, qy, qz = subject.deform(x, y, z)
     atoms = np.zeros(x.shape, np.uint8)
     margin = subject.deformation_mm + 1.0
     lesion_draw = np.random.default_rng([subject.seed, subject.index, 0x1E]).uniform()
@@ -526,10 +510,9 @@ def _paint(subject: Subject, axes: list[np.ndarray], lesion_rate: float) -> np.n
     return atoms
 
 
-def _appearance(atoms: np.ndarray, domain: Domain, spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Hounsfield units: tissue values, walls, gas, texture, point-spread blur and scanner noise."""
-    if domain.phase not in PHASES:
-        raise ValueError(f"unknown contrast phase {domain.phase!r}; known: {PHASES}")
+def _tissue(atoms: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Atom map -> tissue index map (into ``TISSUE_HU``): walls of hollow organs and bone, gas
+    risen to the anterior part of the bowel (a supine patient)."""
     tissues = list(TISSUE_HU)
     tissue_of_atom = np.array([tissues.index(t) for _, _, t in ATOMS])
     tissue = tissue_of_atom[atoms]
@@ -539,24 +522,12 @@ def _appearance(atoms: np.ndarray, domain: Domain, spacing: np.ndarray, rng: np.
     gi = np.isin(atoms, [ATOM_ID["stomach"], ATOM_ID["duodenum"], ATOM_ID["colon"]])
     gas_level = np.quantile(np.nonzero(gi)[1], rng.uniform(0.75, 0.9)) if gi.any() else np.inf
     gas = gi & (tissue == tissues.index("gi_content")) & (np.arange(atoms.shape[1])[None, :, None] > gas_level)
-    tissue[gas] = tissues.index("gas")  # supine patient: gas rises to the anterior part
-
-    phase = PHASES.index(domain.phase)
-    enhancement = rng.uniform(0.85, 1.15)  # how much contrast reached this patient
-    lut = np.array([(v[0] + (v[phase] - v[0]) * enhancement) + rng.normal(0, 3) for v in TISSUE_HU.values()], np.float32)
-    hu = lut[tissue]
-    texture = ndimage.gaussian_filter(rng.standard_normal(atoms.shape).astype(np.float32), 2.0 / spacing)
-    texture /= texture.std() + 1e-6
-    amp = np.array([TEXTURE_HU.get(t, 4.0) for t in tissues], np.float32)
-    hu += texture * amp[tissue]
-    hu = ndimage.gaussian_filter(hu, domain.blur_mm / spacing)           # partial volume at edges
-    noise = ndimage.gaussian_filter(rng.standard_normal(atoms.shape).astype(np.float32), 0.6)
-    hu += noise * (domain.noise_hu / (noise.std() + 1e-6))
-    hu = hu * domain.hu_scale + domain.hu_offset
-    return np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+    tissue[gas] = tissues.index("gas")
+    return tissue
 
 
 def generate(seed: int, subject: int, domain: str = "btcv_like", spacing=None, fov: str | None = None) -> PhantomVolume:
-    """Generate one phantom volume: ``generate(0, 3, 'flare_like', spacing=3.0)``."""
+    """Generate one phantom volume: ``generate(0, 3, 'flare_like', spacing=3.0)``; the subject
+    comes from the domain's population."""
     dom = get_domain(domain)
-    return render(make_subject(seed, subject), dom, spacing, fov)
+    return render(make_subject(seed, subject, dom.population), dom, spacing, fov)
