@@ -21,7 +21,7 @@ from fseft_lab.adapt import AdaptConfig
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.experiments import RUN_KEY, append_rows, run, summary, write_manifest
 from fseft_lab.methods.adaptive_lora import AdaptiveLoRAConfig, learned_ranks
-from fseft_lab.models.zoo import WEIGHTS_DIR, load_foundation, sha256
+from fseft_lab.models.zoo import WEIGHTS_DIR, checkpoint_geometry, load_foundation, sha256
 from fseft_lab.profiles import get_profile
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     prof = get_profile(args.profile)
     start = time.perf_counter()
     ds = export_phantom(args.data / f"totalseg_like_{prof.name}", "totalsegmentator", cases=prof.target_cases, seed=0,
-                        spacing=prof.spacing_mm, overwrite=True, progress=False)
+                        spacing=checkpoint_geometry(args.checkpoint).spacing_mm, overwrite=True, progress=False)
     foundation = load_foundation(args.checkpoint)
     ranks_csv = args.out.with_name(f"{args.out.stem}_ranks.csv")
     table = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=RUN_KEY)

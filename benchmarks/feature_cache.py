@@ -33,13 +33,14 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="phantom_cpu")
     args = parser.parse_args()
     prof = get_profile(args.profile)
-    print(f"{platform.machine()} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
-          f"profile {prof.name} ({prof.patch_size}^3, {prof.crops_per_volume} crops per volume) | k = {args.k}")
     foundation = load_foundation(args.checkpoint)
+    geometry = foundation.geometry
+    print(f"{platform.machine()} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+          f"profile {prof.name} ({geometry}, {prof.crops_per_volume} crops per volume) | k = {args.k}")
     with tempfile.TemporaryDirectory() as tmp:
-        ds = export_phantom(Path(tmp) / "target", "totalsegmentator", cases=args.k + 1, seed=7, spacing=prof.spacing_mm,
+        ds = export_phantom(Path(tmp) / "target", "totalsegmentator", cases=args.k + 1, seed=7, spacing=geometry.spacing_mm,
                             num_test=1, progress=False)
-        support = load_cases(ds, ds.case_ids[: args.k], [args.task], prof.name)
+        support = load_cases(ds, ds.case_ids[: args.k], [args.task], geometry)
     print(f"{'method':16s} {'uncached s/epoch':>17s} {'cached s/epoch':>15s} {'ratio':>7s} {'cache build s':>14s} "
           f"{'max |dW|':>9s}")
     for method in ("linear_probe", "spatial_adapter"):

@@ -32,13 +32,14 @@ def measure(method: str, profile: str, epochs: int, data: str, checkpointing: bo
     from fseft_lab.models.zoo import load_foundation
     from fseft_lab.profiles import get_profile
 
-    width = get_profile(profile).feature_size
+    geometry = get_profile(profile).geometry
+    width = geometry.feature_size
     torch.manual_seed(0)
-    foundation = FoundationModel(width, use_checkpoint=checkpointing)
+    foundation = FoundationModel(width, use_checkpoint=checkpointing, geometry=geometry)
     if width == 12:
         foundation.load_state_dict(load_foundation("phantom_cpu").state_dict())
     ds = open_dataset(data)
-    support = load_cases(ds, ds.case_ids[:1], ["liver"], profile)
+    support = load_cases(ds, ds.case_ids[:1], ["liver"], geometry)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = adapt(foundation, method, support, config=AdaptConfig(epochs=epochs, stop_patience=0), profile=profile,
@@ -69,12 +70,12 @@ def main() -> None:
     prof = get_profile(args.profile)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"{platform.machine()} | {torch.get_num_threads()} threads | torch {torch.__version__} | {device} | "
-          f"profile {prof.name}: F = {prof.feature_size}, {prof.patch_size}^3, {prof.crops_per_volume} crops per step, k = 1"
+          f"profile {prof.name}: F = {prof.geometry.feature_size}, {prof.geometry.patch_size}^3, {prof.crops_per_volume} crops per step, k = 1"
           + (", activation checkpointing" if args.checkpointing else ""), flush=True)
     print(f"{'method':16s} {'trainable':>10s} {'cache':>6s} {'1st epoch s':>12s} {'s/epoch':>8s} {'peak MB':>8s} {'adapter KB':>11s}")
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
-        ds = export_phantom(Path(tmp) / "target", "totalsegmentator", cases=2, seed=11, spacing=prof.spacing_mm,
+        ds = export_phantom(Path(tmp) / "target", "totalsegmentator", cases=2, seed=11, spacing=prof.geometry.spacing_mm,
                             num_test=1, progress=False)
         for method in args.methods or method_names():
             job = (method, prof.name, args.epochs, str(ds.root), args.checkpointing)

@@ -23,12 +23,12 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=5)
     args = parser.parse_args()
     profile = get_profile(args.profile)
-    print(f"profile {profile.name}: {profile.spacing_mm} mm | {platform.processor() or platform.machine()} | numpy {np.__version__}")
+    print(f"profile {profile.name}: {profile.geometry.spacing_mm} mm | {platform.processor() or platform.machine()} | numpy {np.__version__}")
     for domain in ("btcv_like", "totalseg_like", "flare_like"):
         seconds, shapes = [], []
         for i in range(args.cases):
             start = time.perf_counter()
-            vol = phantom.generate(0, i, domain, spacing=profile.spacing_mm)
+            vol = phantom.generate(0, i, domain, spacing=profile.geometry.spacing_mm)
             seconds.append(time.perf_counter() - start)
             shapes.append(vol.image.shape)
         print(f"{domain:14s} {str(shapes[0]):16s} "
@@ -36,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for layout in ("totalsegmentator", "msd"):
             start = time.perf_counter()
-            ds = export_phantom(Path(tmp) / layout, layout, cases=args.cases, spacing=profile.spacing_mm,
+            ds = export_phantom(Path(tmp) / layout, layout, cases=args.cases, spacing=profile.geometry.spacing_mm,
                                 num_test=1, progress=False)
             size = sum(p.stat().st_size for p in ds.root.rglob("*") if p.is_file())
             print(f"export {layout:16s} {args.cases} cases: {time.perf_counter() - start:.1f} s, "

@@ -37,10 +37,10 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()} | {torch.get_num_threads()} threads | torch {torch.__version__} | {device}")
     for name in args.profiles:
         p = get_profile(name)
-        model = FoundationModel(p.feature_size).to(device)
+        model = FoundationModel(p.geometry.feature_size).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
-        x = torch.rand(args.crops, 1, *(p.patch_size,) * 3, device=device)
-        target = (torch.rand(args.crops, 29, *(p.patch_size,) * 3, device=device) > 0.95).float()
+        x = torch.rand(args.crops, 1, *(p.geometry.patch_size,) * 3, device=device)
+        target = (torch.rand(args.crops, 29, *(p.geometry.patch_size,) * 3, device=device) > 0.95).float()
         annotated = torch.ones(args.crops, 29, device=device)
         times = []
         for _ in range(args.steps + 1):  # the first step warms up
@@ -55,14 +55,14 @@ def main() -> None:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
         step = sum(times[1:]) / args.steps
-        volume = phantom.generate(0, 0, "btcv_like", spacing=p.spacing_mm)
+        volume = phantom.generate(0, 0, "btcv_like", spacing=p.geometry.spacing_mm)
         image = torch.from_numpy(((volume.image.clip(-175, 250) + 175) / 425).astype("float32"))[None, None]
         model.eval()
         start = time.perf_counter()
         with torch.no_grad():
-            predict(model, image, p.patch_size)
+            predict(model, image, p.geometry.patch_size)
         infer = time.perf_counter() - start
-        print(f"{name:6s} feature {p.feature_size:2d} patch {p.patch_size}^3 x{args.crops}: {step:6.2f} s/step "
+        print(f"{name:6s} feature {p.geometry.feature_size:2d} patch {p.geometry.patch_size}^3 x{args.crops}: {step:6.2f} s/step "
               f"({1 / step:.2f} steps/s), peak memory {peak_memory_gb(device):.1f} GB; "
               f"inference {infer:.1f} s for a {tuple(image.shape[2:])} volume")
 

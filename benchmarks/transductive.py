@@ -25,7 +25,7 @@ import torch
 from fseft_lab.adapt import AdaptConfig
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.experiments import run_grid, summary, write_manifest
-from fseft_lab.models.zoo import WEIGHTS_DIR, load_foundation, sha256
+from fseft_lab.models.zoo import WEIGHTS_DIR, checkpoint_geometry, load_foundation, sha256
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import TransductiveConfig
 
@@ -47,7 +47,7 @@ def main() -> None:
     prof = get_profile(args.profile)
     start = time.perf_counter()
     ds = export_phantom(args.data / f"totalseg_like_{prof.name}", "totalsegmentator", cases=prof.target_cases, seed=0,
-                        spacing=prof.spacing_mm, overwrite=True, progress=False)
+                        spacing=checkpoint_geometry(args.checkpoint).spacing_mm, overwrite=True, progress=False)
     foundation = load_foundation(args.checkpoint)
     trunk_cache: dict = {}  # banks and test-volume features, shared by every variant of a draw
     signal.signal(signal.SIGTERM, _interrupt)  # kill / a time limit stops as Ctrl-C does: the manifest is still written

@@ -37,6 +37,7 @@ from fseft_lab.data.transforms import training_crops
 from fseft_lab.evaluate import evaluate, trunk_features
 from fseft_lab.methods import build, get_method, proximal_step, trainable_parameters
 from fseft_lab.pretrain import warmup_cosine
+from fseft_lab.models.foundation import resolve_geometry
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import QueryTerm, TransductiveConfig
 
@@ -158,7 +159,8 @@ def plateaued(dice_losses: Sequence[float], cfg: AdaptConfig) -> bool:
 def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multiclass: bool = False,
           decoder: str = "frozen", validation: Sequence[dict] = (), config: AdaptConfig | None = None,
           profile: str | None = None, bank_cache: dict | None = None, query: Sequence[dict] = (),
-          transductive: TransductiveConfig | None = None, progress: bool = True, **options) -> Adapted:
+          transductive: TransductiveConfig | None = None, progress: bool = True, patch_size: int | None = None,
+          **options) -> Adapted:
     """Adapt ``foundation`` to the task the support volumes are labelled for.
 
     Args:
@@ -179,9 +181,12 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
         transductive: :class:`TransductiveConfig`; needs a frozen trunk (only the head trains).
             Training then runs every epoch (no early stop, as in the reference schedule), since
             the query term starts part-way through.
+        patch_size: crop and sliding-window size; default: the foundation model's own
+            (:func:`~fseft_lab.models.foundation.resolve_geometry`).
         options: the method's own options (e.g. ``rank=8`` for LoRA).
     """
     cfg, prof = config or AdaptConfig(), get_profile(profile)
+    patch = patch_size or resolve_geometry(foundation, profile).patch_size
     crops = cfg.crops_per_volume or prof.crops_per_volume
     if not 0.0 <= cfg.pos_fraction <= 1.0:
         raise ValueError(f"pos_fraction={cfg.pos_fraction} must lie in [0, 1]")
@@ -205,24 +210,24 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
 
     start = time.perf_counter()
     bank_size = cfg.crop_bank or (8 * crops if cached else None)
-    banks = [draw_crops(case, bank_size, prof.patch_size, cfg.pos_fraction, seed=_seed(cfg.seed, -1, v))
+    banks = [draw_crops(case, bank_size, patch, cfg.pos_fraction, seed=_seed(cfg.seed, -1, v))
              for v, case in enumerate(support)] if bank_size else None
     if cached:  # the trunk once per banked crop; a shared bank_cache also spares the next frozen-trunk method
         bank_cache = {} if bank_cache is None else bank_cache
         for v, (images, labels) in enumerate(tqdm(banks, desc="caching trunk features", disable=not progress, leave=False)):
-            key = (id(foundation), structures, support[v].get("case"), v, cfg.seed, bank_size, prof.patch_size, cfg.pos_fraction)
+            key = (id(foundation), structures, support[v].get("case"), v, cfg.seed, bank_size, patch, cfg.pos_fraction)
             if key not in bank_cache:
                 bank_cache[key] = _trunk(model, images, crops, device)
             banks[v] = (bank_cache[key], labels)
         model.classifier.to(memory_format=torch.channels_last_3d)  # 3x faster 3x3x3 adapters on CPU
     if cached:  # validation volumes too: the trunk once, then only the head at each validation
-        validation = [{**c, "features": trunk_features(model, c["image"], prof.patch_size)} for c in validation]
+        validation = [{**c, "features": trunk_features(model, c["image"], patch)} for c in validation]
     term = None
     if transductive is not None:
         if not only_head_trains(model):
             raise ValueError(f"transductive inference updates only the adapter and head, but {method} "
                              f"(decoder {decoder}) trains the trunk; use a black-box method such as spatial_adapter")
-        term = QueryTerm(model, support, query, structures, multiclass, transductive, prof.patch_size, epochs, device)
+        term = QueryTerm(model, support, query, structures, multiclass, transductive, patch, epochs, device)
 
     dice_loss = DiceLoss(sigmoid=not multiclass, softmax=multiclass, batch=True)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
@@ -241,7 +246,7 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
             if banks:  # the bank holds its positive crops first: pick positives and negatives stratified
                 x, label = pick_from_bank(banks[v], rng, crops, cfg.pos_fraction)
             else:
-                x, label = draw_crops(support[v], crops, prof.patch_size, cfg.pos_fraction, seed=int(rng.integers(2**31)))
+                x, label = draw_crops(support[v], crops, patch, cfg.pos_fraction, seed=int(rng.integers(2**31)))
             x, target = x.to(device), task_target(label, len(structures), multiclass).to(device)
             if cached:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -278,7 +283,7 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
         stopped = term is None and plateaued([r["dice_loss"] for r in rows] + [row["dice_loss"]], cfg)
         last = stopped or epoch == epochs - 1
         if validation and cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or last):
-            row["val_dice"] = validation_dice(model, validation, prof.patch_size)
+            row["val_dice"] = validation_dice(model, validation, patch)
         rows.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         if stopped:

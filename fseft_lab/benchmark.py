@@ -106,12 +106,12 @@ def read_grid(path: str | Path) -> list[Block]:
     return blocks
 
 
-def block_dataset(block: Block, data_dir: str | Path, profile) -> CaseFolder:
-    """Export (or reuse) the phantom target dataset a block runs on."""
+def block_dataset(block: Block, data_dir: str | Path, profile, spacing_mm: float) -> CaseFolder:
+    """Export (or reuse) the phantom target dataset a block runs on, at the model's spacing."""
     d = block.dataset
-    name = f"{d['layout']}_{d.get('domain', 'default')}_seed{d.get('seed', 0)}_{profile.name}"
+    name = f"{d['layout']}_{d.get('domain', 'default')}_seed{d.get('seed', 0)}_{profile.name}_{spacing_mm:g}mm"
     return export_phantom(Path(data_dir) / name, d["layout"], cases=d.get("cases", profile.target_cases),
-                          seed=d.get("seed", 0), domain=d.get("domain"), spacing=profile.spacing_mm,
+                          seed=d.get("seed", 0), domain=d.get("domain"), spacing=spacing_mm,
                           template=d.get("template", "flare22"), num_test=d.get("num_test", 5), progress=False)
 
 
@@ -193,7 +193,7 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
     they end: one GPU is far from busy with one cpu-profile adaptation. ``shard``: be one of them.
     Pre-processed volumes are kept in ``data_dir/cache`` and shared by all workers.
     """
-    from fseft_lab.models.zoo import ZOO, get_checkpoint, local_path, sha256, weights_sha256
+    from fseft_lab.models.zoo import ZOO, checkpoint_geometry, get_checkpoint, local_path, sha256, weights_sha256
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -206,8 +206,9 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
         blocks = narrow(blocks, key, wanted, f"the grid {grid}" + (f" (its block {only!r})" if only else ""))
     prof, out_csv, start = get_profile(profile), Path(out_csv), time.perf_counter()
     weights = local_path(get_checkpoint(checkpoint)) if checkpoint in ZOO else Path(checkpoint)
+    spacing = checkpoint_geometry(checkpoint).spacing_mm          # the data is made at the model's own spacing
     if shard is not None:   # one of the workers of a benchmark that holds the lock
-        datasets = [block_dataset(block, data_dir, prof) for block in blocks]
+        datasets = [block_dataset(block, data_dir, prof, spacing) for block in blocks]
         return _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress, shard)
     with writing_to(out_csv):
         checksum, weights_checksum = sha256(weights), weights_sha256(weights)
@@ -218,7 +219,7 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
             raise ValueError(f"{out_csv} holds results of the foundation model whose weights have sha256 "
                              f"{measured_with[:12]}..., but {checkpoint} has {weights_checksum[:12]}...: one table, "
                              "one model; write to another --out")
-        datasets = [block_dataset(block, data_dir, prof) for block in blocks]  # exported once, before any worker starts
+        datasets = [block_dataset(block, data_dir, prof, spacing) for block in blocks]  # exported once, before any worker starts
         finished = False
         try:
             if workers > 1:

@@ -70,11 +70,12 @@ def _quickstart(args) -> None:
 
     profile = get_profile(args.profile)
     out = Path(args.out)
-    print(f"profile {profile.name}: {profile.spacing_mm} mm voxels, {profile.patch_size}^3 patches")
-    ds = export_phantom(out / "totalseg_like", "totalsegmentator", cases=profile.target_cases, seed=args.seed,
-                        spacing=profile.spacing_mm, overwrite=args.overwrite)
-    print(f"target dataset: {ds.root} ({len(ds.cases)} cases, {len(ds.test_ids)} test), task: {args.task}, k = 1")
     foundation = load_foundation(args.checkpoint)
+    geometry = foundation.geometry
+    print(f"profile {profile.name}, model {args.checkpoint}: {geometry}")
+    ds = export_phantom(out / "totalseg_like", "totalsegmentator", cases=profile.target_cases, seed=args.seed,
+                        spacing=geometry.spacing_mm, overwrite=args.overwrite)
+    print(f"target dataset: {ds.root} ({len(ds.cases)} cases, {len(ds.test_ids)} test), task: {args.task}, k = 1")
     total = sum(p.numel() for p in foundation.parameters())
     tables, lines, trunk_cache = [], [], {}  # the three methods share the frozen trunk's test features
     for method in ("zero_shot", "linear_probe", "spatial_adapter"):
@@ -114,7 +115,8 @@ def _adapt(args) -> None:
             rows, result = run(foundation, dataset, args.task, args.method, k, seed, decoder=args.decoder,
                                profile=args.profile, config=config, largest_component=args.largest_component,
                                save_adapter_to=adapter, transductive=transductive,
-                               adapter_meta={"checkpoint": str(args.checkpoint)}, cache_dir=args.cache, **options)
+                               adapter_meta={"checkpoint": str(args.checkpoint)}, cache_dir=args.cache,
+                               spacing_mm=args.spacing, patch_size=args.patch, **options)
             append_rows(rows, args.out)
             print(f"{args.method} {args.task} k={k} seed={seed}: Dice {rows.dice.mean():.3f} on {rows.case.nunique()} test "
                   f"cases | {result.trainable:,} trainable | {result.epochs_run} epochs, {result.train_seconds:.1f} s"
@@ -180,9 +182,9 @@ def _methods(args) -> None:
     from fseft_lab.profiles import get_profile
 
     profile = get_profile(args.profile)
-    foundation = FoundationModel(profile.feature_size)
+    foundation = FoundationModel(profile.geometry.feature_size)
     total = sum(p.numel() for p in foundation.parameters())
-    print(f"profile {profile.name}: SwinUNETR feature size {profile.feature_size}, {total:,} parameters, binary task")
+    print(f"profile {profile.name}: SwinUNETR feature size {profile.geometry.feature_size}, {total:,} parameters, binary task")
     print(f"{'method':16s} {'trainable':>11s} {'of model':>9s} {'lr':>7s}  what it trains")
     for name in method_names():
         spec = REGISTRY[name]
@@ -248,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--decoder", choices=["frozen", "fine-tuned", "new"], default="frozen")
     a.add_argument("--profile", default=None, help="cpu, gpu, paper or auto")
     a.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the profile's)")
+    a.add_argument("--spacing", type=float, default=None, metavar="MM",
+                   help="force another voxel size than the model was trained at (default: the model's; warns)")
+    a.add_argument("--patch", type=int, default=None, metavar="N",
+                   help="force another patch size than the model was trained at (default: the model's; warns)")
     a.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
     a.add_argument("--largest-component", action="store_true", help="keep each structure's largest component")
     a.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",

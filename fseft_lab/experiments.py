@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -28,21 +28,21 @@ from fseft_lab.data.layouts import CaseFolder
 from fseft_lab.data.transforms import preprocess
 from fseft_lab.evaluate import evaluate, trunk_features
 from fseft_lab.methods import get_method, save_adapter
-from fseft_lab.profiles import get_profile
+from fseft_lab.models.foundation import resolve_geometry
+from fseft_lab.profiles import Geometry, get_profile
 from fseft_lab.transductive import TransductiveConfig
 
 #: The columns that identify a run: a grid skips runs whose key is already in its CSV.
 RUN_KEY = ["task", "method", "decoder", "transductive", "k", "seed"]
 
 
-def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequence[str], profile: str | None = None,
+def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequence[str], geometry: Geometry,
                cache_dir: str | Path | None = None) -> list[dict]:
-    """Load and pre-process cases for a task (label value i = ``structures[i - 1]``); with
-    ``cache_dir``, through the on-disk cache of :mod:`fseft_lab.data.cache`."""
+    """Load and pre-process cases for a task (label value i = ``structures[i - 1]``) at a model's
+    geometry; with ``cache_dir``, through the on-disk cache of :mod:`fseft_lab.data.cache`."""
     if cache_dir is not None:
-        return list(CachedCases(dataset, structures, profile, cache_dir, case_ids))
-    prof = get_profile(profile)
-    chain = preprocess(prof.spacing_mm, prof.patch_size)
+        return list(CachedCases(dataset, structures, geometry, cache_dir, case_ids))
+    chain = preprocess(geometry.spacing_mm, geometry.patch_size)
     return [chain(dataset.load(c, tuple(structures))) for c in case_ids]
 
 
@@ -59,6 +59,24 @@ def _check_labelled(dataset: CaseFolder, support: list[dict], structures: Sequen
                              f"of {dataset.root}: check the label map, or that these scans show the structure")
 
 
+_SHOWN: dict[tuple, bool] = {}
+
+
+def showing(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequence[str]) -> list[str]:
+    """The cases whose labels show at least one of ``structures``: an organ may be absent
+    (removed by surgery) or outside the scan's field of view, as in TotalSegmentator, whose masks
+    are then empty. Support, validation and test volumes are drawn among these, as the paper's
+    task splits hold volumes that show their structure. Read once per (folder, case, structures)."""
+    shown = []
+    for case in case_ids:
+        key = (str(dataset.root), case, tuple(structures))
+        if key not in _SHOWN:
+            _SHOWN[key] = bool((dataset.load(case, tuple(structures))["label"] > 0).any())
+        if _SHOWN[key]:
+            shown.append(case)
+    return shown
+
+
 def trunk_key(foundation, dataset: CaseFolder, case_id: str) -> tuple:
     """Key of a test volume's trunk features in a ``trunk_cache``."""
     return id(foundation), str(dataset.root), case_id
@@ -68,7 +86,8 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
         profile: str | None = None, config: AdaptConfig | None = None, largest_component: bool = False,
         save_adapter_to: str | Path | None = None, validate: bool = False, trunk_cache: dict | None = None,
         test: Sequence[str] | None = None, transductive: TransductiveConfig | None = None, progress: bool = True,
-        adapter_meta: dict | None = None, cache_dir: str | Path | None = None, **options) -> tuple[pd.DataFrame, Adapted]:
+        adapter_meta: dict | None = None, cache_dir: str | Path | None = None, spacing_mm: float | None = None,
+        patch_size: int | None = None, **options) -> tuple[pd.DataFrame, Adapted]:
     """Adapt ``foundation`` to ``task`` with k shots (draw ``seed``) and score the test volumes.
 
     ``validate`` scores the split's validation volume during training (the learning curve's
@@ -80,34 +99,38 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     column names the mode (``none`` without). ``adapter_meta``: more fields for the adapter file
     (e.g. the checkpoint it was trained from). ``cache_dir``: keep pre-processed volumes there
     (:class:`fseft_lab.data.cache.CachedCases`), so the next run skips reading and resampling.
+    Volumes are resampled to the foundation model's own geometry (spacing, patch); ``spacing_mm``
+    and ``patch_size`` force another one, with a warning (:func:`resolve_geometry`).
     """
     structures, multiclass = task_structures(task)
+    geometry = resolve_geometry(foundation, profile, spacing_mm, patch_size)
     get_method(method)  # an unknown method fails before any data is loaded
     lacking = dataset.lacking(structures)
     if lacking:
         warnings.warn(f"{len(lacking)} case(s) of {dataset.root} have no mask for part of task {task!r} and are left out: "
                       + ", ".join(f"{case} (no {', '.join(names)})" for case, names in sorted(lacking.items())), stacklevel=2)
-    usable = [c for c in dataset.case_ids if c not in lacking]
-    split = few_shot_split(usable, k, seed, test=[c for c in dataset.test_ids if c not in lacking] or None)
+    usable = showing(dataset, [c for c in dataset.case_ids if c not in lacking], structures)
+    split = few_shot_split(usable, k, seed, test=[c for c in dataset.test_ids if c in usable] or None)
     test_ids = list(test) if test is not None else split.test
-    support = load_cases(dataset, split.support, structures, profile, cache_dir)
+    support = load_cases(dataset, split.support, structures, geometry, cache_dir)
     _check_labelled(dataset, support, structures)
-    validation = load_cases(dataset, split.validation, structures, profile, cache_dir) if validate else []
-    test_cases = load_cases(dataset, test_ids, structures, profile, cache_dir)
+    validation = load_cases(dataset, split.validation, structures, geometry, cache_dir) if validate else []
+    test_cases = load_cases(dataset, test_ids, structures, geometry, cache_dir)
     if transductive is not None:  # the query volumes' trunk features are needed during training
-        _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, profile, progress)
+        _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, geometry, progress)
     result = adapt(foundation, method, support, multiclass=multiclass, decoder=decoder, validation=validation,
                    config=replace(config or AdaptConfig(), seed=seed), profile=profile, progress=progress,
+                   patch_size=geometry.patch_size,
                    bank_cache=None if trunk_cache is None else trunk_cache.setdefault(("banks", str(dataset.root)), {}),
                    query=[{k: v for k, v in c.items() if k != "label"} for c in test_cases] if transductive else (),
                    transductive=transductive, **options)
     if save_adapter_to:
         save_adapter(result.model, save_adapter_to, task=task, k=k, seed=seed, support=list(split.support),
-                     profile=get_profile(profile).name, **(adapter_meta or {}))
+                     profile=get_profile(profile).name, geometry=asdict(geometry), **(adapter_meta or {}))
     if trunk_cache is not None and frozen_trunk(result.model):
-        _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, profile, progress)
+        _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, geometry, progress)
     channels = list(range(1, len(structures) + 1)) if multiclass else list(range(len(structures)))
-    table = evaluate(result.model, test_cases, channels, get_profile(profile).patch_size, multiclass, largest_component,
+    table = evaluate(result.model, test_cases, channels, geometry.patch_size, multiclass, largest_component,
                      progress=progress, masks_out=result.test_masks, task=task, method=method, decoder=decoder,
                      transductive=transductive.mode if transductive else "none", k=k, seed=seed,
                      trainable_params=result.trainable, train_seconds=round(result.train_seconds, 2),
@@ -116,14 +139,14 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
 
 
 def _attach_trunk_features(foundation, dataset: CaseFolder, cases: list[dict], trunk_cache: dict | None,
-                           profile: str | None, progress: bool) -> None:
+                           geometry: Geometry, progress: bool) -> None:
     """Give each case its frozen trunk's features, computed once per (model, dataset, case)."""
     trunk_cache = {} if trunk_cache is None else trunk_cache
     keys = [trunk_key(foundation, dataset, c["case"]) for c in cases]
     for case, key in tqdm(list(zip(cases, keys)), desc="trunk features of the test volumes", leave=False,
                           disable=not progress or all(k in trunk_cache for k in keys)):
         if key not in trunk_cache:
-            trunk_cache[key] = trunk_features(foundation, case["image"], get_profile(profile).patch_size)
+            trunk_cache[key] = trunk_features(foundation, case["image"], geometry.patch_size)
         case["features"] = trunk_cache[key]
 
 

@@ -22,7 +22,7 @@ from monai.transforms import Invertd, LoadImaged
 from fseft_lab.data.layouts import save_nifti
 from fseft_lab.data.transforms import preprocess
 from fseft_lab.evaluate import predict, to_masks
-from fseft_lab.profiles import get_profile
+from fseft_lab.models.foundation import resolve_geometry
 
 
 def label_map(masks: torch.Tensor, multiclass: bool) -> torch.Tensor:
@@ -38,12 +38,13 @@ def label_map(masks: torch.Tensor, multiclass: bool) -> torch.Tensor:
 
 def segment(model: torch.nn.Module, image_path: str | Path, profile: str | None = None,
             largest_component: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(labels (X, Y, Z) uint8, affine) of a NIfTI CT in HU, on the file's own voxel grid."""
+    """(labels (X, Y, Z) uint8, affine) of a NIfTI CT in HU, on the file's own voxel grid; the
+    image is resampled to the model's own geometry (the profile's only if it has none)."""
     path = Path(image_path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image: {path}")
-    prof = get_profile(profile)
-    chain = preprocess(prof.spacing_mm, prof.patch_size, label=False)
+    geometry = resolve_geometry(model, profile)
+    chain = preprocess(geometry.spacing_mm, geometry.patch_size, label=False)
     try:
         data = LoadImaged("image", ensure_channel_first=True)({"image": str(path)})
     except Exception as err:
@@ -52,7 +53,7 @@ def segment(model: torch.nn.Module, image_path: str | Path, profile: str | None 
         raise ValueError(f"{path} has shape {tuple(data['image'].shape[1:])} with {data['image'].shape[0]} channels; "
                          "expected one 3-D volume")
     data = chain(data)
-    masks = to_masks(predict(model.eval(), data["image"][None], prof.patch_size), model.multiclass,
+    masks = to_masks(predict(model.eval(), data["image"][None], geometry.patch_size), model.multiclass,
                      largest_component=largest_component)
     data["pred"] = MetaTensor(label_map(masks, model.multiclass).float(), meta=data["image"].meta,
                               applied_operations=data["image"].applied_operations)

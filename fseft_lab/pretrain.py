@@ -24,7 +24,6 @@ import json
 import math
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -37,8 +36,9 @@ from tqdm.auto import tqdm
 
 from fseft_lab.data.layouts import export_phantom, open_dataset
 from fseft_lab.data.transforms import UniversalTargetd, preprocess
-from fseft_lab.models.foundation import FoundationModel
-from fseft_lab.profiles import get_profile
+from fseft_lab.models.foundation import FoundationModel, resolve_geometry
+from fseft_lab.models.zoo import GEOMETRY_KEY, geometry_state
+from fseft_lab.profiles import Geometry, get_profile
 
 #: Phantom source datasets: domain -> label template of the real dataset it imitates.
 SOURCES: dict[str, str] = {"btcv_like": "btcv", "lits_like": "lits", "kits_like": "kits",
@@ -124,21 +124,12 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 def phantom_sources(data_dir: Path, spacing_mm: float, cases: int, seed: int = 100, workers: int = 0) -> dict[str, str]:
-    """Export the five phantom source datasets (MSD layout, each with its real template), in
-    ``workers`` processes at once when there are several; returns folder -> template."""
+    """Export the five phantom source datasets (MSD layout, each with its real template), each
+    with ``workers`` processes generating its cases side by side; returns folder -> template."""
     jobs = [dict(out=Path(data_dir) / f"{domain}_{spacing_mm:g}mm_seed{seed + i}_{cases}cases", layout="msd", cases=cases,
                  seed=seed + i, domain=domain, spacing=spacing_mm, template=template, num_test=0, progress=False)
             for i, (domain, template) in enumerate(SOURCES.items())]
-    if workers > 1:
-        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-            roots = list(pool.map(_export, jobs))
-    else:
-        roots = [_export(job) for job in jobs]
-    return {str(root): job["template"] for root, job in zip(roots, jobs)}
-
-
-def _export(job: dict) -> Path:
-    return export_phantom(**job).root
+    return {str(export_phantom(**job, workers=max(1, workers)).root): job["template"] for job in jobs}
 
 
 def load_sources(sources: dict[str, str], spacing_mm: float, patch_size: int) -> list[list[dict]]:
@@ -263,9 +254,15 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
-    model = FoundationModel(profile.feature_size).to(device)
+    geometry = profile.geometry
+    model = FoundationModel(geometry.feature_size, geometry=geometry).to(device)
     if cfg.init:
-        model.load_state_dict({k: v.float() for k, v in torch.load(cfg.init, map_location=device, weights_only=True).items()})
+        state = torch.load(cfg.init, map_location=device, weights_only=True)
+        stored = state.pop(GEOMETRY_KEY, None)
+        if stored and Geometry(**stored) != geometry:
+            raise ValueError(f"--init {cfg.init} was trained at {Geometry(**stored)}, but profile {profile.name} "
+                             f"pre-trains at {geometry}: a model has one geometry")
+        model.load_state_dict({k: v.float() for k, v in state.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, steps))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
@@ -292,10 +289,10 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
         cases = cfg.cases_per_source or profile.cases_per_source
         if world > 1 and rank > 0:
             dist.barrier()  # rank 0 exports the phantom sources first; the others then reuse them
-        sources = cfg.sources or phantom_sources(cfg.data_dir, profile.spacing_mm, cases, workers=cfg.workers)
+        sources = cfg.sources or phantom_sources(cfg.data_dir, geometry.spacing_mm, cases, workers=cfg.workers)
         if world > 1 and rank == 0:
             dist.barrier()
-        data = load_sources(sources, profile.spacing_mm, profile.patch_size)
+        data = load_sources(sources, geometry.spacing_mm, geometry.patch_size)
     log_path = out / "log.csv"
     rows = []
     if start and log_path.is_file():  # keep only the rows the checkpoint has seen
@@ -308,7 +305,7 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
             writer.writerows(rows)
     ddp.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="pre-training", disable=not progress or rank > 0)
-    batches = torch.utils.data.DataLoader(StepCrops(data, cfg, rank, profile.patch_size, steps), batch_size=None,
+    batches = torch.utils.data.DataLoader(StepCrops(data, cfg, rank, geometry.patch_size, steps), batch_size=None,
                                           sampler=range(start, steps), num_workers=cfg.workers,
                                           pin_memory=device.type == "cuda")
     batches = iter(batches)
@@ -339,7 +336,7 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step + 1,
                               "elapsed": elapsed, "config": settings}, out / "checkpoint.pt")
     if rank == 0:
-        _save_atomic(half_precision(model.state_dict()), out / "model.pt")
+        _save_atomic({**half_precision(model.state_dict()), **geometry_state(geometry)}, out / "model.pt")
         (out / "run.json").write_text(json.dumps({**{k: str(v) for k, v in asdict(cfg).items()}, "steps": steps,
                                                   "train_seconds": round(elapsed, 1), "world_size": world,
                                                   "device": str(device)}, indent=1))
@@ -348,13 +345,17 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
     return model
 
 
-def zero_shot_phantoms(model: FoundationModel, profile: str = "cpu", domains: tuple[str, ...] | None = None,
+def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domains: tuple[str, ...] | None = None,
                        cases: int = 3, seed: int = 900, structures: tuple[str, ...] | None = None,
                        data_dir: Path = Path("data/heldout"), progress: bool = False):
-    """Zero-shot DSC of the foundation model on held-out phantoms of each domain (tidy table).
+    """Zero-shot DSC of the foundation model on held-out phantoms of each domain (tidy table), at
+    the model's own geometry.
 
     Held-out subjects come from population ``seed`` (the sources use 100-104, the course's
     targets 0-1), exported in MSD layout with the AMOS template, which names all nine base organs.
+    Each row says whether the structure is ``visible`` (any voxel in the scan: absent organs and
+    organs outside the field of view are not) and ``cut`` (it touches the scan's first or last
+    slice: labelled only as far as the field of view goes).
     """
     import pandas as pd
 
@@ -362,15 +363,19 @@ def zero_shot_phantoms(model: FoundationModel, profile: str = "cpu", domains: tu
     from fseft_lab.data.phantom import DOMAINS
     from fseft_lab.evaluate import evaluate
 
-    prof = get_profile(profile)
+    geometry = resolve_geometry(model, profile)
     structures = tuple(structures or BASE_ORGANS)
-    chain = preprocess(prof.spacing_mm, prof.patch_size)
+    chain = preprocess(geometry.spacing_mm, geometry.patch_size)
     model.eval()
     tables = []
     for domain in domains or tuple(DOMAINS):
-        ds = export_phantom(Path(data_dir) / f"{domain}_{prof.spacing_mm:g}mm_seed{seed}_{cases}cases", "msd", cases=cases, seed=seed,
-                            domain=domain, spacing=prof.spacing_mm, template="amos", num_test=0, progress=False)
-        loaded = [chain(ds.load(c, structures)) for c in ds.cases]
-        tables.append(evaluate(model, loaded, [template_index(s) for s in structures], prof.patch_size,
-                               progress=progress, domain=domain, source=domain in SOURCES))
+        ds = export_phantom(Path(data_dir) / f"{domain}_{geometry.spacing_mm:g}mm_seed{seed}_{cases}cases", "msd", cases=cases,
+                            seed=seed, domain=domain, spacing=geometry.spacing_mm, template="amos", num_test=0, progress=False)
+        raw = [ds.load(c, structures) for c in ds.cases]
+        seen = pd.DataFrame([{"case": r["case"], "structure": s, "visible": bool((r["label"] == v).any()),
+                              "cut": bool((r["label"][..., [0, -1]] == v).any())}
+                             for r in raw for v, s in enumerate(structures, start=1)])
+        table = evaluate(model, [chain(r) for r in raw], [template_index(s) for s in structures], geometry.patch_size,
+                         progress=progress, domain=domain, source=domain in SOURCES)
+        tables.append(table.merge(seen, on=["case", "structure"], how="left"))
     return pd.concat(tables, ignore_index=True)

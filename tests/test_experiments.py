@@ -9,6 +9,7 @@ from fseft_lab.data.layouts import open_dataset
 from fseft_lab.experiments import RUN_KEY, load_cases, run_grid
 from fseft_lab.methods import build, load_adapter_file
 from fseft_lab.models.zoo import load_foundation
+from fseft_lab.profiles import get_profile
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_tasks_and_missing_head_rows(dataset):
     with pytest.warns(UserWarning, match=r"no head row for \['liver'\]"):
         model = build(foundation, "linear_probe", ["liver"])
     assert not torch.equal(model.classifier.weight[0], foundation.classifier.weight[5])
-    case = load_cases(dataset, dataset.test_ids, ["liver"], "cpu")[0]
+    case = load_cases(dataset, dataset.test_ids, ["liver"], get_profile("cpu").geometry)[0]
     assert case["image"].shape[1:] == case["label"].shape[1:] and int(case["label"].max()) == 1
 
 

@@ -16,7 +16,8 @@ TotalSegmentator and FLARE/MSD folder layouts, phantom or real.
 
 **You will learn to**
 - read CT intensities in HU and explain the -175..250 HU window the model uses;
-- generate phantom subjects, view them with label overlays, and change the acquisition domain;
+- generate phantom subjects, see how a population of them varies (and how it compares with real
+  adults), view them with label overlays, and change the acquisition domain;
 - explain partial labels and the annotation mask $w_{n,c}$;
 - export, load and pre-process datasets in real layouts, and draw few-shot splits.
 
@@ -45,15 +46,18 @@ from fseft_lab import anatomy, viz
 from fseft_lab.data import phantom
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom, open_dataset
+from fseft_lab.data.population import REFERENCE_VOLUMES
 from fseft_lab.data.transforms import preprocess, training_crops
+from fseft_lab.models.zoo import checkpoint_geometry
 from fseft_lab.profiles import get_profile
 
 P = get_profile(profile)
+G = checkpoint_geometry("phantom_cpu")  # the course model's geometry: data is made at its voxel size
 torch.manual_seed(seed)
 monai.utils.set_determinism(seed)
 pd.set_option("display.width", 120)
 plt.rcParams["figure.dpi"] = 64  # small figures keep the committed notebook light
-print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name}")"""),
+print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name} | model geometry: {G}")"""),
 md("""## 1. CT in one paragraph
 
 A CT volume is a 3-D array of **Hounsfield units** (HU): X-ray attenuation relative to water, so
@@ -74,7 +78,7 @@ $$x = \frac{\operatorname{clip}(\mathrm{HU}, -175, 250) + 175}{425}.$$
 
 Everything below -175 HU (air, lung, fat) becomes 0; everything above 250 HU (bone, contrast-filled
 aorta) becomes 1. Here is one phantom subject, its intensity histogram and the window:"""),
-code("""volume = phantom.generate(seed, 0, "btcv_like", spacing=P.spacing_mm)
+code("""volume = phantom.generate(seed, 0, "btcv_like", spacing=G.spacing_mm)
 print(f"image {volume.image.shape} voxels of {volume.spacing} mm, dtype {volume.image.dtype}")
 fig, ax = plt.subplots(figsize=(7, 2.5))
 ax.hist(volume.image.ravel(), bins=200, range=(-1050, 1100), log=True, color="0.3")
@@ -85,38 +89,106 @@ plt.show()"""),
 md("""## 2. A phantom subject
 
 Real CT cannot be downloaded here, so the course draws its own. A phantom subject is a list of
-smooth shapes in millimetres (deformed ellipsoids for organs, swept tubes for vessels, the bowel
-and ribs, regions bounded by the diaphragm or the body wall), with realistic sizes and positions
-that vary from person to person. Painting the shapes one after another gives **one label per
-voxel**, and organs touch where later shapes overwrite earlier ones. Read the recipe in
-`fseft_lab/data/phantom.py` (`make_subject`)."""),
+smooth shapes in millimetres (lobulated ellipsoids for organs, swept tubes for vessels, the bowel
+and ribs, regions bounded by the diaphragm or the body wall), with realistic sizes and positions.
+Painting the shapes one after another gives **one label per voxel**, and organs touch where later
+shapes overwrite earlier ones. Read the recipe in `fseft_lab/data/phantom.py` (`make_subject`)."""),
 code("""structures = volume.structures_present()
 atomic = [s for s in structures if s not in anatomy.COMPOSITES]     # drop lung_right/left (unions of lobes)
 label = volume.label_map({i + 1: s for i, s in enumerate(atomic)})
 fig = viz.overlay_figure(volume.image, label, atomic, volume.spacing, title="subject 0, domain btcv_like")
 plt.show()"""),
-code("""ml = {s: volume.mask(s).sum() * np.prod(volume.spacing) / 1000 for s in anatomy.BASE_ORGANS}
-pd.Series(ml, name="volume (mL)").round(0).to_frame().T"""),
-md("""## 3. Domains: one body, many scanners
+md("""## 3. A population, not a patient
 
-A **domain** is a named set of acquisition parameters: contrast phase, noise, blur, spacing,
-field of view and an intensity calibration. The same subject looks different in each. The
-pre-training sources (`*_like` after BTCV, LiTS, KiTS, AMOS, CT-ORG) are mostly clean contrast
-scans of the abdomen; the two targets, TotalSegmentator-like and FLARE-like, come from other
-scanners and protocols. That gap is what makes zero-shot transfer imperfect and few labelled
-target volumes useful (notebooks 02-08)."""),
+Few-shot learning is about what one or five subjects cannot show you. If every phantom were the
+same person, one labelled volume would already show every shape the test volumes have. So each
+subject is drawn from a **population**: sex, age, body frame, subcutaneous and visceral fat, a
+size for every organ, organs removed by surgery (gallbladder, a kidney, the spleen), the filling
+of stomach and bladder, lobulated shapes. The distributions come from published CT volumetry and
+population studies, cited in `fseft_lab/data/population.py`; they were set once from those
+papers and never adjusted toward a course result. Eight subjects of one population, coronal slices:"""),
+code("""gallery = [phantom.make_subject(seed, i) for i in range(8)]
+shown = ["liver", "spleen", "kidney_right", "kidney_left", "stomach", "gallbladder", "urinary_bladder"]
+fig, axes = plt.subplots(1, 8, figsize=(13, 3.4))
+for ax, s in zip(axes, gallery):
+    v = phantom.render(s, "btcv_like", spacing=G.spacing_mm, fov="tap")
+    y = int(np.argwhere(v.mask("liver"))[:, 1].mean()) if v.mask("liver").any() else v.atoms.shape[1] // 2
+    lab = v.label_map({i + 1: n for i, n in enumerate(shown)})
+    viz.draw_slice(ax, v.image, lab, shown, view="coronal", index=y, spacing=v.spacing)
+    ax.set_title(f"{s.index}: {s.traits.sex}, {s.traits.age:.0f} y" + ("\nno " + ", ".join(sorted(s.traits.absent)) if s.traits.absent else ""),
+                 fontsize=7)
+plt.suptitle("eight subjects of population seed 0 (coronal, through the liver)", fontsize=9)
+plt.tight_layout()
+plt.show()"""),
+md("""How much do organs vary? Below, 60 subjects measured on whole bodies (at 5 mm to keep it quick)
+beside the published adult ranges. The **coefficient of variation** (CV = SD / mean) is the
+number to read: the first version of this phantom had a liver CV of 0.08, a cloned patient."""),
+code("""population = phantom.census(seed, 60, spacing=5.0)
+organs = ["liver", "spleen", "kidney_right", "pancreas", "stomach", "gallbladder", "urinary_bladder", "body"]
+present = population[organs].replace(0.0, np.nan)       # an absent organ has no size
+spread = pd.DataFrame({"phantom mean (mL)": present.mean(), "phantom CV": present.std() / present.mean()})
+spread["reference mean (mL)"] = [REFERENCE_VOLUMES[o][0] if o in REFERENCE_VOLUMES else np.nan for o in organs]
+spread["reference CV"] = [REFERENCE_VOLUMES[o][1] / REFERENCE_VOLUMES[o][0] if o in REFERENCE_VOLUMES else np.nan for o in organs]
+spread.round(2)"""),
+code("""# NBVAL_CHECK_OUTPUT
+print("phantom CV:", {o: round(float(spread.loc[o, "phantom CV"]), 1) for o in organs})
+print("absent:", population["absent"].str.split(", ").explode().replace("", np.nan).dropna().value_counts().to_dict(),
+      f"of {len(population)} subjects")"""),
+code("""ref = [o for o in organs if o in REFERENCE_VOLUMES]
+fig, axes = plt.subplots(1, len(ref), figsize=(10, 2.8))
+for ax, o in zip(axes, ref):
+    mean, sd, _ = REFERENCE_VOLUMES[o]
+    ax.axhspan(mean - 2 * sd, mean + 2 * sd, color="tab:green", alpha=0.15, label="published mean +- 2 SD")
+    ax.axhline(mean, color="tab:green", lw=1)
+    ax.scatter(np.random.default_rng(0).uniform(-0.2, 0.2, len(population)), present[o], s=9, color="0.25", label="phantom subject")
+    ax.set(title=o, xticks=[], ylabel="mL", xlim=(-0.5, 0.5))
+axes[0].legend(fontsize=7, loc="upper left")
+plt.suptitle("organ volumes: 60 phantom subjects against published adult ranges (sources in population.py)", fontsize=9)
+plt.tight_layout()
+plt.show()"""),
+md("""> **Phantom vs real CT: what the phantom cannot show.** Its organs are smooth, lobulated
+> ellipsoids and tubes, not real shapes: no liver segments, no renal sinus, no bowel folds, no
+> vessels inside organs. Textures are filtered noise, not tissue; there are no streaks, beam
+> hardening, metal or motion artefacts. Pathology is limited to round lesions and cysts and to
+> absent organs; there is no cirrhosis, hydronephrosis or post-operative anatomy. Its sizes follow
+> the published spreads only as far as the references above go, and the spleen's spread comes out
+> a little narrower than published. Methods that win on the phantom win on *this* variation; on
+> real CT, the variation is larger and different. The course says so wherever a result depends on it.
+
+"""),
+md("""## 4. Domains: one body, many scanners
+
+A **domain** is a kind of site: its contrast phase, noise, blur, native spacing, the body regions
+it scans (fields of view), its slice thicknesses, an intensity calibration, and the population it
+serves (research volunteers or routine clinical patients, who are older and more often operated
+on). Every scan draws its own acquisition from the domain's ranges. The pre-training sources
+(`*_like` after BTCV, LiTS, KiTS, AMOS, CT-ORG) are mostly contrast scans of the abdomen; the two
+targets, TotalSegmentator-like and FLARE-like, come from other scanners, protocols and patients.
+That gap is what makes zero-shot transfer imperfect and few labelled target volumes useful
+(notebooks 02-08)."""),
 code("""# NBVAL_CHECK_OUTPUT
 pd.DataFrame([vars(d) for d in phantom.DOMAINS.values()]).set_index("name")"""),
 code("""subject = phantom.make_subject(seed, 0)
 fig, axes = plt.subplots(1, len(phantom.DOMAINS), figsize=(2.3 * len(phantom.DOMAINS), 2.6))
 for ax, name in zip(axes, phantom.DOMAINS):
-    v = phantom.render(subject, name, spacing=P.spacing_mm, fov="abdomen")
+    v = phantom.render(subject, name, spacing=G.spacing_mm, fov="abdomen")
     liver_z = int(np.argwhere(v.mask("liver"))[:, 2].mean())
     viz.draw_slice(ax, v.image, view="axial", index=liver_z, spacing=v.spacing)
     ax.set_title(f"{name}\\n{phantom.DOMAINS[name].phase}", fontsize=8)
 plt.tight_layout()
 plt.show()"""),
-md(r"""## 4. Partial labels and the universal template
+md("""A TotalSegmentator-like site scans whatever the clinic asked for: the whole trunk, the thorax,
+the abdomen, the pelvis. Each scan's ends fall where the technician put them, so organs at the
+edge are **cut**, and labelled only as far as they are visible. Six scans of six subjects:"""),
+code("""fig, axes = plt.subplots(1, 6, figsize=(12, 3.6))
+for ax, i in zip(axes, range(6)):
+    v = phantom.generate(seed, i, "totalseg_like", spacing=G.spacing_mm)
+    lab = v.label_map({j + 1: n for j, n in enumerate(shown)})
+    viz.draw_slice(ax, v.image, lab, shown, view="coronal", index=v.atoms.shape[1] // 2, spacing=v.spacing)
+    ax.set_title(f"{v.scan.fov}\n{v.atoms.shape[2] * G.spacing_mm:.0f} mm, slices {v.scan.slice_mm:g} mm", fontsize=7)
+plt.tight_layout()
+plt.show()"""),
+md(r"""## 5. Partial labels and the universal template
 
 The foundation model has one sigmoid output per structure of a **universal template**: the paper's
 29 structures. No pre-training dataset labels all of them: LiTS labels the liver and its tumours,
@@ -147,7 +219,7 @@ template = pd.DataFrame({"structure": anatomy.UNIVERSAL_TEMPLATE,
                          "in phantom": [s in phantom.PHANTOM_STRUCTURES for s in anatomy.UNIVERSAL_TEMPLATE]})
 print(template.to_string())
 print({group: len(names) for group, names in anatomy.NOVEL_GROUPS.items()}, "novel structures, never labelled in pre-training")"""),
-md("""## 5. Real folder layouts
+md("""## 6. Real folder layouts
 
 Real datasets come in two layouts, and the phantom writes both, so the loaders that read the
 phantom read the real thing (notebook 10):
@@ -159,8 +231,8 @@ phantom read the real thing (notebook 10):
 Exports are atomic (written to a temporary folder, then renamed) and reused when the same dataset
 already exists, so re-running this cell is instant (`overwrite=True` replaces the course cache when a profile asks for a different one)."""),
 code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
-                    seed=seed, spacing=P.spacing_mm, overwrite=True, progress=False)
-flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=P.spacing_mm,
+                    seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
+flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=G.spacing_mm,
                        num_test=2, overwrite=True, progress=False)
 first = ts.cases[0]
 print(first.case_id, "/", first.image.name, "+", len(first.labels), "masks, e.g.", sorted(first.labels)[:4])
@@ -171,24 +243,24 @@ we want; the label map's value $i$ is the $i$-th requested structure."""),
 code("""# NBVAL_CHECK_OUTPUT
 case = ts.load(ts.cases[0], ["liver", "spleen", "kidney_left", "aorta"])
 print(type(case["image"]).__name__, tuple(case["image"].shape), case["image"].dtype, "| structures:", case["structures"])"""),
-md("""## 6. Pre-processing with MONAI
+md("""## 7. Pre-processing with MONAI
 
 Every volume goes through the same chain before the model sees it: orientation RAS, resampling
 to isotropic voxels, the HU window, a crop to the body and padding to at least one patch. For
 training, random **crops** of one patch are drawn, half centred on the structure (positive), half
 anywhere (negative). SwinUNETR halves the resolution five times, so a patch side must be a
 multiple of 32."""),
-code("""chain = preprocess(P.spacing_mm, P.patch_size)
+code("""chain = preprocess(G.spacing_mm, G.patch_size)
 ready = chain(case)
 print("before:", tuple(case["image"].shape[1:]), "after:", tuple(ready["image"].shape[1:]),
       "| intensity range", float(ready["image"].min()), "..", float(ready["image"].max()))
-crops = training_crops(P.patch_size, num_samples=4, pos=1, neg=1)(ready)
+crops = training_crops(G.patch_size, num_samples=4, pos=1, neg=1)(ready)
 fig, axes = plt.subplots(1, 4, figsize=(10, 2.6))
 for ax, crop in zip(axes, crops):
     viz.draw_slice(ax, crop["image"], crop["label"], case["structures"], "coronal", crop["image"].shape[2] // 2)
-plt.suptitle(f"four random {P.patch_size}^3 training crops (coronal middle slice)", fontsize=9)
+plt.suptitle(f"four random {G.patch_size}^3 training crops (coronal middle slice)", fontsize=9)
 plt.show()"""),
-md("""## 7. Few-shot splits
+md("""## 8. Few-shot splits
 
 The protocol fixes the test cases of a task, then each draw (a "seed") takes $k$ support volumes and
 one validation volume from the rest. Three seeds give three different support sets: results are
@@ -200,14 +272,14 @@ for k in (1, 5):
         split = few_shot_split(ts.case_ids, k=k, seed=s, test=ts.test_ids)
         rows.append({"k": k, "seed": s, "support": " ".join(split.support), "validation": " ".join(split.validation)})
 pd.DataFrame(rows)"""),
-md("""## 8. Looking around
+md("""## 9. Looking around
 
 `viz.show` opens an interactive slice viewer (view, slice, window level/width, overlay opacity,
 structures) in a live notebook, and draws a static figure when run headless, as here."""),
 code("""names = ["liver", "spleen", "kidney_right", "kidney_left", "stomach", "pancreas", "aorta", "heart_myocardium",
          "heart_ventricle_left", "lung_upper_lobe_right", "lung_lower_lobe_right", "gluteus_maximus_left"]
 case = chain(ts.load(ts.cases[1], names))
-_ = viz.show(case["image"], case["label"], names, spacing=(P.spacing_mm,) * 3, title="TotalSegmentator-like case s0001")"""),
+_ = viz.show(case["image"], case["label"], names, spacing=(G.spacing_mm,) * 3, title="TotalSegmentator-like case s0001")"""),
 md("""## Exercises
 
 1. Render subject 3 in `flare_like` and in `btcv_like` and compare the liver's mean HU in each. Which
@@ -218,9 +290,13 @@ md("""## Exercises
 
 <details><summary>Solutions</summary>
 
-1. `phantom.render(phantom.make_subject(0, 3), "flare_like", 3.0).image[v.mask("liver")].mean()`:
-   `flare_like` is a plain (non-contrast) scan, with a -30 HU offset and a 1.05 scale, so the liver is
-   about 60 HU darker than in the portal-venous `btcv_like`.
+1. ```python
+   s = phantom.make_subject(0, 3)
+   hu = {d: (v := phantom.render(s, d, 3.0, fov="abdomen")).image[v.mask("liver")].mean() for d in ("flare_like", "btcv_like")}
+   ```
+   `flare_like` is a plain (non-contrast) scan with a -30 HU offset and a 1.05 scale, so its liver is
+   darker than in the portal-venous `btcv_like`; the contrast phase explains most of the gap (the
+   tissue table in section 1), the calibration the rest.
 2. `export_phantom(path, "msd", cases=3, template="amos")` then `open_dataset(path).structures`: the 15
    AMOS organs, bladder and prostate/uterus included.
 3. The mask would label other anatomy than it claims; `load` refuses it with an error naming the file
@@ -229,8 +305,9 @@ md("""## Exercises
 
 ## What you learned
 - CT is HU on a voxel grid with an affine; the model sees the -175..250 HU window in RAS orientation.
-- The phantom draws anatomy in millimetres and renders it per domain; domains create the gap between
-  pre-training and target data.
+- The phantom draws a population, not a patient: organ sizes spread as in published cohorts, some
+  organs are absent, and every scan has its own field of view and acquisition.
+- Domains (site, protocol, population) create the gap between pre-training and target data.
 - Partial labels: the annotation mask keeps unlabelled classes out of the loss.
 - The same loaders read TotalSegmentator and MSD/FLARE layouts; few-shot splits are seeded draws.
 

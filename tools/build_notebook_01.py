@@ -78,8 +78,8 @@ def parameter_table(model):
     table["share"] = (table.parameters / table.parameters.sum()).map("{:.1%}".format)
     return table
 
-print("feature size", P.feature_size)
-parameter_table(FoundationModel(P.feature_size))"""),
+print("feature size", P.geometry.feature_size)
+parameter_table(FoundationModel(P.geometry.feature_size))"""),
 md("""At the paper's feature size 48 the model has about 62 million parameters; the cpu profile's
 width 12 keeps the same structure at a sixteenth of the size."""),
 md(r"""## 2. Partial labels: the masked loss
@@ -98,13 +98,13 @@ code("""print(inspect.getsource(masked_partial_label_loss))"""),
 md("""We load two phantom volumes from each of the five source datasets (each exported with its
 real dataset's label template), draw a training batch from the LiTS-like one and check which
 head channels receive a gradient:"""),
-code("""sources = phantom_sources(Path(data_dir) / "pretrain_demo", P.spacing_mm, cases=2)
-data = load_sources(sources, P.spacing_mm, P.patch_size)
+code("""sources = phantom_sources(Path(data_dir) / "pretrain_demo", P.geometry.spacing_mm, cases=2)
+data = load_sources(sources, P.geometry.spacing_mm, P.geometry.patch_size)
 for folder, cases in zip(sources, data):
     print(f"{Path(folder).name:22s} labels: {', '.join(cases[0]['structures'])}")"""),
 code("""lits = [i for i, f in enumerate(sources) if "lits" in f][0]
-batch = draw_batch([data[lits]], step=0, seed=seed, rank=0, patch_size=P.patch_size, crops=1)
-model = FoundationModel(P.feature_size)
+batch = draw_batch([data[lits]], step=0, seed=seed, rank=0, patch_size=P.geometry.patch_size, crops=1)
+model = FoundationModel(P.geometry.feature_size, geometry=P.geometry)
 logits = model(batch["image"])
 loss, dice, bce = masked_partial_label_loss(logits, batch["target"], batch["annotated"])
 loss.backward()
@@ -173,17 +173,18 @@ model does clearly worse (0.60-0.65). That gap is the starting point of notebook
 md("""## 5. Zero-shot, seen
 
 We load the shipped model from the zoo and segment one held-out subject as seen by a source
-scanner and by the FLARE-like target scanner. (On the `gpu` profile this section still uses the
-shipped cpu-profile model at 3 mm.)"""),
+scanner and by the FLARE-like target scanner. The model carries its **geometry**, the voxel size
+and patch it was trained at, and every volume is resampled to it, whatever the profile: fed
+another voxel size, a SwinUNETR sees organs at a scale it never learned."""),
 code("""foundation = zoo.load_foundation("phantom_cpu").eval()
-print(foundation.load_report)
-Pm = get_profile("cpu")
+print(foundation.load_report, "|", foundation.geometry)
+G = foundation.geometry
 fig, axes = plt.subplots(2, 2, figsize=(7, 6.5))
 for row, domain in zip(axes, ("btcv_like", "flare_like")):
-    table = zero_shot_phantoms(foundation, "cpu", domains=(domain,), cases=1, data_dir=Path(data_dir) / "heldout_01")
+    table = zero_shot_phantoms(foundation, domains=(domain,), cases=1, data_dir=Path(data_dir) / "heldout_01")
     ds = open_dataset(next((Path(data_dir) / "heldout_01").glob(f"{domain}_*")))
-    case = preprocess(Pm.spacing_mm, Pm.patch_size)(ds.load(ds.cases[0], anatomy.BASE_ORGANS))
-    masks = to_masks(predict(foundation, case["image"][None], Pm.patch_size))[0]
+    case = preprocess(G.spacing_mm, G.patch_size)(ds.load(ds.cases[0], anatomy.BASE_ORGANS))
+    masks = to_masks(predict(foundation, case["image"][None], G.patch_size))[0]
     channels = [anatomy.template_index(s) for s in anatomy.BASE_ORGANS]
     predicted = torch.zeros_like(case["label"][0])
     for i, c in enumerate(channels):

@@ -74,7 +74,7 @@ The linear probe trains only $w$ and $b$: $F + 1$ numbers (49 at the paper's $F 
 from the zero-shot row. Its whole implementation:"""),
 code("""print(inspect.getsource(linear_probe))"""),
 code("""# NBVAL_CHECK_OUTPUT
-for width in sorted({P.feature_size, 48}):
+for width in sorted({P.geometry.feature_size, 48}):
     print(f"feature size {width:2d}:", end=" ")
     print_trainable_parameters(build(FoundationModel(width), "linear_probe", ["pancreas"]))"""),
 md("""**The trainer.** `fseft_lab.adapt.adapt` follows the paper: each step draws random crops of one
@@ -104,11 +104,11 @@ code("""summary = table.pivot_table(index="task", columns="method", values="dice
 summary["gain"] = summary.linear_probe - summary.zero_shot
 summary.round(3)"""),
 code("""task = tasks[0]
-case = load_cases(ts, [test_ids[0]], [task], P.name)[0]
+case = load_cases(ts, [test_ids[0]], [task], G)[0]
 features = trunk_cache[trunk_key(foundation, ts, test_ids[0])][None]
 with torch.no_grad():
     masks = {m: to_masks(results[task, m].model.classifier(features))[0, 0] for m in ("zero_shot", "linear_probe")}
-_ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[P.spacing_mm] * 3)"""),
+_ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[G.spacing_mm] * 3)"""),
 md("""**Reading the result.** Organs the foundation model already segments well on the target (the
 liver) gain little from re-learning a head: the features are fine and the head was already
 right. Organs whose zero-shot Dice is low gain more, but a linear head can only re-weight

@@ -58,7 +58,7 @@ training can only move away from it as far as the support volume asks. The code:
 code("""print(inspect.getsource(black_box_adapter.ResidualAdapter))"""),
 code("""# NBVAL_CHECK_OUTPUT
 rows = []
-for width in sorted({P.feature_size, 48}):
+for width in sorted({P.geometry.feature_size, 48}):
     base = FoundationModel(width)
     total = sum(p.numel() for p in base.parameters())
     for method in ("linear_probe", "adapter_1x1", "spatial_adapter"):
@@ -72,7 +72,7 @@ every step, only to train a few thousand weights at the end. The cache draws a *
 per support volume once (`crop_bank`, 8 x crops per volume by default), runs the trunk once per
 crop, and trains on the stored features; each epoch picks its crops from the bank. Same crops,
 same computation, so the same weights: let us check that and time both paths for 3 epochs."""),
-code("""support = load_cases(ts, split.support, [task], P.name)
+code("""support = load_cases(ts, split.support, [task], G)
 timing, weights, losses = {}, {}, {}
 for cached in (False, True):
     config = AdaptConfig(epochs=3, crop_bank=2 * P.crops_per_volume, feature_cache=cached, validate_every=0)
@@ -101,11 +101,11 @@ table.groupby("method", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", 
                                         train_seconds=("train_seconds", "first")).round(3)"""),
 code("""ax = viz.plot_learning_curves({m: results[m].curve for m in ("adapter_1x1", "spatial_adapter")})
 _ = ax.set_title(f"{task}, k = {k}, seed {seed}")"""),
-code("""case = load_cases(ts, [test_ids[0]], [task], P.name)[0]
+code("""case = load_cases(ts, [test_ids[0]], [task], G)[0]
 features = trunk_cache[trunk_key(foundation, ts, test_ids[0])][None]
 with torch.no_grad():
     masks = {m: to_masks(results[m].model.classifier(features))[0, 0] for m in results}
-_ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[P.spacing_mm] * 3)"""),
+_ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[G.spacing_mm] * 3)"""),
 md("""The two paths agree. The cached path stores the features in another memory layout (channels
 last: three times faster 3x3x3 convolutions on a CPU), so sums run in another order and the
 weights differ by float rounding, which Adam can enlarge: its step is about $\pm$ lr wherever a

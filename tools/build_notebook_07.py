@@ -53,13 +53,13 @@ for group, structures in anatomy.NOVEL_GROUPS.items():
     print(f"{group:11s} {', '.join(structures)}")
 print(f"{task} is novel: {anatomy.is_novel(task)}")"""),
 code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
-                    seed=seed, spacing=P.spacing_mm, overwrite=True, progress=False)
+                    seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
 split = few_shot_split(ts.case_ids, k, seed, test=ts.test_ids)
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
 print(f"support {split.support} | validation {split.validation} | test {test_ids}")
-support = load_cases(ts, split.support, [task], P.name)[0]
-_ = viz.overlay_figure(support["image"][0], support["label"][0], [task], spacing=[P.spacing_mm] * 3,
+support = load_cases(ts, split.support, [task], G)[0]
+_ = viz.overlay_figure(support["image"][0], support["label"][0], [task], spacing=[G.spacing_mm] * 3,
                        title=f"support volume {split.support[0]}: {task}")"""),
 md("""## 2. Three ways to learn a new structure
 
@@ -102,9 +102,9 @@ costs = pd.DataFrame({label: {"epochs": r.epochs_run, "seconds per epoch": round
 costs.T.join(table.groupby("option").dice.mean().round(3))"""),
 code("""ax = viz.plot_learning_curves({label: r.curve for label, r in results.items()})
 _ = ax.set_title(f"{task}, k = {k}, seed {seed}")"""),
-code("""case = load_cases(ts, [test_ids[0]], [task], P.name)[0]
+code("""case = load_cases(ts, [test_ids[0]], [task], G)[0]
 masks = {label: r.test_masks[test_ids[0]][0] for label, r in results.items()}
-_ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, view="coronal", spacing=[P.spacing_mm] * 3)"""),
+_ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, view="coronal", spacing=[G.spacing_mm] * 3)"""),
 md("""**Reading the result.** After a few CPU epochs at a learning rate of 1e-4 none of the three has
 learned the lobe yet: a new head row starts at a probability of 0.02 everywhere, and 1e-4 moves
 it slowly. What the tables do show is the cost. SwinUNETR's convolutional decoder holds most

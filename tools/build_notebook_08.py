@@ -60,8 +60,8 @@ k = 5 on, sizes outside median $\\pm$ std are dropped first. Here are the sizes 
 the target's training pool:"""),
 code("""# NBVAL_CHECK_OUTPUT
 pool = [c for c in ts.case_ids if c not in ts.test_ids]
-sizes = transductive.support_sizes(load_cases(ts, pool, BASE_ORGANS, P.name), BASE_ORGANS)
-litres = P.spacing_mm ** 3 / 1e6
+sizes = transductive.support_sizes(load_cases(ts, pool, BASE_ORGANS, G), BASE_ORGANS)
+litres = G.spacing_mm ** 3 / 1e6
 spread = pd.DataFrame({s: {"mean (ml)": np.mean(v) * litres * 1e3, "std / mean": np.std(v) / np.mean(v),
                            "min / mean": np.min(v) / np.mean(v), "max / mean": np.max(v) / np.mean(v)}
                        for s, v in sizes.items()}).T
@@ -103,7 +103,7 @@ schedule (no early stop: TI starts half-way). One choice differs from the earlie
 learning rate of 1e-3, between the paper's 1e-4 (slow in the epochs a CPU affords) and the
 reference code's TI rate of 1e-2; on this phantom all three end within half a Dice point
 (notebook 03, exercise 1)."""),
-code("""support = load_cases(ts, split.support, [task], P.name)
+code("""support = load_cases(ts, split.support, [task], G)
 config = AdaptConfig(epochs=epochs, lr=lr, stop_patience=0)
 variants = {"no TI": None, "penalty": TransductiveConfig("penalty"), "barrier": TransductiveConfig("barrier")}
 tables, results = [], {}
@@ -129,14 +129,14 @@ epoch. Before the dotted line all runs are the same run; after it the penalty an
 pull the size into the band if it is outside, and the run without TI goes its own way. Whether
 that helps depends on whether the *true* size is inside the band, which the table in section 1
 says is likely but not certain."""),
-code("""case = load_cases(ts, [test_ids[0]], [task], P.name)[0]
+code("""case = load_cases(ts, [test_ids[0]], [task], G)[0]
 features = trunk_cache[trunk_key(foundation, ts, test_ids[0])][None]
 with torch.no_grad():
     masks = {n: to_masks(r.model.classifier(features))[0, 0] for n, r in results.items()}
 truth = case["label"][0] == 1
 print(f"true size {int(truth.sum())} voxels = {truth.sum() / prior:.2f} x prior; predicted: "
       + ", ".join(f"{n} {m.sum() / prior:.2f} x" for n, m in masks.items()))
-_ = viz.compare_figure(case["image"][0], truth, masks, task, view="coronal", spacing=[P.spacing_mm] * 3)"""),
+_ = viz.compare_figure(case["image"][0], truth, masks, task, view="coronal", spacing=[G.spacing_mm] * 3)"""),
 md("""## 4. When the prior misleads
 
 The prior assumes the query **shows** the organ. A scan whose field of view ends above the
@@ -147,9 +147,9 @@ code("""present = truth.any(0).any(0)                          # slices (last ax
 z = torch.nonzero(present).flatten()
 below, above = (0, int(z.min())), (int(z.max()) + 1, truth.shape[-1])
 lo, hi = max(below, above, key=lambda r: r[1] - r[0])  # the longer organ-free side ...
-lo, hi = (max(lo, hi - P.patch_size), hi) if lo == 0 else (lo, min(hi, lo + P.patch_size))  # ... its patch next to the organ
+lo, hi = (max(lo, hi - G.patch_size), hi) if lo == 0 else (lo, min(hi, lo + G.patch_size))  # ... its patch next to the organ
 cut = {"image": case["image"][..., lo:hi], "case": f"{test_ids[0]} (slices {lo}-{hi - 1}, no {task})"}
-cut["features"] = trunk_features(foundation, cut["image"], P.patch_size)
+cut["features"] = trunk_features(foundation, cut["image"], G.patch_size)
 misled = adapt(foundation, "spatial_adapter", support, query=[cut], transductive=variants["penalty"], config=config,
                profile=P.name, bank_cache=trunk_cache.setdefault(("banks", str(ts.root)), {}), progress=False)
 with torch.no_grad():  # the run without TI does not depend on the query: the model from section 3 is it

@@ -69,7 +69,7 @@ background); a case without the task's mask is reported and left out, not crashe
 code("""# the data this run uses
 if data is None:
     stand_in = export_phantom(Path(work_dir).parent / f"totalseg_like_{P.name}", "totalsegmentator",
-                              cases=P.target_cases, seed=seed, spacing=P.spacing_mm, overwrite=True, progress=False)
+                              cases=P.target_cases, seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
     data = stand_in.root
     print(f"STAND-IN DATA: no folder was given (data=None), so this run reads a phantom folder exported in the\\n"
           f"TotalSegmentator layout: {data}. Set data = '/path/to/Totalsegmentator_dataset' for the real one.")

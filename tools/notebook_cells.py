@@ -25,19 +25,21 @@ def parameters(source: str) -> nbf.NotebookNode:
 
 def imports(body: str, after_profile: str = "") -> nbf.NotebookNode:
     """The imports cell: the notebook's imports, then the profile, seeds, figure size and versions."""
-    return code(body + """
-P = get_profile(profile)
+    return code(body + """from fseft_lab.models.zoo import checkpoint_geometry
+
+P = get_profile(profile)                # budgets: epochs, crops, subjects
+G = checkpoint_geometry("phantom_cpu")  # the course model's voxel size and patch: data is made and read at them
 """ + after_profile + """torch.manual_seed(seed)
 monai.utils.set_determinism(seed)
 plt.rcParams["figure.dpi"] = 64
 pd.set_option("display.width", 120)
-print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name}")""")
+print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name} | model: {G}")""")
 
 
 def target_data() -> nbf.NotebookNode:
     """The TotalSegmentator-like target (cached by notebook 00), the few-shot split and the model."""
     return code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
-                    seed=seed, spacing=P.spacing_mm, overwrite=True, progress=False)
+                    seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
 split = few_shot_split(ts.case_ids, k, seed, test=ts.test_ids)
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
@@ -95,7 +97,7 @@ These methods change the trunk itself, so we take them where zero-shot transfer 
 FLARE-like phantom target, a plain (non-contrast) CT whose organs are closer in HU to their
 neighbours than in the contrast-enhanced sources (notebook 00). Same protocol as before: k support
 volumes, a validation volume, fixed test volumes."""),
-            code("""flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=P.spacing_mm,
+            code("""flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=G.spacing_mm,
                        num_test=2, overwrite=True, progress=False)
 split = few_shot_split(flare.case_ids, k, seed, test=flare.test_ids)
 test_ids = list(split.test[:num_test])
@@ -117,7 +119,7 @@ def where(model):
     return counts
 
 rows = []
-for width in sorted({{P.feature_size, 48}}):
+for width in sorted({{P.geometry.feature_size, 48}}):
     base = FoundationModel(width)
     total = sum(p.numel() for p in base.parameters())
     for method in {list(methods)!r}:
@@ -139,6 +141,6 @@ table.groupby("method", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", 
                                         epochs=("epochs", "first"), train_seconds=("train_seconds", "first")).round(3)"""),
             code(f"""ax = viz.plot_learning_curves({{m: results[m].curve for m in {list(methods)!r}}})
 _ = ax.set_title(f"{{task}}, k = {{k}}, seed {{seed}}")"""),
-            code("""case = load_cases(flare, [test_ids[0]], [task], P.name)[0]
+            code("""case = load_cases(flare, [test_ids[0]], [task], G)[0]
 masks = {m: r.test_masks[test_ids[0]][0] for m, r in results.items()}
-_ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[P.spacing_mm] * 3)""")]
+_ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[G.spacing_mm] * 3)""")]

@@ -8,7 +8,12 @@ exact command, seed, software versions, hardware, wall time, sha256, and zero-sh
 structure on held-out phantoms of every source and target domain (plus one check case that the
 test suite recomputes). A run that started (``--init``) from the weights shipped under NAME
 continues their history: the manifest's ``lineage`` lists every run back to the first, and the
-log holds all their steps, numbered on, with a ``run`` column.
+log holds all their steps, numbered on, with a ``run`` column. The weights file carries the run's
+geometry (spacing, patch, feature size), and so does the manifest.
+
+    python tools/ship_foundation.py --reevaluate --name phantom_cpu
+
+scores the shipped weights again on the current phantom generator (after the phantom changed).
 """
 import argparse
 import json
@@ -17,6 +22,7 @@ import platform
 import shutil
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import monai
@@ -27,6 +33,11 @@ import torch
 from fseft_lab.models import zoo
 from fseft_lab.data.phantom import GENERATOR_VERSION
 from fseft_lab.pretrain import half_precision, zero_shot_phantoms
+from fseft_lab.profiles import get_profile
+
+
+def _mean(values) -> float | None:
+    return round(float(values.mean()), 4) if len(values) else None
 
 
 def summary(manifest: dict) -> dict:
@@ -48,9 +59,62 @@ def previous_runs(name: str, init: dict | None) -> list[dict]:
     return old.get("lineage") or [summary(old)]
 
 
+def evaluate(model, cases: int, table_csv: Path) -> tuple[dict, dict, pd.DataFrame, float]:
+    """Zero-shot Dice on held-out phantoms of every domain, at the model's geometry: the manifest's
+    ``zero_shot_dice`` and ``check_case`` sections, the per-domain table, the seconds it took."""
+    start = time.perf_counter()
+    table = zero_shot_phantoms(model, cases=cases, progress=True)
+    table.to_csv(table_csv, index=False)
+    shown = table[table.visible]                       # absent organs and organs outside the field of view have no Dice
+    whole = shown[~shown.cut]                          # organs the scan holds entirely
+    per_domain = whole.groupby(["domain", "structure"]).dice.mean().unstack().round(4)
+    first = table[table.domain == "btcv_like"].case.iloc[0]
+    check = table[(table.domain == "btcv_like") & (table.case == first)]
+    section = {"held_out_cases_per_domain": cases, "population_seed": 900,
+               "rule": "mean Dice over (case, base organ) pairs whose organ the scan holds entirely; organs cut by "
+                       "the field of view are reported apart, absent ones (removed, or outside the scan) not scored",
+               "per_domain": {d: row.dropna().to_dict() for d, row in per_domain.iterrows()},
+               "mean_base_organs_source_domains": _mean(whole[whole.source].dice),
+               "mean_base_organs_target_domains": _mean(whole[~whole.source].dice),
+               "mean_base_organs_per_domain": whole.groupby("domain").dice.mean().round(4).to_dict(),
+               "cut_by_field_of_view": {"pairs": int(shown.cut.sum()),
+                                        "mean_source_domains": _mean(shown[shown.cut & shown.source].dice),
+                                        "mean_per_domain": shown[shown.cut].groupby("domain").dice.mean().round(4).to_dict()},
+               "not_visible_pairs": int((~table.visible).sum())}
+    check = {"domain": "btcv_like", "case": str(first),
+             "dice": {r.structure: round(float(r.dice), 4) for r in check.itertuples() if np.isfinite(r.dice)}, "tolerance": 0.02}
+    return section, check, per_domain, round(time.perf_counter() - start, 1)
+
+
+def report(per_domain: pd.DataFrame, section: dict) -> None:
+    print(per_domain.to_string())
+    print(f"mean base-organ Dice, organs wholly in the scan: source domains {section['mean_base_organs_source_domains']}, "
+          f"target domains {section['mean_base_organs_target_domains']}; cut by the field of view: {section['cut_by_field_of_view']}")
+
+
+def reevaluate(name: str, cases: int) -> None:
+    """Score the weights shipped as ``name`` again on the current phantom generator (the manifest's
+    zero-shot sections and ``evaluated_with_generator_version``); the file gains its geometry."""
+    path = zoo.WEIGHTS_DIR / f"{name}.json"
+    manifest = json.loads(path.read_text())
+    target = zoo.WEIGHTS_DIR / manifest["file"]
+    weights = torch.load(target, map_location="cpu", weights_only=True)
+    geometry = zoo.get_checkpoint(name).geometry if name in zoo.ZOO else get_profile(manifest["profile"]).geometry
+    weights.pop(zoo.GEOMETRY_KEY, None)
+    torch.save({**weights, **zoo.geometry_state(geometry)}, target)
+    section, check, per_domain, seconds = evaluate(zoo.load_foundation(name), cases, Path(f"/tmp/{name}_zero_shot.csv"))
+    manifest.update({"sha256": zoo.sha256(target), "size_bytes": target.stat().st_size, "geometry": asdict(geometry),
+                     "evaluated_with_generator_version": GENERATOR_VERSION, "zero_shot_dice": section, "check_case": check,
+                     "evaluation_seconds": seconds})
+    path.write_text(json.dumps(manifest, indent=1))
+    report(per_domain, section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=Path, nargs="?", help="pre-training run folder (not with --reevaluate)")
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="score the shipped NAME again on the current phantom generator, ship nothing new")
     parser.add_argument("--name", default="phantom_cpu")
     parser.add_argument("--command", default=None, help="the exact command that produced the run (default: RUN/command.txt)")
     parser.add_argument("--driver", default=None, help="what launched that command, if not a person (e.g. a script on a lent GPU)")
@@ -58,6 +122,8 @@ def main() -> None:
     parser.add_argument("--generator-version", type=int, default=GENERATOR_VERSION,
                         help="phantom generator version of the training data")
     args = parser.parse_args()
+    if args.reevaluate:
+        return reevaluate(args.name, args.cases)
     run = json.loads((args.run / "run.json").read_text())
     command = args.command or (args.run / "command.txt").read_text().strip()
     target = zoo.WEIGHTS_DIR / f"{args.name}.pt"
@@ -72,7 +138,9 @@ def main() -> None:
         weights = checkpoint["model"]
     else:  # a run brought back from a lent GPU: model.pt only (written once the last step is done)
         weights = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
-    torch.save(half_precision(weights), target)
+        weights.pop(zoo.GEOMETRY_KEY, None)
+    geometry = get_profile(run["profile"]).geometry                 # the run pre-trained at its profile's geometry
+    torch.save({**half_precision(weights), **zoo.geometry_state(geometry)}, target)
     history = previous_runs(args.name, init)
     log = pd.read_csv(args.run / "log.csv")
     if history:
@@ -83,12 +151,7 @@ def main() -> None:
         log.insert(0, "run", 0)
     shutil.copyfile(args.run / "log.csv", args.run / "log_of_this_run.csv")
     log.to_csv(zoo.WEIGHTS_DIR / f"{args.name}_log.csv", index=False)
-    model = zoo.load_foundation(args.name)
-    start = time.perf_counter()
-    table = zero_shot_phantoms(model, run["profile"], cases=args.cases, progress=True)
-    per_domain = table.groupby(["domain", "structure"]).dice.mean().unstack().round(4)
-    check = table[(table.domain == "btcv_like") & (table.case == table[table.domain == "btcv_like"].case.iloc[0])]
-    source = table[table.source].dice.mean()
+    zero_shot, check, per_domain, seconds = evaluate(zoo.load_foundation(args.name), args.cases, args.run / "zero_shot.csv")
     manifest = {
         "name": args.name, "file": target.name, "sha256": zoo.sha256(target), "size_bytes": target.stat().st_size,
         "command": command, "driver": args.driver, "phantom_generator_version": args.generator_version,
@@ -102,18 +165,14 @@ def main() -> None:
                                   "present, is the machine the run trained on (RUN/device.txt)",
         "trained_on": (args.run / "device.txt").read_text().splitlines() if (args.run / "device.txt").is_file() else None,
         "init": init,
-        "zero_shot_dice": {"held_out_cases_per_domain": args.cases, "population_seed": 900,
-                           "per_domain": {d: row.dropna().to_dict() for d, row in per_domain.iterrows()},
-                           "mean_base_organs_source_domains": round(float(source), 4),
-                           "mean_base_organs_per_domain": table.groupby("domain").dice.mean().round(4).to_dict()},
-        "check_case": {"domain": "btcv_like", "case": str(check.case.iloc[0]),
-                       "dice": {r.structure: round(float(r.dice), 4) for r in check.itertuples()}, "tolerance": 0.02},
-        "evaluation_seconds": round(time.perf_counter() - start, 1),
+        "geometry": asdict(geometry),
+        "zero_shot_dice": zero_shot,
+        "check_case": check,
+        "evaluation_seconds": seconds,
     }
     manifest["lineage"] = history + [summary(manifest)]
     (zoo.WEIGHTS_DIR / f"{args.name}.json").write_text(json.dumps(manifest, indent=1))
-    print(per_domain.to_string())
-    print(f"mean base-organ Dice, source domains: {source:.3f}")
+    report(per_domain, zero_shot)
 
 
 if __name__ == "__main__":

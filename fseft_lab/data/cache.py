@@ -4,7 +4,7 @@ The idea is MONAI's ``PersistentDataset``: each case's deterministic pre-process
 once and saved, and later reads (another run, another day) load the saved result. Two things
 differ, because real folders change and disks fill up:
 
-- the key of an entry names the case, its structures, the profile's spacing and patch, and the
+- the key of an entry names the case, its structures, the model's spacing and patch, and the
   **size and modification time of every source file**: a re-exported or edited scan is read
   again instead of served stale;
 - an entry is written to a temporary file beside its final name, then renamed: a full disk or a
@@ -26,7 +26,7 @@ import torch
 
 from fseft_lab.data.layouts import Case, CaseFolder
 from fseft_lab.data.transforms import preprocess
-from fseft_lab.profiles import get_profile
+from fseft_lab.profiles import Geometry
 
 #: Bumped when pre-processing changes, so that older entries are not served.
 CACHE_VERSION = 1
@@ -38,18 +38,17 @@ class CachedCases(torch.utils.data.Dataset):
     Args:
         dataset: an opened folder (:func:`fseft_lab.data.layouts.open_dataset`).
         structures: label value ``i`` of each case is ``structures[i - 1]``.
-        profile: decides spacing and patch size (see :mod:`fseft_lab.profiles`).
+        geometry: the model's spacing and patch size (:func:`fseft_lab.models.foundation.resolve_geometry`).
         cache_dir: where entries live; created when needed.
         case_ids: a subset of the cases (default: all, in the folder's order).
     """
 
-    def __init__(self, dataset: CaseFolder, structures: Sequence[str], profile: str | None = None,
+    def __init__(self, dataset: CaseFolder, structures: Sequence[str], geometry: Geometry,
                  cache_dir: str | Path = "data/cache", case_ids: Sequence[str] | None = None):
-        self.dataset, self.structures = dataset, tuple(structures)
-        self.profile = get_profile(profile)
+        self.dataset, self.structures, self.geometry = dataset, tuple(structures), geometry
         self.cache_dir = Path(cache_dir)
         self.case_ids = list(case_ids) if case_ids is not None else dataset.case_ids
-        self._chain = preprocess(self.profile.spacing_mm, self.profile.patch_size)
+        self._chain = preprocess(geometry.spacing_mm, geometry.patch_size)
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -62,7 +61,7 @@ class CachedCases(torch.utils.data.Dataset):
             stat = Path(f).stat()
             stamps.append([str(f), stat.st_size, stat.st_mtime_ns])
         what = {"version": CACHE_VERSION, "root": str(self.dataset.root.resolve()), "case": case.case_id,
-                "structures": self.structures, "spacing": self.profile.spacing_mm, "patch": self.profile.patch_size,
+                "structures": self.structures, "spacing": self.geometry.spacing_mm, "patch": self.geometry.patch_size,
                 "files": stamps}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -17,6 +17,8 @@ import json
 import os
 import shutil
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -281,7 +283,8 @@ def _open_msd(root: Path, template) -> CaseFolder:
 # ----------------------------------------------------------------------------- export
 def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int = 10, seed: int = 0,
                    domain: str | None = None, spacing: float | None = None, template: str = "flare22",
-                   num_test: int = 5, overwrite: bool = False, progress: bool = True) -> CaseFolder:
+                   num_test: int = 5, overwrite: bool = False, progress: bool = True,
+                   workers: int | None = None) -> CaseFolder:
     """Write a phantom dataset in a real dataset's layout, atomically.
 
     Everything is written to a temporary sibling folder that is renamed to ``out`` at the end,
@@ -298,8 +301,10 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
         template: label template of an MSD export (a name in ``anatomy.DATASET_TEMPLATES``).
         num_test: the last ``num_test`` cases are marked as test cases.
         overwrite: replace a different dataset already in ``out``.
+        workers: processes that generate cases side by side (default: one per CPU core, at most
+            one per case); the files do not depend on it.
     """
-    from fseft_lab.data.phantom import ATOMS, generate, get_domain
+    from fseft_lab.data.phantom import get_domain
 
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
@@ -312,7 +317,6 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
     if spacing is not None and not spacing > 0:
         raise ValueError(f"spacing must be > 0 mm, got {spacing}")
     labels = dataset_template(template) if layout == "msd" else None
-    structures = [s for _, s, _ in ATOMS if s] if layout == "totalsegmentator" else None
     from fseft_lab.data.phantom import GENERATOR_VERSION
 
     manifest = {"generator": "fseft_lab.data.phantom", "version": GENERATOR_VERSION, "layout": layout, "cases": cases, "seed": seed,
@@ -333,18 +337,12 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
         prefix = {"flare22": "FLARE22_Tr"}.get(template, domain)  # FLARE-like cases carry FLARE22's names
         ids = [f"s{i:04d}" if layout == "totalsegmentator" else f"{prefix}_{i + 1:04d}" for i in range(cases)]
         splits = ["test" if i >= cases - num_test else "train" for i in range(cases)]
-        for i, case_id in enumerate(tqdm(ids, desc=f"phantom {domain}", disable=not progress)):
-            vol = generate(seed, i, domain, spacing)
-            if layout == "totalsegmentator":
-                (tmp / case_id / "segmentations").mkdir(parents=True)
-                save_nifti(tmp / case_id / "ct.nii.gz", vol.image, vol.affine)
-                for s in structures:
-                    save_nifti(tmp / case_id / "segmentations" / f"{s}.nii.gz", vol.mask(s).astype(np.uint8), vol.affine)
-            else:
-                for sub in ("imagesTr", "labelsTr"):
-                    (tmp / sub).mkdir(exist_ok=True)
-                save_nifti(tmp / "imagesTr" / f"{case_id}_0000.nii.gz", vol.image, vol.affine)
-                save_nifti(tmp / "labelsTr" / f"{case_id}.nii.gz", vol.label_map(labels), vol.affine)
+        jobs = [(tmp, layout, case_id, seed, i, domain, spacing, labels) for i, case_id in enumerate(ids)]
+        workers = min(workers or os.cpu_count() or 1, cases)
+        with (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
+            done = pool.map(_write_case, jobs) if pool else map(_write_case, jobs)
+            for _ in tqdm(done, total=cases, desc=f"phantom {domain}", disable=not progress):
+                pass
         if layout == "totalsegmentator":
             with open(tmp / "meta.csv", "w", newline="") as f:
                 w = csv.writer(f, delimiter=";")
@@ -369,3 +367,21 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return open_dataset(out)
+
+
+def _write_case(job: tuple) -> None:
+    """Generate one phantom case and write its files into the export's temporary folder."""
+    from fseft_lab.data.phantom import ATOMS, generate
+
+    tmp, layout, case_id, seed, index, domain, spacing, labels = job
+    vol = generate(seed, index, domain, spacing)
+    if layout == "totalsegmentator":
+        (tmp / case_id / "segmentations").mkdir(parents=True)
+        save_nifti(tmp / case_id / "ct.nii.gz", vol.image, vol.affine)
+        for s in (s for _, s, _ in ATOMS if s):
+            save_nifti(tmp / case_id / "segmentations" / f"{s}.nii.gz", vol.mask(s).astype(np.uint8), vol.affine)
+    else:
+        for sub in ("imagesTr", "labelsTr"):
+            (tmp / sub).mkdir(exist_ok=True)
+        save_nifti(tmp / "imagesTr" / f"{case_id}_0000.nii.gz", vol.image, vol.affine)
+        save_nifti(tmp / "labelsTr" / f"{case_id}.nii.gz", vol.label_map(labels), vol.affine)

@@ -95,6 +95,15 @@ ORGAN_VOLUME: dict[str, tuple[float, float, float]] = {
     "adrenal": (0.3, 1.1, 0.20),
 }
 
+#: Published adult organ volumes (mL) the phantom's spread is compared with (notebook 00):
+#: structure -> (mean, SD, source). Kidney: one side, both sexes pooled from the sex medians and IQRs.
+REFERENCE_VOLUMES: dict[str, tuple[float, float, str]] = {
+    "liver": (1570.0, 314.0, "CT, 77 healthy adults, pooled: men 1,710 +- 288, women 1,411 +- 263 mL"),
+    "spleen": (198.0, 88.0, "Caglar et al. 2014, CT, 212 adults (Prassopoulos 1997: mean 215, range 107-315)"),
+    "kidney_right": (156.0, 34.0, "MRI, 1,815 adults (J Clin Med 2024), pooled: medians 138 (women), 174 (men)"),
+    "pancreas": (72.4, 25.8, "Saisho et al. 2007, CT, 1,886 adults aged 20-60"),
+}
+
 #: Reference rates (per subject, before a population's ``surgery`` multiplier).
 CHOLECYSTECTOMY = (0.02, 0.0016)   # 2 % at age 20, +0.16 % per year: ~8 % at 58 (NHANES 6-12 %)
 NEPHRECTOMY = 0.01                 # each side; assumption (a few % of clinical cohorts)

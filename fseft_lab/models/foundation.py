@@ -15,6 +15,8 @@ torch.Size([1, 29, 64, 64, 64])
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,7 @@ from monai.networks.nets.swin_unetr import PatchMergingV2
 from torch import nn
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE
+from fseft_lab.profiles import Geometry, get_profile
 
 
 class LegacyPatchMerging(PatchMergingV2):
@@ -49,15 +52,19 @@ class FoundationModel(SwinUNETR):
         use_checkpoint: activation checkpointing in the Swin blocks (saves memory, costs time).
         legacy_merging: MONAI < 1.5 patch merging, needed by checkpoints trained before 1.5
             (see :class:`LegacyPatchMerging`).
+        geometry: the spacing and patch the weights were trained at (set when a checkpoint is
+            loaded or pre-training starts); ``None`` when unknown. See :func:`resolve_geometry`.
     """
 
     def __init__(self, feature_size: int = 48, num_classes: int = len(UNIVERSAL_TEMPLATE), use_checkpoint: bool = False,
-                 legacy_merging: bool = False):
+                 legacy_merging: bool = False, geometry: Geometry | None = None):
         if feature_size % 12:
             raise ValueError(f"feature_size={feature_size} must be a multiple of 12 (SwinUNETR's attention heads)")
+        if geometry is not None and geometry.feature_size != feature_size:
+            raise ValueError(f"geometry {geometry} does not match feature_size={feature_size}")
         super().__init__(in_channels=1, out_channels=num_classes, feature_size=feature_size, use_v2=False,
                          use_checkpoint=use_checkpoint, downsample=LegacyPatchMerging if legacy_merging else "merging")
-        self.feature_size, self.num_classes = feature_size, num_classes
+        self.feature_size, self.num_classes, self.geometry = feature_size, num_classes, geometry
         self.out = nn.Identity()                                        # the trunk ends at decoder1
         self.classifier = nn.Conv3d(feature_size, num_classes, kernel_size=1)
         # A structure fills a few percent of a crop: start every sigmoid at p = 0.02 rather than 0.5,
@@ -72,3 +79,21 @@ class FoundationModel(SwinUNETR):
         """(B, 1, X, Y, Z) -> (B, C, X, Y, Z) logits; sigmoid gives one probability per structure."""
         return self.classifier(self.features(x))
 
+
+
+def resolve_geometry(model: nn.Module, profile: str | None = None, spacing_mm: float | None = None,
+                     patch_size: int | None = None) -> Geometry:
+    """The geometry to run ``model`` at: its own (adapted models are copies of their foundation
+    model and carry it too), else the profile's. A ``spacing_mm`` or ``patch_size`` given here
+    overrides it, with a one-line warning naming both when the model knows its own.
+
+    >>> resolve_geometry(FoundationModel(12, geometry=Geometry(3.0, 64, 12))).spacing_mm
+    3.0
+    """
+    own = getattr(model, "geometry", None)
+    base = own or replace(get_profile(profile).geometry, feature_size=getattr(model, "feature_size", 48))
+    chosen = replace(base, spacing_mm=spacing_mm or base.spacing_mm, patch_size=patch_size or base.patch_size)
+    if own is not None and chosen != own:
+        warnings.warn(f"running a model trained at {own} at {chosen}: expect a lower Dice "
+                      "(a model has one geometry)", stacklevel=2)
+    return chosen

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import DATASET_TEMPLATES, UNIVERSAL_TEMPLATE
 from fseft_lab.models.foundation import FoundationModel, LegacyPatchMerging  # noqa: F401  (re-exported)
+from fseft_lab.profiles import PHANTOM, Geometry
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BTCV_CLASSES = (None, *DATASET_TEMPLATES["btcv"].values())  # softmax rows: background first
@@ -46,6 +47,8 @@ class Checkpoint:
         filename: file name in the cache (or in the package for shipped weights).
         sha256: expected checksum, ``None`` when nobody published one.
         feature_size: SwinUNETR width the weights need.
+        spacing_mm, patch_size: the geometry the weights were trained at (every path resamples to
+            it; see :mod:`fseft_lab.profiles`). A checkpoint that stores its own geometry wins.
         classes: head rows in file order, as template names (``None`` for rows to skip, e.g. a
             softmax background); empty when the file has no usable plain head.
         container: key holding the state dict (``state_dict``, ``net``), or ``None``.
@@ -64,6 +67,8 @@ class Checkpoint:
     filename: str
     sha256: str | None = None
     feature_size: int = 48
+    spacing_mm: float = 1.5
+    patch_size: int = 96
     classes: tuple = ()
     container: str | None = None
     strip: tuple[str, ...] = ()
@@ -75,11 +80,16 @@ class Checkpoint:
     note: str = ""
     extra: dict = field(default_factory=dict)
 
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(self.spacing_mm, self.patch_size, self.feature_size)
+
 
 BACKBONE = r"^(swinViT|encoder\d+|decoder\d+)\."
 ZOO: dict[str, Checkpoint] = {c.name: c for c in (
     Checkpoint("phantom_cpu", "fseft_lab's own foundation model, pre-trained on phantoms (cpu profile, feature 12)",
-               None, "phantom_cpu.pt", feature_size=12, classes=UNIVERSAL_TEMPLATE, legacy_merging=False,
+               None, "phantom_cpu.pt", feature_size=PHANTOM.feature_size, spacing_mm=PHANTOM.spacing_mm,
+               patch_size=PHANTOM.patch_size, classes=UNIVERSAL_TEMPLATE, legacy_merging=False,
                licence="Apache-2.0", note="made by `fseft-lab pretrain`; see phantom_cpu.json for the exact run"),
     Checkpoint("fseft", "FSEFT foundation model (Silva-Rodriguez et al. 2025): 9 datasets, 29 structures, sigmoid",
                "https://drive.google.com/file/d/18yLNxmWGnVifQNeYYwyyu56Cg4tWV9aW/view?usp=sharing", "fseft.pth",
@@ -183,6 +193,30 @@ def download(name: str, progress: bool = True, timeout: float = 30.0) -> Path:
     return target
 
 
+#: Key under which a checkpoint of ours stores its geometry (a dict of plain numbers beside the tensors).
+GEOMETRY_KEY = "geometry"
+
+
+def geometry_state(geometry: Geometry) -> dict:
+    """The entry :func:`load_checkpoint` reads back: add it to a state dict before saving."""
+    return {GEOMETRY_KEY: {"spacing_mm": float(geometry.spacing_mm), "patch_size": int(geometry.patch_size),
+                           "feature_size": int(geometry.feature_size)}}
+
+
+def checkpoint_geometry(name_or_path: str | Path) -> Geometry:
+    """A checkpoint's geometry without building the model: the file's own, else its zoo entry's
+    (a file of ours without one was made at the phantom model's geometry, :data:`PHANTOM`)."""
+    if str(name_or_path) in ZOO:
+        entry = get_checkpoint(str(name_or_path))
+        path = local_path(entry)
+        if not path.is_file():
+            return entry.geometry
+    else:
+        entry, path = None, Path(name_or_path)
+    stored = read_state_dict(path).get(GEOMETRY_KEY)
+    return Geometry(**stored) if stored else (entry.geometry if entry else PHANTOM)
+
+
 @dataclass
 class LoadReport:
     missing: list[str]       # model keys the checkpoint did not provide (left as initialised)
@@ -231,7 +265,8 @@ def load_checkpoint(model: torch.nn.Module, source: str | Path | dict, entry: Ch
     ``ValueError`` naming the key; with ``strict``, keys the model does not have raise too.
     """
     entry = get_checkpoint(entry) if isinstance(entry, str) else entry
-    state = read_state_dict(source) if not isinstance(source, dict) else source
+    state = read_state_dict(source) if not isinstance(source, dict) else dict(source)
+    stored = state.pop(GEOMETRY_KEY, None)      # our own checkpoints say at which geometry they were trained
     state, dropped = remap(state, entry)
     own = model.state_dict()
     unexpected = [k for k in state if k not in own and not k.startswith("classifier.")]
@@ -260,6 +295,7 @@ def load_checkpoint(model: torch.nn.Module, source: str | Path | dict, entry: Ch
         state["classifier.weight"], state["classifier.bias"] = weight, bias
     state = {k: v.to(own[k].dtype) for k, v in state.items() if k in own}
     result = model.load_state_dict(state, strict=False)
+    model.geometry = Geometry(**stored) if stored else entry.geometry
     return LoadReport(sorted(result.missing_keys), sorted(dropped + unexpected), head_rows)
 
 
@@ -277,7 +313,8 @@ def load_foundation(name_or_path: str | Path = "phantom_cpu", entry: str | None 
         entry_obj, path = get_checkpoint(entry), Path(name_or_path)
     else:  # a run of our own (`fseft-lab pretrain`): read the width off its head
         path = Path(name_or_path)
-        head = read_state_dict(path).get("classifier.weight")
+        state = read_state_dict(path)
+        head = state.get("classifier.weight")
         if head is None:
             raise ValueError(f"{path} has no classifier.weight; name its zoo entry (entry='fseft', 'btcv', ...)")
         entry_obj = replace(ZOO["phantom_cpu"], name=path.name, feature_size=head.shape[1])
