@@ -47,6 +47,22 @@ COMPOSITES: dict[str, tuple[str, ...]] = {
 
 ALL_STRUCTURES: tuple[str, ...] = UNIVERSAL_TEMPLATE + NOVEL_STRUCTURES
 
+#: Structures that are one connected piece in any CT that shows them, whatever slab of the body
+#: the scan covers: solid organs, each lung and lobe, the heart's parts, and two straight tubes
+#: (oesophagus, inferior vena cava) that a field of view can shorten but not split. Evaluation
+#: keeps only their largest connected component, which removes a prediction's stray islands.
+#: Every other structure may lawfully be several pieces and is never cut to one: lesions (any
+#: number of them), the skeleton, vessel trees and curved tubes that leave and re-enter a scan's
+#: slab (the aorta at its arch, the portal and splenic veins, the duodenum's loop), muscles that a
+#: field of view cuts (the glutei), a structure of both sides (``lung``, ``kidney``), and any name
+#: this list does not hold.
+ONE_PIECE: frozenset[str] = frozenset({
+    "spleen", "kidney_right", "kidney_left", "gallbladder", "esophagus", "liver", "stomach",
+    "inferior_vena_cava", "pancreas", "adrenal_gland_right", "adrenal_gland_left", "urinary_bladder",
+    "prostate_or_uterus", "lung_right", "lung_left", "brain",
+    *NOVEL_GROUPS["heart"], *NOVEL_GROUPS["lung_lobes"],
+})
+
 #: Label templates of the real datasets (value -> structure), as their documentation gives them.
 #: ``kidney`` without a side is split at the image centre on loading, as the paper does.
 DATASET_TEMPLATES: dict[str, dict[int, str]] = {
@@ -91,6 +107,13 @@ def template_index(name: str) -> int:
 def is_novel(name: str) -> bool:
     """True for structures the foundation model never saw labelled (heart, lobes, gluteus)."""
     return check_structure(name) in NOVEL_STRUCTURES
+
+
+def is_one_piece(name: str) -> bool:
+    """True if ``name`` is anatomically one connected piece (:data:`ONE_PIECE`), so that a
+    prediction may be cut to its largest component: ``is_one_piece('liver')`` but not
+    ``is_one_piece('liver_tumor')``."""
+    return name in ONE_PIECE
 
 
 def dataset_template(dataset: str) -> dict[int, str]:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import task_structures
 from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
-from fseft_lab.experiments import done_runs, environment, run_grid, run_key, write_csv
+from fseft_lab.experiments import check_post_processing, done_runs, environment, run_grid, run_key, write_csv
 from fseft_lab.methods import DECODER_OPTIONS, get_method
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import MODES, TransductiveConfig
@@ -181,7 +181,7 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
                   checkpoint: str = "phantom_cpu", only: str | None = None, command: str = "",
                   progress: bool = True, workers: int = 1, shard: tuple[int, int] | None = None,
                   methods: Sequence[str] | None = None, ks: Sequence[int] | None = None,
-                  tasks: Sequence[str] | None = None) -> pd.DataFrame:
+                  tasks: Sequence[str] | None = None, largest_component: bool = True) -> pd.DataFrame:
     """Run every block of ``grid`` (or the one named ``only``) into ``out_csv``; returns the table.
 
     ``methods``, ``ks``, ``tasks``: run only these of the grid's methods (as the grid names them,
@@ -192,6 +192,8 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
     each running every n-th of the runs left into its own shard file, and folds their rows into ``out_csv`` when
     they end: one GPU is far from busy with one cpu-profile adaptation. ``shard``: be one of them.
     Pre-processed volumes are kept in ``data_dir/cache`` and shared by all workers.
+    ``largest_component``: the evaluation's post-processing (:func:`fseft_lab.experiments.run`);
+    a table holds one kind, and one scored the other way is refused before any export.
     """
     from fseft_lab.models.zoo import ZOO, checkpoint_geometry, get_checkpoint, local_path, sha256, weights_sha256
 
@@ -209,7 +211,8 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
     spacing = checkpoint_geometry(checkpoint).spacing_mm          # the data is made at the model's own spacing
     if shard is not None:   # one of the workers of a benchmark that holds the lock
         datasets = [block_dataset(block, data_dir, prof, spacing) for block in blocks]
-        return _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress, shard)
+        return _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress, shard,
+                           largest_component)
     with writing_to(out_csv):
         checksum, weights_checksum = sha256(weights), weights_sha256(weights)
         fold_shards(out_csv)  # rows an interrupted parallel run left behind
@@ -219,17 +222,22 @@ def run_benchmark(grid: str | Path, out_csv: str | Path, profile: str | None = N
             raise ValueError(f"{out_csv} holds results of the foundation model whose weights have sha256 "
                              f"{measured_with[:12]}..., but {checkpoint} has {weights_checksum[:12]}...: one table, "
                              "one model; write to another --out")
+        if out_csv.is_file():
+            check_post_processing(pd.read_csv(out_csv), largest_component, out_csv)
         datasets = [block_dataset(block, data_dir, prof, spacing) for block in blocks]  # exported once, before any worker starts
         finished = False
         try:
             if workers > 1:
-                table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers, methods, ks, tasks)
+                table = _run_workers(grid, out_csv, prof.name, data_dir, checkpoint, only, workers, methods, ks, tasks,
+                                     largest_component)
             else:
-                table = _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress)
+                table = _run_blocks(blocks, datasets, checkpoint, out_csv, prof.name, data_dir, progress,
+                                    largest_component=largest_component)
             finished = True
         finally:  # also when interrupted: the rows so far are kept, and the manifest says how far it got
             record_invocation(out_csv, grid, prof.name, checkpoint, checksum, weights_checksum, command=command,
-                              workers=workers, wall_seconds=round(time.perf_counter() - start), finished=finished)
+                              workers=workers, wall_seconds=round(time.perf_counter() - start), finished=finished,
+                              post_processing="largest component of one-piece structures" if largest_component else "none")
     return table
 
 
@@ -265,7 +273,8 @@ def record_invocation(out_csv: Path, grid, profile: str, checkpoint: str, checks
 
 
 def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str, out_csv: Path, profile: str,
-                data_dir, progress: bool, shard: tuple[int, int] | None = None) -> pd.DataFrame:
+                data_dir, progress: bool, shard: tuple[int, int] | None = None,
+                largest_component: bool = True) -> pd.DataFrame:
     """Run the blocks' runs not yet done in this process: all of them, or, as worker i of n, every
     n-th one of the list that runs across all blocks and methods (so 3 runs left on 2 workers
     keep both busy)."""
@@ -283,7 +292,7 @@ def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str
         method, ti = split_method(spec)
         run_grid(foundation, ds, target, [task], [method], [k], [seed], decoder=block.decoder, profile=profile,
                  transductive=ti, trunk_cache=trunk_caches.setdefault(block.name, {}), progress=False,
-                 cache_dir=Path(data_dir) / "cache")
+                 cache_dir=Path(data_dir) / "cache", largest_component=largest_component)
     return pd.read_csv(target) if target.is_file() else pd.DataFrame()
 
 
@@ -295,13 +304,15 @@ def grid_run_key(task: str, spec: str, decoder: str, k: int, seed: int) -> tuple
 
 
 def _run_workers(grid, out_csv: Path, profile: str, data_dir, checkpoint: str, only: str | None, workers: int,
-                 methods: Sequence[str] | None, ks: Sequence[int] | None, tasks: Sequence[str] | None) -> pd.DataFrame:
+                 methods: Sequence[str] | None, ks: Sequence[int] | None, tasks: Sequence[str] | None,
+                 largest_component: bool = True) -> pd.DataFrame:
     """Run ``workers`` shard processes to the end (each with its share of the CPU threads), then fold their rows."""
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     base = [sys.executable, "-m", "fseft_lab.cli", "benchmark", "--grid", str(grid), "--out", str(out_csv),
             "--profile", profile, "--data", str(data_dir), "--checkpoint", checkpoint,
             *(["--only", only] if only else []), *(["--methods", *methods] if methods else []),
-            *(["--ks", *map(str, ks)] if ks else []), *(["--tasks", *tasks] if tasks else [])]
+            *(["--ks", *map(str, ks)] if ks else []), *(["--tasks", *tasks] if tasks else []),
+            "--largest-component" if largest_component else "--no-largest-component"]
     procs = [subprocess.Popen(base + ["--shard", f"{i}/{workers}"], env={**os.environ, "OMP_NUM_THREADS": threads},
                               stdout=subprocess.DEVNULL) for i in range(workers)]
     try:

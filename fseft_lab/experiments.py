@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fseft_lab.adapt import AdaptConfig, Adapted, adapt, frozen_trunk
-from fseft_lab.anatomy import task_structures
+from fseft_lab.anatomy import is_one_piece, task_structures
 from fseft_lab.data.cache import CachedCases
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import CaseFolder
@@ -83,7 +83,7 @@ def trunk_key(foundation, dataset: CaseFolder, case_id: str) -> tuple:
 
 
 def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: int, *, decoder: str = "frozen",
-        profile: str | None = None, config: AdaptConfig | None = None, largest_component: bool = False,
+        profile: str | None = None, config: AdaptConfig | None = None, largest_component: bool = True,
         save_adapter_to: str | Path | None = None, validate: bool = False, trunk_cache: dict | None = None,
         test: Sequence[str] | None = None, transductive: TransductiveConfig | None = None, progress: bool = True,
         adapter_meta: dict | None = None, cache_dir: str | Path | None = None, spacing_mm: float | None = None,
@@ -101,6 +101,8 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     (:class:`fseft_lab.data.cache.CachedCases`), so the next run skips reading and resampling.
     Volumes are resampled to the foundation model's own geometry (spacing, patch); ``spacing_mm``
     and ``patch_size`` force another one, with a warning (:func:`resolve_geometry`).
+    ``largest_component``: the evaluation's post-processing (:func:`fseft_lab.evaluate.evaluate`),
+    on by default; the rows' ``post_processing`` column says what each structure got.
     """
     structures, multiclass = task_structures(task)
     geometry = resolve_geometry(foundation, profile, spacing_mm, patch_size)
@@ -154,10 +156,12 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
              ks: Sequence[int], seeds: Sequence[int], *, decoder: str = "frozen", profile: str | None = None,
              config: AdaptConfig | None = None, transductive: TransductiveConfig | None = None,
              trunk_cache: dict | None = None, progress: bool = True, cache_dir: str | Path | None = None,
-             **options) -> pd.DataFrame:
+             largest_component: bool = True, **options) -> pd.DataFrame:
     """Run every (task, method, k, seed) not yet in ``out_csv``; returns the whole table.
 
     ``trunk_cache``: share frozen-trunk features with other grids on the same data (see :func:`run`).
+    ``largest_component``: the post-processing (see :func:`run`); a table holds one kind only, so a
+    table whose rows were scored the other way is refused before any run starts.
 
     Each finished run is appended at once (written to a temporary file, then renamed), so an
     interrupted grid loses at most the run in progress.
@@ -170,6 +174,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     table = pd.read_csv(out_csv) if out_csv.is_file() else pd.DataFrame(columns=RUN_KEY)
     if "transductive" not in table:  # tables written before transductive inference existed
         table.insert(table.columns.get_loc("decoder") + 1, "transductive", "none")
+    check_post_processing(table, largest_component, out_csv)
     done = done_runs(table)
     mode = transductive.mode if transductive else "none"
     todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
@@ -177,11 +182,28 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     trunk_cache = {} if trunk_cache is None else trunk_cache
     for task, method, k, seed in tqdm(todo, desc="grid", disable=not progress):
         rows, _ = run(foundation, dataset, task, method, k, seed, decoder=decoder, profile=profile, config=config,
-                      trunk_cache=trunk_cache, transductive=transductive, progress=False, cache_dir=cache_dir, **options)
+                      trunk_cache=trunk_cache, transductive=transductive, progress=False, cache_dir=cache_dir,
+                      largest_component=largest_component, **options)
         rows = rows.assign(device=environment()["hardware"]["device"])   # train_seconds depend on it
         table = rows if table.empty else pd.concat([table, rows], ignore_index=True)
         write_csv(table, out_csv)
     return table
+
+
+def check_post_processing(table: pd.DataFrame, largest_component: bool, where: str | Path) -> None:
+    """Refuse to add rows post-processed one way to a table scored the other way (rows from before
+    the ``post_processing`` column were scored raw)."""
+    if table.empty or "structure" not in table:
+        return
+    done = table["post_processing"].fillna("none") if "post_processing" in table else pd.Series("none", table.index)
+    expected = table.structure.map(lambda s: "largest component" if largest_component and is_one_piece(s) else "none")
+    differ = done != expected
+    if differ.any():
+        rows = table[differ]
+        raise ValueError(f"{where} holds {len(rows)} rows post-processed otherwise ({rows.structure.iloc[0]}: "
+                         f"{done[differ].iloc[0]!r}) than this run would ({expected[differ].iloc[0]!r}); one table, one "
+                         "post-processing: write to another file, or score as the table was ("
+                         + ("--largest-component" if not largest_component else "--no-largest-component") + ")")
 
 
 def run_key(task: str, method: str, decoder: str, transductive: str, k: int, seed: int) -> tuple[str, ...]:

@@ -4,7 +4,9 @@ The image goes through the training pre-processing (RAS, isotropic spacing, HU w
 the body, pad to a patch), the model segments it by Gaussian sliding windows, and MONAI's
 ``Invertd`` undoes every spatial step with nearest-neighbour interpolation, so the label map has
 the input's shape and affine and overlays correctly in ITK-SNAP or 3D Slicer. Label value i is
-the adapter's i-th structure (``fseft-lab predict`` prints the table).
+the adapter's i-th structure (``fseft-lab predict`` prints the table). As in evaluation, each
+structure that is anatomically one piece keeps only its largest connected component unless
+``largest_component=False`` (:mod:`fseft_lab.evaluate`).
 
 >>> model = load_adapter_file(load_foundation("phantom_cpu"), "liver.pt")       # doctest: +SKIP
 >>> segment_file(model, "ct.nii.gz", "seg.nii.gz", profile="cpu")               # doctest: +SKIP
@@ -21,7 +23,7 @@ from monai.transforms import Invertd, LoadImaged
 
 from fseft_lab.data.layouts import save_nifti
 from fseft_lab.data.transforms import preprocess
-from fseft_lab.evaluate import predict, to_masks
+from fseft_lab.evaluate import one_piece_channels, predict, to_masks
 from fseft_lab.models.foundation import resolve_geometry
 
 
@@ -37,7 +39,7 @@ def label_map(masks: torch.Tensor, multiclass: bool) -> torch.Tensor:
 
 
 def segment(model: torch.nn.Module, image_path: str | Path, profile: str | None = None,
-            largest_component: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            largest_component: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(labels (X, Y, Z) uint8, affine) of a NIfTI CT in HU, on the file's own voxel grid; the
     image is resampled to the model's own geometry (the profile's only if it has none)."""
     path = Path(image_path)
@@ -54,7 +56,7 @@ def segment(model: torch.nn.Module, image_path: str | Path, profile: str | None 
                          "expected one 3-D volume")
     data = chain(data)
     masks = to_masks(predict(model.eval(), data["image"][None], geometry.patch_size), model.multiclass,
-                     largest_component=largest_component)
+                     largest_component=one_piece_channels(model.task_structures) if largest_component else [])
     data["pred"] = MetaTensor(label_map(masks, model.multiclass).float(), meta=data["image"].meta,
                               applied_operations=data["image"].applied_operations)
     restored = Invertd("pred", transform=chain, orig_keys="image", nearest_interp=True)(data)["pred"]
@@ -66,7 +68,7 @@ def segment(model: torch.nn.Module, image_path: str | Path, profile: str | None 
 
 
 def segment_file(model: torch.nn.Module, image_path: str | Path, out_path: str | Path, profile: str | None = None,
-                 largest_component: bool = False) -> Path:
+                 largest_component: bool = True) -> Path:
     """Segment ``image_path`` and write the label map to ``out_path`` (atomically: temporary file,
     then rename). An output folder that cannot be written fails before the inference, not after."""
     out = Path(out_path)

@@ -2,8 +2,8 @@
 import pytest
 
 from fseft_lab.anatomy import (ALL_STRUCTURES, BASE_ORGANS, COMPOSITES, DATASET_TEMPLATES, NOVEL_GROUPS,
-                               NOVEL_STRUCTURES, UNIVERSAL_TEMPLATE, UNSIDED, check_structure, dataset_template,
-                               is_novel, template_index)
+                               NOVEL_STRUCTURES, ONE_PIECE, UNIVERSAL_TEMPLATE, UNSIDED, check_structure,
+                               dataset_template, is_novel, is_one_piece, template_index)
 
 
 def test_universal_template_has_29_unique_names_in_paper_order():
@@ -82,3 +82,25 @@ def test_unsided_and_composites_point_at_template_structures():
         assert composite in UNIVERSAL_TEMPLATE
         assert set(parts) <= set(NOVEL_STRUCTURES)
 
+
+
+@pytest.mark.parametrize("name", ["liver", "spleen", "kidney_left", "pancreas", "stomach", "esophagus", "lung_right",
+                                  "heart_myocardium", "lung_middle_lobe_right"])
+def test_organs_are_one_piece(name):
+    assert is_one_piece(name)
+
+
+@pytest.mark.parametrize("name", [
+    "liver_tumor", "kidney_tumor", "kidney_cyst", "lung_tumor", "pancreas_tumor", "hepatic_vessel_tumor", "colon_tumor",
+    "bone", "hepatic_vessel", "aorta", "portal_vein_and_splenic_vein", "duodenum",   # lesions, skeleton, curved vessels, bowel
+    "gluteus_maximus_left",                      # a muscle the field of view cuts
+    "lung", "kidney",                            # both sides in one mask
+    "background", "colon", "rib_left_1",         # names the list does not hold are never cut
+])
+def test_structures_that_may_be_several_pieces_are_never_cut(name):
+    assert not is_one_piece(name)
+
+
+def test_one_piece_names_are_known_structures():
+    assert ONE_PIECE <= set(ALL_STRUCTURES)
+    assert set(BASE_ORGANS) - ONE_PIECE == {"duodenum", "aorta"}

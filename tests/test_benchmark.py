@@ -63,6 +63,10 @@ def test_benchmark_runs_a_grid_resumes_it_and_writes_a_manifest(tmp_path, capsys
     assert out.stat().st_mtime_ns == modified and len(pd.read_csv(out)) == 2
     manifest = json.loads(out.with_suffix(".json").read_text())
     assert len(manifest["invocations"]) == 2 and manifest["invocations"][-1]["runs_done_after"] == 2
+    assert manifest["invocations"][-1]["post_processing"] == "largest component of one-piece structures"
+    assert set(table.post_processing) == {"largest component"}   # the liver is one piece
+    assert main(args + ["--no-largest-component"]) == 2          # raw rows into a post-processed table: refused
+    assert "one table, one post-processing" in capsys.readouterr().err
     assert main(args + ["--only", "other"]) == 2
     assert "no block named 'other'" in capsys.readouterr().err
     resaved = tmp_path / "same_weights_saved_again.pt"       # another file, the same weights: accepted

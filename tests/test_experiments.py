@@ -121,3 +121,17 @@ def test_grid_resumes_a_table_written_before_transductive_inference(dataset, tmp
     pd.read_csv(out).drop(columns="transductive").to_csv(out, index=False)  # an older table
     again = run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0], profile="cpu", progress=False)
     assert len(again) == 1 and again.transductive.tolist() == ["none"]
+
+
+def test_grid_refuses_to_mix_raw_and_post_processed_rows(tmp_path):
+    """A table scored without post-processing (written before the column existed) accepts only raw
+    rows; the refusal comes before any data is read (no foundation model, no dataset needed)."""
+    out = tmp_path / "grid.csv"
+    old = pd.DataFrame({"task": ["liver", "liver_tumor"], "method": "zero_shot", "decoder": "frozen", "k": 1, "seed": 0,
+                        "case": "c", "structure": ["liver", "liver_tumor"], "dice": 0.8})
+    old.to_csv(out, index=False)
+    with pytest.raises(ValueError, match=r"grid.csv holds 1 rows post-processed otherwise \(liver: 'none'\).*"
+                                         r"--no-largest-component"):
+        run_grid(None, None, out, ["liver"], ["zero_shot"], [1], [0], progress=False)
+    again = run_grid(None, None, out, ["liver"], ["zero_shot"], [1], [0], progress=False, largest_component=False)
+    assert len(again) == 2   # the raw table resumes: its one run is done, nothing runs

@@ -5,7 +5,7 @@ import torch
 from monai.data import MetaTensor
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE
-from fseft_lab.evaluate import evaluate, predict, score, to_masks
+from fseft_lab.evaluate import evaluate, one_piece_channels, predict, score, to_masks
 from fseft_lab.models.foundation import FoundationModel
 
 
@@ -39,10 +39,10 @@ class Oracle(torch.nn.Module):
         return (self.masks * 20 - 10).expand(x.shape[0], -1, -1, -1, -1)[..., : x.shape[2], : x.shape[3], : x.shape[4]]
 
 
-def _case(label, spacing=2.0):
+def _case(label, spacing=2.0, structures=("liver", "spleen")):
     affine = torch.diag(torch.tensor([spacing, spacing, spacing, 1.0]))
     return {"image": MetaTensor(torch.rand(1, *label.shape), affine=affine),
-            "label": MetaTensor(torch.as_tensor(label)[None], affine=affine), "structures": ("liver", "spleen"), "case": "c0"}
+            "label": MetaTensor(torch.as_tensor(label)[None], affine=affine), "structures": structures, "case": "c0"}
 
 
 def test_evaluate_scores_a_perfect_and_an_empty_prediction():
@@ -72,7 +72,47 @@ def test_masks_threshold_argmax_and_largest_component():
     logits[0, 1, 7, 7, 7] = 5.0                      # a stray voxel
     assert to_masks(logits)[0, 1].sum() == 28
     assert to_masks(logits, largest_component=True)[0, 1].sum() == 27
+    assert to_masks(logits, largest_component=[1])[0, 1].sum() == 27   # only the channels listed
+    assert to_masks(logits, largest_component=[0])[0, 1].sum() == 28
     assert to_masks(logits, multiclass=True)[0].sum(0).eq(1).all()
+
+
+def _liver_and_two_tumours():
+    """Truth: a liver block and two separate tumours. Prediction: both right, plus a stray liver
+    island far from the liver (the zero-shot model's islands)."""
+    label = np.zeros((32, 32, 32), np.uint8)
+    label[2:14, 2:14, 2:14] = 1                                   # liver
+    label[20:24, 20:24, 20:24] = 2                                # tumour 1
+    label[26:30, 4:8, 26:30] = 2                                  # tumour 2, apart from the first
+    islands = np.zeros_like(label)
+    islands[24:29, 26:31, 2:7] = 1
+    return label, islands
+
+
+@pytest.mark.parametrize("multiclass", [False, True])
+def test_one_piece_structures_lose_their_islands_and_lesions_keep_every_piece(multiclass):
+    label, island = _liver_and_two_tumours()
+    structures = ("liver", "liver_tumor")
+    masks = torch.zeros(1, 3, 32, 32, 32)
+    masks[0, 1] = torch.as_tensor((label == 1) | (island == 1))   # channel 1: liver + a stray island
+    masks[0, 2] = torch.as_tensor(label == 2)                     # channel 2: both tumours
+    masks[0, 0] = 1 - masks[0, 1:].amax(0)                        # background, for the arg-max
+    case = _case(label, spacing=2.0, structures=structures)
+    kw = {"channels": [1, 2], "patch_size": 32, "multiclass": multiclass, "progress": False}
+    cleaned = evaluate(Oracle(masks), [case], **kw).set_index("structure")
+    raw = evaluate(Oracle(masks), [case], largest_component=False, **kw).set_index("structure")
+    assert cleaned.loc["liver", "dice"] == pytest.approx(1.0) and cleaned.loc["liver", "hd95"] == pytest.approx(0.0)
+    assert raw.loc["liver", "dice"] < 1.0 and raw.loc["liver", "hd95"] > 0.0
+    assert list(cleaned.post_processing) == ["largest component", "none"]
+    assert list(raw.post_processing) == ["none", "none"]
+    # both tumours kept: the whole truth, 2 x 4^3 voxels of 8 mm^3
+    assert cleaned.loc["liver_tumor", "dice"] == pytest.approx(1.0)
+    assert cleaned.loc["liver_tumor", "predicted_ml"] == pytest.approx(2 * 64 * 8 / 1000)
+
+
+def test_one_piece_channels_skip_background_and_lesions():
+    assert one_piece_channels(("background", "liver", "kidney_cyst", "spleen")) == [1, 3]
+    assert one_piece_channels(("liver_tumor",)) == []
 
 
 def test_score_hd95_in_millimetres():
