@@ -237,8 +237,8 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     rows, stopped = [], False
-    bar = tqdm(range(epochs), desc=f"adapting: {method}", disable=not progress)
-    for epoch in bar:
+    bar = tqdm(total=epochs, desc=f"adapting: {method}", disable=not progress)
+    for epoch in range(epochs):
         model.train()
         losses, dices = [], []
         for v in np.random.default_rng([cfg.seed, epoch]).permutation(len(support)):
@@ -285,9 +285,14 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
         if validation and cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or last):
             row["val_dice"] = validation_dice(model, validation, patch)
         rows.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}")
-        if stopped:
+        bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
+        bar.update()
+        if stopped:  # the bar says why it ends short of its total
+            bar.set_postfix_str(f"loss={row['loss']:.3f}, stopped early at epoch {len(rows)}: the loss plateaued "
+                                f"(its {cfg.stop_window}-epoch mean improved < {cfg.stop_min_delta:g} "
+                                f"in {cfg.stop_patience} epochs)")
             break
+    bar.close()
     seconds = time.perf_counter() - start
     curve = pd.DataFrame(rows)
     if term is not None:

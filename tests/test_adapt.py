@@ -77,10 +77,18 @@ def test_plateau_rule_follows_the_paper():
     assert not plateaued([0.5] * 40, AdaptConfig(stop_patience=0))
 
 
-def test_early_stopping_ends_training(foundation):
+def test_early_stopping_ends_training_and_the_progress_bar_says_why(foundation, capsys):
     cfg = _cfg(epochs=10, lr=1e-12, stop_window=2, stop_patience=2, stop_start=4)
-    result = adapt(foundation, "linear_probe", [_case(1)], config=cfg, profile="cpu", progress=False)
+    result = adapt(foundation, "linear_probe", [_case(1)], config=cfg, profile="cpu", progress=True)
     assert result.stopped_early and result.epochs_run == 4
+    bar = capsys.readouterr().err.split("\r")[-1]   # the bar's last state
+    assert "4/10" in bar and "stopped early at epoch 4: the loss plateaued" in bar, bar
+
+
+def test_a_run_to_the_last_epoch_does_not_claim_an_early_stop(foundation, capsys):
+    adapt(foundation, "linear_probe", [_case(1)], config=_cfg(epochs=3), profile="cpu", progress=True)
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "3/3" in bar and "stopped early" not in bar, bar
 
 
 def test_zero_shot_trains_nothing(foundation):
