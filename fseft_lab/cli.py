@@ -1,6 +1,6 @@
 """``fseft-lab``: the course's work from a terminal.
 
-    fseft-lab quickstart [--profile P]                 the main job on phantom data
+    fseft-lab quickstart [--profile P] [--task T]      the main job on phantom data
     fseft-lab adapt --data DIR --task T --method M --k K --seeds S --out CSV [--transductive penalty]
                                                        few-shot adaptation
     fseft-lab benchmark --grid grids/fseft_phantom.toml --out results/benchmark.csv   the paper's grid
@@ -59,17 +59,45 @@ def _notebooks(args) -> None:
         print(f"{name}: {seconds:.0f} s")
 
 
+#: One sentence per figure that quickstart prints, so the table reads without a textbook.
+METRICS_EXPLAINED = (
+    "Dice: overlap of prediction and truth, 0 to 1 (1 = perfect). HD95: the 95th-percentile distance (mm)\n"
+    "between the predicted and the true surface, so one stray island far from the organ sets it; NSD (in the CSV):\n"
+    "the fraction of both surfaces within 3 mm of the other.")
+
+
+def _writable_folder(path: Path) -> Path:
+    """Create ``path`` if needed and check that a file can be written in it, before any long work."""
+    probe = path / ".fseft-lab-write-test"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write to the folder {path}: {err.strerror or err}") from err
+    return path
+
+
 def _quickstart(args) -> None:
     """The main job: phantom target data, the shipped foundation model, three methods at k = 1."""
+    from fseft_lab.anatomy import task_structures
     from fseft_lab.data.layouts import export_phantom
+    from fseft_lab.data.phantom import PHANTOM_STRUCTURES
     from fseft_lab.experiments import run, write_csv
     from fseft_lab.models.zoo import load_foundation
     from fseft_lab.profiles import get_profile
 
     import pandas as pd
 
+    # every argument is checked before the export, which takes a minute and tens of MB
     profile = get_profile(args.profile)
-    out = Path(args.out)
+    structures, _ = task_structures(args.task)
+    undrawn = [s for s in structures if s not in PHANTOM_STRUCTURES]
+    if undrawn:
+        raise ValueError(f"task {args.task!r}: the phantom never draws {undrawn}; pick a structure it draws, "
+                         "e.g. liver, spleen, pancreas, kidney_left (fseft-lab phantom export, then look at the masks)")
+    out = _writable_folder(Path(args.out))
+    results = out / f"quickstart_{args.task}.csv"   # one file per task: another task never replaces these rows
     foundation = load_foundation(args.checkpoint)
     geometry = foundation.geometry
     print(f"profile {profile.name}, model {args.checkpoint}: {geometry}")
@@ -80,14 +108,25 @@ def _quickstart(args) -> None:
     tables, lines, trunk_cache = [], [], {}  # the three methods share the frozen trunk's test features
     for method in ("zero_shot", "linear_probe", "spatial_adapter"):
         table, result = run(foundation, ds, args.task, method, k=1, seed=args.seed, profile=profile.name,
-                            trunk_cache=trunk_cache)
+                            trunk_cache=trunk_cache, largest_component=args.largest_component)
         tables.append(table)
         lines.append(f"{method:16s} {result.trainable:>10,d} {100 * result.trainable / total:>9.3f}% "
-                     f"{table.dice.mean():>6.3f} +- {table.dice.std():.3f} {result.train_seconds:>8.1f}")
-    write_csv(pd.concat(tables, ignore_index=True), out / "quickstart.csv")
-    print(f"\n{'method':16s} {'trainable':>10s} {'of model':>10s} {'Dice (test cases)':>17s} {'train s':>8s}")
+                     f"{table.dice.mean():>6.3f} +- {table.dice.std():.3f} {table.hd95.mean():>8.1f} "
+                     f"{result.train_seconds:>8.1f}")
+    replaced = results.is_file()
+    write_csv(pd.concat(tables, ignore_index=True), results)
+    print(f"\n{'method':16s} {'trainable':>10s} {'of model':>10s} {'Dice (test cases)':>17s} {'HD95 mm':>8s} {'train s':>8s}")
     print("\n".join(lines))
-    print(f"\nper-case rows: {out / 'quickstart.csv'}; the course continues in notebooks/02_zero_shot_linear_probe.ipynb")
+    print(f"\n{METRICS_EXPLAINED}")
+    cleaned = sorted(set(pd.concat(tables).query("post_processing != 'none'").structure))
+    if cleaned:
+        post = (f"{', '.join(cleaned)} kept to the largest connected component (anatomically one piece); "
+                "--no-largest-component scores the raw masks")
+    else:
+        post = "none, raw masks" + (f" ({', '.join(structures)}: may be several pieces)" if args.largest_component else "")
+    print(f"Post-processing: {post}; the CSV's post_processing column says so per row.")
+    print(f"per-case rows: {results}" + (" (replaced the previous run of this task)" if replaced else "")
+          + "; the course continues in notebooks/02_zero_shot_linear_probe.ipynb")
 
 
 def _adapt(args) -> None:
@@ -136,7 +175,7 @@ def _benchmark(args) -> None:
     shard = parse_shard(args.shard) if args.shard else None
     table = run_benchmark(args.grid, args.out, args.profile, args.data, args.checkpoint, args.only,
                           command=args.command_line, workers=args.workers, shard=shard, methods=args.methods, ks=args.ks,
-                          tasks=args.tasks)
+                          tasks=args.tasks, largest_component=args.largest_component)
     if shard:
         return
     print(summary(table, by=("task", "method", "transductive", "k")).round(3).to_string())
@@ -223,92 +262,131 @@ def _zoo(args) -> None:
         print(f"saved {zoo.download(args.name)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fseft-lab", description="Few-shot efficient fine-tuning of a CT foundation model.")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Each option's help ends with its default: the value, or the flag in effect for an on/off
+    switch. Help that states its default in words (``default: the profile's``) is left as it is."""
 
-    q = sub.add_parser("quickstart", help="run the main job on phantom data")
-    q.add_argument("--profile", default=None, help="cpu, gpu, paper or auto (default: $FSEFT_PROFILE, else auto)")
-    q.add_argument("--out", default="data/quickstart", help="working folder (default: data/quickstart)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--overwrite", action="store_true")
-    q.add_argument("--task", default="liver", help="base organ to adapt (default: liver)")
-    q.add_argument("--checkpoint", default="phantom_cpu", help="zoo name or weights file (default: phantom_cpu)")
+    def _get_help_string(self, action):
+        text = (action.help or "").replace(" (default: %(default)s)", "")   # Python 3.10 adds it to switches
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return f"{text} (default: {action.option_strings[0 if action.default else 1]})"
+        if "default" in text or action.nargs == 0 or action.required or action.default in (None, argparse.SUPPRESS):
+            return text
+        default = action.default
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def _parser(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, formatter_class=_HelpWithDefaults)
+
+
+def _largest_component_switch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep the largest connected component of each structure that is anatomically one piece "
+                             "(organs, not lesions or bone); --no-largest-component keeps the raw masks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fseft-lab", description="Few-shot efficient fine-tuning of a CT foundation model.",
+                                     formatter_class=_HelpWithDefaults)
+    sub = parser.add_subparsers(dest="command", required=True)
+    profile_help = "run profile: cpu, gpu, paper or auto (default: $FSEFT_PROFILE, else auto: gpu with CUDA, cpu without)"
+    checkpoint_help = "foundation model: a zoo name (fseft-lab zoo list) or a weights file"
+
+    q = _parser(sub, "quickstart", "run the main job on phantom data: three methods at k = 1 on one organ")
+    q.add_argument("--profile", default=None, help=profile_help)
+    q.add_argument("--out", default="data/quickstart", help="working folder: the phantom dataset and quickstart_TASK.csv")
+    q.add_argument("--seed", type=int, default=0, help="phantom population and few-shot draw")
+    q.add_argument("--overwrite", action="store_true", help="replace a different phantom dataset in the working folder")
+    q.add_argument("--task", default="liver", help="structure to adapt to (e.g. spleen, pancreas, kidney_left)")
+    q.add_argument("--checkpoint", default="phantom_cpu", help=checkpoint_help)
+    _largest_component_switch(q)
     q.set_defaults(func=_quickstart)
 
-    a = sub.add_parser("adapt", help="few-shot adaptation of the foundation model, then evaluation on test cases")
-    a.add_argument("--data", type=Path, required=True, help="dataset folder (TotalSegmentator or MSD layout)")
-    a.add_argument("--layout", choices=["totalsegmentator", "msd"], default=None, help="check the folder's layout")
+    a = _parser(sub, "adapt", "few-shot adaptation of the foundation model, then evaluation on test cases")
+    a.add_argument("--data", type=Path, required=True, help="dataset folder (TotalSegmentator or MSD layout); required")
+    a.add_argument("--layout", choices=["totalsegmentator", "msd"], default=None,
+                   help="check that the folder has this layout (default: accept either)")
     a.add_argument("--cache", type=Path, default=None, metavar="DIR",
-                   help="keep pre-processed volumes in DIR (re-read when a source file changes)")
+                   help="keep pre-processed volumes in DIR, re-read when a source file changes (default: no cache)")
     a.add_argument("--template", default=None,
-                   help="MSD labels instead of dataset.json's: a template name (e.g. flare22) or a JSON/YAML file of structure: value")
-    a.add_argument("--task", required=True, help="a structure (binary) or base_organs / heart / lung_lobes / gluteus")
-    a.add_argument("--method", required=True, help="see `fseft-lab methods`")
+                   help="MSD labels instead of dataset.json's: a template name (e.g. flare22) or a JSON/YAML file of "
+                        "structure: value (default: dataset.json's labels)")
+    a.add_argument("--task", required=True, help="a structure (binary) or base_organs / heart / lung_lobes / gluteus; required")
+    a.add_argument("--method", required=True, help="adaptation method, see `fseft-lab methods`; required")
     a.add_argument("--k", type=int, nargs="+", default=[1], help="support volumes (shots); several allowed")
-    a.add_argument("--seeds", type=int, nargs="+", default=[0], help="few-shot draws")
-    a.add_argument("--decoder", choices=["frozen", "fine-tuned", "new"], default="frozen")
-    a.add_argument("--profile", default=None, help="cpu, gpu, paper or auto")
+    a.add_argument("--seeds", type=int, nargs="+", default=[0], help="few-shot draws; several allowed")
+    a.add_argument("--decoder", choices=["frozen", "fine-tuned", "new"], default="frozen",
+                   help="the SwinUNETR decoder: kept frozen, fine-tuned, or re-initialised and trained (new)")
+    a.add_argument("--profile", default=None, help=profile_help)
     a.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the profile's)")
     a.add_argument("--spacing", type=float, default=None, metavar="MM",
                    help="force another voxel size than the model was trained at (default: the model's; warns)")
     a.add_argument("--patch", type=int, default=None, metavar="N",
                    help="force another patch size than the model was trained at (default: the model's; warns)")
     a.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
-    a.add_argument("--largest-component", action="store_true", help="keep each structure's largest component")
+    _largest_component_switch(a)
     a.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                   help="a method option, e.g. --option rank=8 (see the method's config); repeatable")
+                   help="a method option, e.g. --option rank=8 (see the method's config); repeatable "
+                        "(default: the method's defaults)")
     a.add_argument("--transductive", choices=["penalty", "barrier", "entropy"], default=None,
-                   help="constrained transductive inference on the test volumes (frozen-trunk methods)")
+                   help="constrained transductive inference on the test volumes, frozen-trunk methods "
+                        "(default: none)")
     a.add_argument("--ti-margin", type=float, default=0.3, help="size band half-width g (kidneys: 0.5)")
     a.add_argument("--ti-weight", type=float, default=0.1, help="lambda, the weight of the query term")
-    a.add_argument("--checkpoint", default="phantom_cpu", help="zoo name or weights file (default: phantom_cpu)")
-    a.add_argument("--out", type=Path, required=True, help="CSV to append result rows to")
-    a.add_argument("--save-adapter", type=Path, default=None, help="write the trained adapter (a few KB) here")
+    a.add_argument("--checkpoint", default="phantom_cpu", help=checkpoint_help)
+    a.add_argument("--out", type=Path, required=True, help="CSV to append result rows to; required")
+    a.add_argument("--save-adapter", type=Path, default=None,
+                   help="write the trained adapter (a few KB) here (default: not saved)")
     a.set_defaults(func=_adapt)
 
-    b = sub.add_parser("benchmark", help="run a grid file of experiments into one CSV (resumable)")
+    b = _parser(sub, "benchmark", "run a grid file of experiments into one CSV (resumable)")
     b.add_argument("--grid", type=Path, default=Path("grids/fseft_phantom.toml"), help="TOML grid file")
     b.add_argument("--out", type=Path, default=Path("results/benchmark.csv"), help="CSV to append rows to")
-    b.add_argument("--profile", default=None, help="cpu, gpu, paper or auto")
+    b.add_argument("--profile", default=None, help=profile_help)
     b.add_argument("--data", type=Path, default=Path("data/benchmark"), help="where the phantom targets are exported")
-    b.add_argument("--checkpoint", default="phantom_cpu", help="zoo name or weights file (default: phantom_cpu)")
-    b.add_argument("--only", default=None, help="run only the block with this name")
+    b.add_argument("--checkpoint", default="phantom_cpu", help=checkpoint_help)
+    b.add_argument("--only", default=None, help="run only the block with this name (default: every block)")
     b.add_argument("--list", action="store_true", help="list the grid's blocks and run counts, run nothing")
     b.add_argument("--workers", type=int, default=1, help="processes side by side (e.g. 8 on one GPU); rows are folded into --out")
     b.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help="run only these of the grid's methods (e.g. spatial_adapter+penalty)")
-    b.add_argument("--ks", nargs="+", type=int, default=None, metavar="K", help="run only these of the grid's shots (e.g. 1)")
-    b.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="run only these of the grid's tasks (e.g. heart)")
-    b.add_argument("--shard", default=None, help="I/N: run only worker I's share of N (what --workers starts)")
+                   help="run only these of the grid's methods, e.g. spatial_adapter+penalty (default: all)")
+    b.add_argument("--ks", nargs="+", type=int, default=None, metavar="K",
+                   help="run only these of the grid's shots, e.g. 1 (default: all)")
+    b.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                   help="run only these of the grid's tasks, e.g. heart (default: all)")
+    b.add_argument("--shard", default=None,
+                   help="I/N: run only worker I's share of N, what --workers starts (default: all runs)")
+    _largest_component_switch(b)
     b.set_defaults(func=_benchmark)
 
-    pr = sub.add_parser("predict", help="segment a CT file with a saved adapter; the label map matches the input's grid")
-    pr.add_argument("--adapter", type=Path, required=True, help="adapter file written by `adapt --save-adapter`")
-    pr.add_argument("--input", type=Path, required=True, help="CT volume in HU (.nii or .nii.gz)")
-    pr.add_argument("--out", type=Path, required=True, help="label map to write (.nii.gz)")
+    pr = _parser(sub, "predict", "segment a CT file with a saved adapter; the label map matches the input's grid")
+    pr.add_argument("--adapter", type=Path, required=True, help="adapter file written by `adapt --save-adapter`; required")
+    pr.add_argument("--input", type=Path, required=True, help="CT volume in HU (.nii or .nii.gz); required")
+    pr.add_argument("--out", type=Path, required=True, help="label map to write (.nii.gz); required")
     pr.add_argument("--checkpoint", default=None, help="foundation model (default: the one the adapter was trained on)")
-    pr.add_argument("--profile", default=None, help="default: the profile the adapter was trained with")
-    pr.add_argument("--largest-component", action="store_true", help="keep each structure's largest component")
+    pr.add_argument("--profile", default=None, help="run profile (default: the one the adapter was trained with)")
+    _largest_component_switch(pr)
     pr.set_defaults(func=_predict)
 
-    m = sub.add_parser("methods", help="list adaptation methods with their trainable parameters")
-    m.add_argument("--profile", default=None, help="cpu, gpu, paper or auto (paper: the paper's counts)")
+    m = _parser(sub, "methods", "list adaptation methods with their trainable parameters")
+    m.add_argument("--profile", default=None, help=profile_help + "; paper gives the paper's counts")
     m.set_defaults(func=_methods)
 
-    p = sub.add_parser("pretrain", help="partial-label pre-training of the foundation model (torchrun for several GPUs)")
+    p = _parser(sub, "pretrain", "partial-label pre-training of the foundation model (torchrun for several GPUs)")
     p.add_argument("out", type=Path, help="run folder (checkpoint.pt, model.pt, log.csv)")
-    p.add_argument("--profile", default=None, help="cpu, gpu or paper (default cpu)")
+    p.add_argument("--profile", default=None, help="cpu, gpu or paper (default: cpu)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the profile's)")
     p.add_argument("--crops", type=int, default=1, help="crops per step and process")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
     p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
-    p.add_argument("--cases", type=int, default=None, help="phantom volumes per source dataset")
-    p.add_argument("--data-dir", type=Path, default=Path("data/pretrain"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--cases", type=int, default=None, help="phantom volumes per source dataset (default: the profile's)")
+    p.add_argument("--data-dir", type=Path, default=Path("data/pretrain"), help="where the source phantoms are exported")
+    p.add_argument("--seed", type=int, default=0, help="phantom population and crop order")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (for --resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--init", type=Path, default=None, help="start from these weights")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (default: random)")
     p.add_argument("--balance", choices=["sources", "structures"], default="sources",
                    help="sample source datasets uniformly (the paper) or labelled structures uniformly")
     p.add_argument("--contrast-aug", type=float, default=0.0, metavar="P",
@@ -317,32 +395,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="background processes that export sources and draw crops (use several on a GPU; same result)")
     p.set_defaults(func=_pretrain)
 
-    phantom = sub.add_parser("phantom", help="procedural CT phantom datasets").add_subparsers(dest="action", required=True)
-    e = phantom.add_parser("export", help="write a phantom dataset in a real dataset's layout")
-    e.add_argument("out", type=Path)
-    e.add_argument("--layout", choices=["totalsegmentator", "msd"], default="totalsegmentator")
-    e.add_argument("--cases", type=int, default=10)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--domain", default=None, help="acquisition domain (see `fseft-lab phantom domains`)")
+    phantom = _parser(sub, "phantom", "procedural CT phantom datasets").add_subparsers(dest="action", required=True)
+    e = _parser(phantom, "export", "write a phantom dataset in a real dataset's layout")
+    e.add_argument("out", type=Path, help="folder to write (written aside, then renamed: never half a dataset)")
+    e.add_argument("--layout", choices=["totalsegmentator", "msd"], default="totalsegmentator",
+                   help="one mask file per structure (totalsegmentator) or one label map per case (msd)")
+    e.add_argument("--cases", type=int, default=10, help="phantom subjects (volumes)")
+    e.add_argument("--seed", type=int, default=0, help="population seed: subject i of a seed is the same person in every domain")
+    e.add_argument("--domain", default=None,
+                   help="acquisition domain, see `fseft-lab phantom domains` "
+                        "(default: totalseg_like for totalsegmentator, flare_like for msd)")
     e.add_argument("--spacing", type=float, default=None, help="isotropic voxel size in mm (default: the domain's)")
-    e.add_argument("--template", default="flare22", help="label template of an msd export")
-    e.add_argument("--num-test", type=int, default=5, help="last N cases are test cases")
+    e.add_argument("--template", default="flare22", help="label template of an msd export (e.g. flare22, amos, btcv)")
+    e.add_argument("--num-test", type=int, default=5, help="the last N cases are test cases")
     e.add_argument("--overwrite", action="store_true", help="replace a different dataset in OUT")
     e.set_defaults(func=_export)
-    phantom.add_parser("domains", help="list acquisition domains").set_defaults(func=_domains)
+    _parser(phantom, "domains", "list acquisition domains").set_defaults(func=_domains)
 
-    z = sub.add_parser("zoo", help="foundation-model checkpoints").add_subparsers(dest="action", required=True)
-    z.add_parser("list", help="list checkpoints").set_defaults(func=_zoo)
-    for action in ("info", "download"):
-        a = z.add_parser(action, help=f"{action} a checkpoint")
-        a.add_argument("name")
+    z = _parser(sub, "zoo", "foundation-model checkpoints").add_subparsers(dest="action", required=True)
+    _parser(z, "list", "list checkpoints").set_defaults(func=_zoo)
+    for action, what in (("info", "source, key remapping and licence of a checkpoint"),
+                         ("download", "download a checkpoint into the cache (progress bar, checksum)")):
+        a = _parser(z, action, what)
+        a.add_argument("name", help="checkpoint name, see `fseft-lab zoo list`")
         a.set_defaults(func=_zoo)
 
-    nb = sub.add_parser("notebooks", help="course notebooks").add_subparsers(dest="action", required=True)
-    r = nb.add_parser("run", help="execute notebooks headless with papermill")
+    nb = _parser(sub, "notebooks", "course notebooks").add_subparsers(dest="action", required=True)
+    r = _parser(nb, "run", "execute notebooks headless with papermill")
     r.add_argument("names", nargs="*", help="notebook names or prefixes (default: all)")
-    r.add_argument("--profile", default=None)
-    r.add_argument("--out", type=Path, default=None, help="write executed copies here instead of in place")
+    r.add_argument("--profile", default=None, help=profile_help)
+    r.add_argument("--out", type=Path, default=None, help="write executed copies here (default: in place)")
     r.set_defaults(func=_notebooks)
     return parser
 
@@ -362,6 +444,17 @@ def _restart_with_malloc_settings() -> None:
         os.execve(sys.executable, [sys.executable, "-m", "fseft_lab.cli", *sys.argv[1:]], {**os.environ, **MALLOC_ENV})
 
 
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null once its reader has closed the pipe, so that nothing
+    more (Python's flush at exit included) fails on it; the Unix way to end quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (e.g. captured by a test): nothing to silence
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the ``fseft-lab`` command itself, not a call from Python
         _restart_with_malloc_settings()
@@ -373,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)} if graceful else {}
     try:
         args.func(args)
+        sys.stdout.flush()  # a reader that has gone shows here, not in Python's last flush at exit
+    except BrokenPipeError:  # `fseft-lab zoo list | head -1`: the reader has what it wanted
+        _silence_stdout()
+        return 0
     except (ValueError, OSError, KeyError, RuntimeError, FloatingPointError) as err:
         print(f"fseft-lab: error: {err}", file=sys.stderr)
         return 2

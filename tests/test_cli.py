@@ -1,9 +1,12 @@
 """The ``fseft-lab`` command line, run in-process (fseft_lab.cli.main)."""
+import argparse
 import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
 from fseft_lab import cli
@@ -122,4 +125,106 @@ def test_quickstart_prints_a_dice_and_parameter_table(tmp_path, capsys):
     assert set(rows) == {"zero_shot", "linear_probe", "spatial_adapter"}
     assert rows["zero_shot"][1] == "0" and rows["spatial_adapter"][1] == "7,789"
     assert all(0 <= float(r[3]) <= 1 for r in rows.values())
-    assert (tmp_path / "quickstart.csv").is_file()
+    assert "HD95: the 95th-percentile distance" in out and "liver kept to the largest connected component" in out
+    table = pd.read_csv(tmp_path / "quickstart_liver.csv")
+    assert set(table.task) == {"liver"} and set(table.post_processing) == {"largest component"}
+
+
+# ----------------------------------------------------------------------------- quickstart's checks and files
+@pytest.mark.parametrize("args, message", [
+    (["--task", "livr"], "unknown task 'livr'"),
+    (["--task", "brain"], "the phantom never draws ['brain']"),
+    (["--profile", "laptop"], "unknown profile 'laptop'"),
+    (["--checkpoint", "no_such_weights.pt"], "no_such_weights.pt"),
+])
+def test_quickstart_refuses_bad_arguments_before_exporting_anything(tmp_path, capsys, args, message):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "totalseg_like").exists()
+
+
+def test_quickstart_refuses_an_output_folder_it_cannot_write(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["quickstart", "--out", str(blocker / "qs")]) == 2
+    assert f"cannot write to the folder {blocker / 'qs'}" in capsys.readouterr().err
+
+
+def test_quickstart_keeps_each_task_in_its_own_file(tmp_path, monkeypatch, capsys):
+    """Another task's run never replaces a task's rows (export and training replaced by stand-ins)."""
+    import fseft_lab.data.layouts
+    import fseft_lab.experiments
+    import fseft_lab.models.zoo
+    import torch
+
+    dataset = SimpleNamespace(root=tmp_path / "totalseg_like", cases=["a", "b"], test_ids=["b"])
+    monkeypatch.setattr(fseft_lab.data.layouts, "export_phantom", lambda *a, **k: dataset)
+    monkeypatch.setattr(fseft_lab.models.zoo, "load_foundation", lambda name: torch.nn.Linear(2, 2))
+
+    def run(foundation, ds, task, method, **kw):
+        rows = pd.DataFrame({"task": task, "method": method, "case": ["b"], "structure": task, "dice": 0.5, "hd95": 3.0,
+                             "post_processing": "largest component"})
+        return rows, SimpleNamespace(trainable=0, train_seconds=1.0)
+
+    monkeypatch.setattr(fseft_lab.experiments, "run", run)
+    for task in ("liver", "pancreas", "liver"):
+        assert main(["quickstart", "--out", str(tmp_path), "--task", task, "--profile", "cpu"]) == 0
+    assert set(pd.read_csv(tmp_path / "quickstart_liver.csv").task) == {"liver"}
+    assert set(pd.read_csv(tmp_path / "quickstart_pancreas.csv").task) == {"pancreas"}
+    out = capsys.readouterr().out
+    assert out.count("replaced the previous run of this task") == 1   # the second liver run says so
+
+
+# ----------------------------------------------------------------------------- Unix manners
+def _sub_commands(parser, prefix=()):
+    """(name, parser) of every sub-command, nested ones (phantom export) included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _sub_commands(sub, prefix + (name,))
+    if prefix and not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+        yield " ".join(prefix), parser
+
+
+def test_every_option_says_what_it_does_and_its_default():
+    missing = []
+    for name, parser in _sub_commands(cli.build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            text = formatter._get_help_string(action) if action.help else ""
+            flag = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)   # off unless given
+            needs_default = action.option_strings and not action.required and not flag
+            if not text or (needs_default and "default" not in text):
+                missing.append(f"{name} {action.option_strings or action.dest}: {text!r}")
+    assert not missing, "\n".join(missing)
+
+
+def test_help_shows_the_defaults_as_values(capsys):
+    with pytest.raises(SystemExit):
+        main(["phantom", "export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "phantom subjects (volumes) (default: 10)" in text
+    assert "(default: totalsegmentator)" in text and "(default: the domain's)" in text
+    with pytest.raises(SystemExit):
+        main(["adapt", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "several allowed (default: 1)" in text and "(default: --largest-component)" in text
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_output_into_a_closed_pipe_ends_quietly_with_exit_code_0(unbuffered):
+    """`fseft-lab phantom domains | head -1`: the reader has gone before the output is written."""
+    read, write = os.pipe()
+    os.close(read)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:   # every print reaches the pipe at once, inside the command's own code
+        env["PYTHONUNBUFFERED"] = "1"
+    try:
+        done = subprocess.run([sys.executable, "-m", "fseft_lab.cli", "phantom", "domains"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
