@@ -11,3 +11,15 @@ os.environ.setdefault("FSEFT_PROFILE", "cpu")
 # notebook kernels on CPU (read at process start, so it reaches the kernels, not this process).
 for key, value in MALLOC_ENV.items():
     os.environ.setdefault(key, value)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every notebook cell (nbval) is marked ``notebooks`` and ``slow``: a notebook runs for minutes
+    on 2 cores, so ``-m "not slow"`` (the quick unit-test command) leaves all of them out, and
+    ``-m notebooks`` runs only them."""
+    import pytest
+
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebooks)
+            item.add_marker(pytest.mark.slow)
