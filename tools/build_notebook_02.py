@@ -33,13 +33,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import monai
 import pandas as pd
-import torch
 
 from fseft_lab import viz
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.evaluate import to_masks
-from fseft_lab.experiments import load_cases, run, trunk_key
+from fseft_lab.experiments import load_cases, run
 from fseft_lab.methods import build, linear_probe, print_trainable_parameters, set_task_head
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
@@ -99,15 +97,19 @@ The training Dice loss per epoch (over the crops of that epoch). With one suppor
 one step; 200 epochs take seconds on cached features."""),
 code("""ax = viz.plot_learning_curves({f"linear probe, {task}": results[task, "linear_probe"].curve for task in tasks})
 _ = ax.set_title(f"k = {k}, seed {seed}")"""),
-md("""## 5. Dice on the test volumes"""),
+md("""## 5. Dice on the test volumes
+
+Dice is the overlap of the predicted and the true mask, from 0 to 1 (1 is perfect). Before
+scoring, each structure that is anatomically one piece (an organ, not a tumour) keeps only its
+largest connected component, which removes stray islands of voxels far from the organ
+(`post_processing` column; `run(..., largest_component=False)` scores the raw masks). The figure
+shows the masks that were scored."""),
 code("""summary = table.pivot_table(index="task", columns="method", values="dice", aggfunc="mean")[["zero_shot", "linear_probe"]]
 summary["gain"] = summary.linear_probe - summary.zero_shot
 summary.round(3)"""),
 code("""task = tasks[0]
 case = load_cases(ts, [test_ids[0]], [task], G)[0]
-features = trunk_cache[trunk_key(foundation, ts, test_ids[0])][None]
-with torch.no_grad():
-    masks = {m: to_masks(results[task, m].model.classifier(features))[0, 0] for m in ("zero_shot", "linear_probe")}
+masks = {m: results[task, m].test_masks[test_ids[0]][0] for m in ("zero_shot", "linear_probe")}   # as scored
 _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[G.spacing_mm] * 3)"""),
 md("""**Reading the result.** Organs the foundation model already segments well on the target (the
 liver) gain little from re-learning a head: the features are fine and the head was already

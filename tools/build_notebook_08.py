@@ -45,7 +45,7 @@ from fseft_lab.anatomy import BASE_ORGANS
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.evaluate import to_masks, trunk_features
-from fseft_lab.experiments import load_cases, run, summary, trunk_key
+from fseft_lab.experiments import load_cases, run, summary
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import TransductiveConfig
@@ -130,9 +130,7 @@ pull the size into the band if it is outside, and the run without TI goes its ow
 that helps depends on whether the *true* size is inside the band, which the table in section 1
 says is likely but not certain."""),
 code("""case = load_cases(ts, [test_ids[0]], [task], G)[0]
-features = trunk_cache[trunk_key(foundation, ts, test_ids[0])][None]
-with torch.no_grad():
-    masks = {n: to_masks(r.model.classifier(features))[0, 0] for n, r in results.items()}
+masks = {n: r.test_masks[test_ids[0]][0] for n, r in results.items()}   # as scored
 truth = case["label"][0] == 1
 print(f"true size {int(truth.sum())} voxels = {truth.sum() / prior:.2f} x prior; predicted: "
       + ", ".join(f"{n} {m.sum() / prior:.2f} x" for n, m in masks.items()))

@@ -120,9 +120,11 @@ md("""## 3. Few-shot adaptation on that folder
 The same call as in notebooks 02-08: k labelled scans drawn from the folder's training cases,
 its test cases scored. `cache_dir` keeps each pre-processed scan on disk, so a second run (or a
 folder of a thousand scans) skips reading and resampling; an entry is re-made when its source file
-changes. `save_adapter_to` writes only the trained tensors. `largest_component` keeps the largest
-connected blob of each structure, which removes stray islands far from the organ (they are what
-makes HD95, a distance, jump to hundreds of millimetres)."""),
+changes. `save_adapter_to` writes only the trained tensors. `largest_component` (on by default)
+keeps the largest connected blob of each structure that is anatomically one piece, which removes
+stray islands far from the organ (they are what makes HD95, a distance, jump to hundreds of
+millimetres). `nsd`, the normalised surface Dice, is the fraction of both surfaces that lies
+within 3 mm of the other: 1 when every boundary voxel is within that tolerance."""),
 code("""adapter = Path(work_dir) / f"{task}_{method}_k{k}.pt"
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
