@@ -19,7 +19,7 @@ import pandas as pd
 
 from fseft_lab.adapt import AdaptConfig
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import RUN_KEY, append_rows, run, summary, write_manifest
+from fseft_lab.experiments import RUN_KEY, append_rows, check_post_processing, run, summary, write_manifest
 from fseft_lab.methods.adaptive_lora import AdaptiveLoRAConfig, learned_ranks
 from fseft_lab.models.zoo import WEIGHTS_DIR, checkpoint_geometry, load_foundation, sha256
 from fseft_lab.profiles import get_profile
@@ -46,6 +46,7 @@ def main() -> None:
     foundation = load_foundation(args.checkpoint)
     ranks_csv = args.out.with_name(f"{args.out.stem}_ranks.csv")
     table = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=RUN_KEY)
+    check_post_processing(table, True, args.out)   # rows scored before the default changed are raw: no mixing
     for seed in args.seeds:
         for method in ("lora", "adaptive_lora"):
             if ((table.method == method) & (table.seed == seed)).any():
