@@ -62,8 +62,8 @@ def _notebooks(args) -> None:
 #: One sentence per figure that quickstart prints, so the table reads without a textbook.
 METRICS_EXPLAINED = (
     "Dice: overlap of prediction and truth, 0 to 1 (1 = perfect). HD95: the 95th-percentile distance (mm)\n"
-    "between the predicted and the true surface, so one stray island far from the organ sets it; NSD (in the CSV):\n"
-    "the fraction of both surfaces within 3 mm of the other.")
+    "between the predicted and the true surface, so islands of stray voxels far from the organ set it.\n"
+    "NSD (in the CSV): the fraction of both surfaces within 3 mm of the other, 0 to 1.")
 
 
 def _writable_folder(path: Path) -> Path:

@@ -14,9 +14,10 @@ organ. ``largest_component=False`` scores the raw masks. Every row says which it
 ``post_processing`` column: ``largest component`` or ``none``).
 
 Metrics come from ``monai.metrics``: Dice (DSC, the overlap: 1 is perfect); HD95, the 95th
-percentile of the distances (mm) between the predicted and the true surface, so that a
-prediction whose surface is everywhere within 4 mm of the truth has an HD95 of at most 4 mm; and
-NSD, the fraction of both surfaces that lies within a tolerance (3 mm) of the other, from 0 to 1.
+percentile of the distances (mm) from each surface's voxels to the other surface (the larger of
+the two directions), so a handful of stray voxels barely count but islands holding more than 5 %
+of the predicted surface set it; and NSD, the fraction of both surfaces that lies within a
+tolerance (3 mm) of the other, from 0 to 1.
 Results are a tidy table, one row per (case, structure).
 """
 from __future__ import annotations
