@@ -95,7 +95,7 @@ def _quickstart(args) -> None:
     undrawn = [s for s in structures if s not in PHANTOM_STRUCTURES]
     if undrawn:
         raise ValueError(f"task {args.task!r}: the phantom never draws {undrawn}; pick a structure it draws, "
-                         "e.g. liver, spleen, pancreas, kidney_left (fseft-lab phantom export, then look at the masks)")
+                         "e.g. liver, spleen, pancreas, kidney_left, heart_myocardium")
     out = _writable_folder(Path(args.out))
     results = out / f"quickstart_{args.task}.csv"   # one file per task: another task never replaces these rows
     foundation = load_foundation(args.checkpoint)

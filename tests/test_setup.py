@@ -1,0 +1,36 @@
+"""The README's set-up: what its install command brings is what the course and CI need."""
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quick_start() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme[readme.index("## Quick start"):readme.index("## The course")]
+
+
+def _extras(text: str) -> set[str]:
+    """Extras of the package's own editable install in a shell text: `pip install -e ".[lab,dev]"`."""
+    found = re.findall(r"pip install[^\n]*-e \"?\.\[([a-z,]+)\]", text)
+    assert found, f"no `pip install -e .[...]` in {text[:200]!r}"
+    return set(found[0].split(","))
+
+
+def test_the_readme_install_brings_jupyterlab_and_says_how_to_open_the_course():
+    quick = _quick_start()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    installed = [req for extra in _extras(quick) for req in extras[extra]]
+    assert any(req.startswith("jupyterlab") for req in installed), installed
+    assert "jupyter lab notebooks/" in quick
+
+
+def test_the_readme_sends_cpu_only_linux_to_pytorchs_cpu_index():
+    quick = _quick_start()
+    assert "--index-url https://download.pytorch.org/whl/cpu" in quick
+    assert all(word in quick for word in ("NVIDIA GPU", "macOS", "Colab", "Binder"))
+
+
+def test_ci_installs_what_the_readme_installs():
+    assert _extras((ROOT / ".ci" / "run").read_text()) == _extras(_quick_start())
