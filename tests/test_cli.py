@@ -160,7 +160,9 @@ def test_quickstart_keeps_each_task_in_its_own_file(tmp_path, monkeypatch, capsy
 
     dataset = SimpleNamespace(root=tmp_path / "totalseg_like", cases=["a", "b"], test_ids=["b"])
     monkeypatch.setattr(fseft_lab.data.layouts, "export_phantom", lambda *a, **k: dataset)
-    monkeypatch.setattr(fseft_lab.models.zoo, "load_foundation", lambda name: torch.nn.Linear(2, 2))
+    model = torch.nn.Linear(2, 2)
+    model.geometry = SimpleNamespace(spacing_mm=3.0, patch_size=64)
+    monkeypatch.setattr(fseft_lab.models.zoo, "load_foundation", lambda name: model)
 
     def run(foundation, ds, task, method, **kw):
         rows = pd.DataFrame({"task": task, "method": method, "case": ["b"], "structure": task, "dice": 0.5, "hd95": 3.0,
