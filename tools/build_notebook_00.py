@@ -115,7 +115,7 @@ for ax, s in zip(axes, gallery):
     y = int(np.argwhere(v.mask("liver"))[:, 1].mean()) if v.mask("liver").any() else v.atoms.shape[1] // 2
     lab = v.label_map({i + 1: n for i, n in enumerate(shown)})
     viz.draw_slice(ax, v.image, lab, shown, view="coronal", index=y, spacing=v.spacing)
-    ax.set_title(f"{s.index}: {s.traits.sex}, {s.traits.age:.0f} y" + ("\nno " + ", ".join(sorted(s.traits.absent)) if s.traits.absent else ""),
+    ax.set_title(f"{s.index}: {s.traits.sex}, {s.traits.age:.0f} y" + ("\\nno " + ", ".join(sorted(s.traits.absent)) if s.traits.absent else ""),
                  fontsize=7)
 plt.suptitle("eight subjects of population seed 0 (coronal, through the liver)", fontsize=9)
 plt.tight_layout()
@@ -151,9 +151,10 @@ md("""> **Phantom vs real CT: what the phantom cannot show.** Its organs are smo
 > vessels inside organs. Textures are filtered noise, not tissue; there are no streaks, beam
 > hardening, metal or motion artefacts. Pathology is limited to round lesions and cysts and to
 > absent organs; there is no cirrhosis, hydronephrosis or post-operative anatomy. Its sizes follow
-> the published spreads only as far as the references above go, and the spleen's spread comes out
-> a little narrower than published. Methods that win on the phantom win on *this* variation; on
-> real CT, the variation is larger and different. The course says so wherever a result depends on it.
+> the published spreads only as far as the table above shows: the spleen's spread comes out a little
+> narrower than published, and the pancreas and kidneys a little smaller on average. Methods that
+> win on the phantom win on *this* variation; on real CT, the variation is larger and different.
+> The course says so wherever a result depends on it.
 
 """),
 md("""## 4. Domains: one body, many scanners
@@ -185,7 +186,7 @@ for ax, i in zip(axes, range(6)):
     v = phantom.generate(seed, i, "totalseg_like", spacing=G.spacing_mm)
     lab = v.label_map({j + 1: n for j, n in enumerate(shown)})
     viz.draw_slice(ax, v.image, lab, shown, view="coronal", index=v.atoms.shape[1] // 2, spacing=v.spacing)
-    ax.set_title(f"{v.scan.fov}\n{v.atoms.shape[2] * G.spacing_mm:.0f} mm, slices {v.scan.slice_mm:g} mm", fontsize=7)
+    ax.set_title(f"{v.scan.fov}\\n{v.atoms.shape[2] * G.spacing_mm:.0f} mm, slices {v.scan.slice_mm:g} mm", fontsize=7)
 plt.tight_layout()
 plt.show()"""),
 md(r"""## 5. Partial labels and the universal template

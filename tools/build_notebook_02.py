@@ -37,7 +37,7 @@ import pandas as pd
 from fseft_lab import viz
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import load_cases, run
+from fseft_lab.experiments import load_cases, run, showing
 from fseft_lab.methods import build, linear_probe, print_trainable_parameters, set_task_head
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation

@@ -40,7 +40,7 @@ from fseft_lab import anatomy, viz
 from fseft_lab.adapt import AdaptConfig
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import load_cases, run
+from fseft_lab.experiments import load_cases, run, showing
 from fseft_lab.methods import DECODER_MODULES, build, scratch, trainable_parameters
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
@@ -54,7 +54,8 @@ for group, structures in anatomy.NOVEL_GROUPS.items():
 print(f"{task} is novel: {anatomy.is_novel(task)}")"""),
 code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
                     seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
-split = few_shot_split(ts.case_ids, k, seed, test=ts.test_ids)
+shown = showing(ts, ts.case_ids, [task])  # scans whose field of view holds the task's structure
+split = few_shot_split(shown, k, seed, test=[c for c in ts.test_ids if c in shown])
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
 print(f"support {split.support} | validation {split.validation} | test {test_ids}")

@@ -45,7 +45,7 @@ from fseft_lab.anatomy import BASE_ORGANS
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.evaluate import to_masks, trunk_features
-from fseft_lab.experiments import load_cases, run, summary
+from fseft_lab.experiments import load_cases, run, showing, summary
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import TransductiveConfig

@@ -40,7 +40,8 @@ def target_data() -> nbf.NotebookNode:
     """The TotalSegmentator-like target (cached by notebook 00), the few-shot split and the model."""
     return code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
                     seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
-split = few_shot_split(ts.case_ids, k, seed, test=ts.test_ids)
+shown = showing(ts, ts.case_ids, [task])  # scans whose field of view holds the task's structure
+split = few_shot_split(shown, k, seed, test=[c for c in ts.test_ids if c in shown])
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
 trunk_cache = {}  # trunk features of the test volumes, shared by every frozen-trunk method below
@@ -82,7 +83,7 @@ from fseft_lab import viz
 from fseft_lab.adapt import AdaptConfig
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import load_cases, run
+from fseft_lab.experiments import load_cases, run, showing
 from fseft_lab.methods import build, trainable_parameters
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
@@ -99,7 +100,8 @@ neighbours than in the contrast-enhanced sources (notebook 00). Same protocol as
 volumes, a validation volume, fixed test volumes."""),
             code("""flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=G.spacing_mm,
                        num_test=2, overwrite=True, progress=False)
-split = few_shot_split(flare.case_ids, k, seed, test=flare.test_ids)
+shown = showing(flare, flare.case_ids, [task])  # scans that hold the task's organ
+split = few_shot_split(shown, k, seed, test=[c for c in flare.test_ids if c in shown])
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
 trunk_cache = {}
