@@ -121,7 +121,7 @@ class CaseFolder:
         # by default every labelled structure, an unsided one (``kidney``) as its two sides
         structures = tuple(structures or [side for s in self.structures for side in UNSIDED.get(s, (s,))])
         for s in structures:
-            check_structure(s)
+            check_structure(s, None)   # any name the data gives is a structure (novel when the template lacks it)
         image, affine = read_nifti(case.image)
         image = _squeeze(image, case.image)
         label = np.zeros(image.shape, np.uint8)
@@ -136,7 +136,9 @@ class CaseFolder:
             named = set(self.template.values()) | {side for s in self.template.values() for side in UNSIDED.get(s, ())}
             absent = [s for s in structures if s not in named]
             if absent:
-                raise ValueError(f"{self.root} does not label {absent}; its template labels {sorted(self.template.values())}")
+                raise ValueError(f"{self.root} does not label {absent}; its labels are {sorted(self.template.values())}: "
+                                 "if one of them is the structure under another name (e.g. cancer for liver_tumor), "
+                                 "map it through a label map (--template map.json, e.g. {\"liver\": 1, \"liver_tumor\": 2})")
             for value, s in self.template.items():
                 if s in structures:
                     label[raw == value] = structures.index(s) + 1
@@ -249,7 +251,7 @@ def read_label_map(path: str | Path) -> dict[int, str]:
             raise ValueError(f"label map {path}: {name!r} has value {value!r}; label values are integers >= 1 (0 is background)")
         if int(value) in template:
             raise ValueError(f"label map {path}: value {value} names both {template[int(value)]!r} and {name!r}")
-        template[int(value)] = check_structure(str(name))
+        template[int(value)] = check_structure(str(name), None)
     return template
 
 

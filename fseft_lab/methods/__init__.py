@@ -89,7 +89,7 @@ def set_task_head(model: nn.Module, structures: list[str] | tuple[str, ...], mul
     zero: a softmax over (0, sigmoid logits) picks structure i exactly where its sigmoid is above
     0.5 and highest, so zero-shot multi-class is the universal model's thresholded arg-max."""
     old = model.classifier
-    rows = (["background"] if multiclass else []) + [check_structure(s) for s in structures]
+    rows = (["background"] if multiclass else []) + [check_structure(s, None) for s in structures]
     # a checkpoint loaded from the zoo says which rows it really had (e.g. none for a self-supervised one)
     known = set(model.load_report.head_rows) if hasattr(model, "load_report") else set(UNIVERSAL_TEMPLATE)
     missing = [s for s in rows if s in UNIVERSAL_TEMPLATE and s not in known]
