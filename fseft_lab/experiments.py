@@ -29,6 +29,7 @@ from fseft_lab.data.transforms import preprocess
 from fseft_lab.evaluate import evaluate, trunk_features
 from fseft_lab.methods import get_method, save_adapter
 from fseft_lab.models.foundation import resolve_geometry
+from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import Geometry, get_profile
 from fseft_lab.transductive import TransductiveConfig
 
@@ -258,10 +259,9 @@ def append_rows(rows: pd.DataFrame, out_csv: str | Path) -> pd.DataFrame:
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    """Write ``table`` to ``path`` atomically (:func:`fseft_lab.outputs.atomic_write`)."""
+    with atomic_write(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def summary(table: pd.DataFrame, by: Sequence[str] = ("method", "k")) -> pd.DataFrame:
@@ -295,8 +295,5 @@ def write_manifest(path: str | Path, **fields) -> None:
     """Write a results manifest (JSON: the given fields plus :func:`environment`) atomically."""
     import json
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({**fields, **environment()}, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps({**fields, **environment()}, indent=2) + "\n")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE, check_structure
+from fseft_lab.outputs import atomic_write
 
 DECODER_MODULES = ("encoder1", "encoder2", "encoder3", "encoder4", "encoder10",
                    "decoder5", "decoder4", "decoder3", "decoder2", "decoder1")
@@ -176,10 +177,8 @@ def save_adapter(model: nn.Module, path, **meta) -> int:
     state = {"method": model.method, "decoder": model.decoder, "multiclass": model.multiclass,
              "structures": [s for s in model.task_structures if s != "background" or not model.multiclass],
              "options": getattr(model, "options", {}), "meta": meta, "state": adapter_state_dict(model)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:   # an error names the file; no half-written adapter is left
+        torch.save(state, tmp)
     return path.stat().st_size
 
 
