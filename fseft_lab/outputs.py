@@ -66,4 +66,7 @@ def atomic_write(path: str | Path):
             raise
         raise OutputError(f"cannot write {path}: {_reason(err)}") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:      # its folder could not be made: there is nothing to remove
+            pass

@@ -77,3 +77,28 @@ def segment_file(model: torch.nn.Module, image_path: str | Path, out_path: str |
     with atomic_write(out) as tmp:   # e.g. the disk filled up: no half-written segmentation is left
         save_nifti(tmp, labels, affine)
     return out
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
+def plan_outputs(input_path: str | Path, out_path: str | Path) -> list[tuple[Path, Path]]:
+    """(scan, label map) pairs of a ``predict``: one file to one file, or a folder of scans (or one
+    scan) into a folder, each label map named as its scan without nnU-Net's channel suffix
+    (``case_0000.nii.gz`` -> ``case.nii.gz``), as TotalSegmentator and nnU-Net name theirs."""
+    source, out = Path(input_path), Path(out_path)
+    if source.is_dir():
+        scans = sorted(p for p in source.iterdir() if p.is_file() and _is_nifti(p))
+        if not scans:
+            raise FileNotFoundError(f"the folder {source} holds no scan (.nii or .nii.gz)")
+        if _is_nifti(out):
+            raise ValueError(f"{source} is a folder of {len(scans)} scans: -o must be a folder, not the file {out}")
+    elif not source.is_file():
+        raise FileNotFoundError(f"no such scan or folder: {source}")
+    else:
+        scans = [source]
+        if _is_nifti(out):
+            return [(source, out)]
+    named = [(scan, out / scan.name.replace("_0000.nii", ".nii")) for scan in scans]
+    return [(scan, target if _is_nifti(target) else target.with_name(target.name + ".nii.gz")) for scan, target in named]

@@ -100,21 +100,28 @@ def _adapt(args) -> None:
 
 def _predict(args) -> None:
     import torch
+    from tqdm.auto import tqdm
 
     from fseft_lab.methods import load_adapter_file
     from fseft_lab.models.zoo import load_foundation
-    from fseft_lab.predict import segment_file
+    from fseft_lab.outputs import writable_file
+    from fseft_lab.predict import plan_outputs, segment_file
 
+    jobs = plan_outputs(args.input, args.out)
+    for _, out in jobs:          # every output, before the model is even loaded
+        writable_file(out)
     try:
         meta = torch.load(args.adapter, map_location="cpu", weights_only=True).get("meta", {})
     except Exception as err:
         raise ValueError(f"cannot read adapter file {args.adapter}: {err}") from err
     checkpoint = args.checkpoint or meta.get("checkpoint", "phantom_cpu")
     profile = args.profile or meta.get("profile")
-    model = load_adapter_file(load_foundation(checkpoint), args.adapter)
-    out = segment_file(model, args.input, args.out, profile, args.largest_component)
+    model = load_adapter_file(load_foundation(checkpoint, args.scheme or meta.get("scheme")), args.adapter)
+    for scan, out in tqdm(jobs, desc="predict", unit="scan", disable=len(jobs) == 1):
+        segment_file(model, scan, out, profile, args.largest_component)
     structures = [s for s in model.task_structures if s != "background"]
-    print(f"wrote {out}: " + ", ".join(f"{i} = {s}" for i, s in enumerate(structures, start=1))
+    where = jobs[0][1] if len(jobs) == 1 else f"{len(jobs)} label maps to {args.out}"
+    print(f"wrote {where}: " + ", ".join(f"{i} = {s}" for i, s in enumerate(structures, start=1))
           + f" (model {checkpoint} + {model.method} adapter, profile {profile or 'auto'})")
 
 
@@ -187,11 +194,15 @@ def add_adapt(sub) -> None:
 
 
 def add_predict(sub) -> None:
-    pr = subcommand(sub, "predict", "segment a CT file with a saved adapter; the label map matches the input's grid")
+    pr = subcommand(sub, "predict", "segment CT scans with a saved adapter; each label map matches its scan's grid")
     pr.add_argument("--adapter", type=Path, required=True, help="adapter file written by `adapt --save-adapter`; required")
-    pr.add_argument("--input", type=Path, required=True, help="CT volume in HU (.nii or .nii.gz); required")
-    pr.add_argument("--out", type=Path, required=True, help="label map to write (.nii.gz); required")
+    pr.add_argument("-i", "--input", type=Path, required=True,
+                    help="a CT volume in HU (.nii or .nii.gz), or a folder of them; required")
+    pr.add_argument("-o", "--out", type=Path, required=True,
+                    help="the label map to write (.nii.gz), or a folder: one label map per scan, named as the scan; required")
     pr.add_argument("--checkpoint", default=None, help="foundation model (default: the one the adapter was trained on)")
+    pr.add_argument("--scheme", default=None, metavar="ENTRY",
+                    help="the zoo entry whose key names --checkpoint FILE follows (default: the adapter's, else detected)")
     pr.add_argument("--profile", default=None, help="run profile (default: the one the adapter was trained with)")
     largest_component_switch(pr)
     pr.set_defaults(func=_predict)
