@@ -162,7 +162,7 @@ def _zoo(args) -> None:
             print(f"{entry.name:18s} {state:17s} {entry.description}")
     elif args.action == "info":
         entry = zoo.get_checkpoint(args.name)
-        for key in ("description", "url", "filename", "sha256", "feature_size", "container", "strip", "renames", "keep",
+        for key in ("description", "url", "filename", "sha256", "feature_size", "container", "strip", "renames", "keep", "may_miss",
                     "legacy_merging", "licence", "note"):
             print(f"{key:15s} {getattr(entry, key)}")
         print(f"{'head rows':15s} {sum(c is not None for c in entry.classes)} ({'plain head' if entry.classes else 'none: new head'})")
