@@ -94,8 +94,8 @@ def check_structure(name: str, allowed: tuple[str, ...] | None = ALL_STRUCTURES)
     """Return ``name`` if it is a known structure, else raise ``ValueError`` listing close names.
     ``allowed=None`` accepts any structure name a dataset may give (a snake_case word: ``colon``)."""
     if allowed is None:
-        if not name or not name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"structure name {name!r} must be letters, digits, '_' or '-', e.g. colon")
+        if not name.strip() or any(c in name for c in ",/\\"):
+            raise ValueError(f"structure name {name!r} must be a word without ',' or '/', e.g. colon")
         return name
     if name in allowed:
         return name
@@ -148,6 +148,8 @@ def task_structures(task: str, named: tuple[str, ...] | list[str] = ()) -> tuple
     >>> task_structures("colon", named=("liver", "colon"))
     (('colon',), False)
     """
+    if task == "all" and named:
+        return tuple(named), len(named) > 1
     parts = [p.strip() for p in task.split(",") if p.strip()]
     if len(parts) > 1:
         structures = tuple(s for p in parts for s in task_structures(p, named)[0])
@@ -164,4 +166,4 @@ def task_structures(task: str, named: tuple[str, ...] | list[str] = ()) -> tuple
     raise ValueError(f"unknown task {task!r}: a task is a structure the dataset labels"
                      + (f" (it labels {len(named)}, e.g. {', '.join(list(named)[:6])})" if named else "")
                      + f", a template structure (e.g. liver, heart_myocardium), one of {sorted(MULTICLASS_TASKS)}, "
-                     "or several names joined by commas" + (f"; close names: {', '.join(close)}" if close else ""))
+                     "several names joined by commas, or all (every structure the dataset labels)" + (f"; close names: {', '.join(close)}" if close else ""))

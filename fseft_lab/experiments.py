@@ -199,7 +199,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     interrupted grid loses at most the run in progress.
     """
     for task in tasks:
-        task_structures(task)
+        task_structures(task, dataset.structures)
     for method in methods:
         get_method(method)
     out_csv = Path(out_csv)

@@ -44,6 +44,7 @@ def _adapt(args) -> None:
     from fseft_lab.outputs import writable_file
 
     # the arguments and every output path, before any data is read
+    args.task = ",".join(args.task)          # several structures: one multi-class task, named "liver,spleen"
     if args.deploy and not args.save_adapter:
         raise ValueError("--deploy scores nothing, so its adapter is all it makes: give --save-adapter FILE")
     if args.deploy and args.transductive:
@@ -149,9 +150,10 @@ def add_adapt(sub) -> None:
     a.add_argument("--template", default=None,
                    help="MSD labels instead of dataset.json's: a template name (e.g. flare22) or a JSON/YAML file of "
                         "structure: value (default: dataset.json's labels)")
-    a.add_argument("--task", required=True,
-                   help="a structure the dataset labels or the template names (binary), several joined by commas "
-                        "(liver,spleen: one softmax task), or base_organs / heart / lung_lobes / gluteus; required")
+    a.add_argument("--task", required=True, nargs="+", metavar="STRUCTURE",
+                   help="a structure the dataset labels or the template names (binary); several names (liver spleen) "
+                        "or all (every structure the dataset labels): one softmax task; or base_organs / heart / "
+                        "lung_lobes / gluteus; required")
     a.add_argument("--method", required=True, help="adaptation method, see `fseft-lab methods`; required")
     a.add_argument("--k", type=int, nargs="+", default=None, help="support volumes (shots); several allowed (default: 1)")
     a.add_argument("--seeds", type=int, nargs="+", default=[0], help="few-shot draws; several allowed")
