@@ -1,15 +1,19 @@
 """A user's own few scans: `adapt` with any number of labelled volumes, outputs checked before work."""
+import json
 import subprocess
 import sys
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import fseft_lab.data.layouts
 import fseft_lab.models.zoo
+from fseft_lab.anatomy import NOVEL_GROUPS, UNIVERSAL_TEMPLATE, is_novel, task_structures
 from fseft_lab.cli import main
-from fseft_lab.data.layouts import export_phantom
+from fseft_lab.data.layouts import export_phantom, open_dataset, save_nifti
 from fseft_lab.methods import build, save_adapter
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.outputs import OutputError, atomic_write, writable_file
@@ -116,3 +120,67 @@ def test_the_command_prints_a_warning_as_one_line():
               "main(['phantom', 'domains'])\n")
     done = subprocess.run([sys.executable, "-W", "always", "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr == "UserWarning: the scan is oblique\n"
+
+
+def test_any_structure_the_data_names_is_a_task():
+    named = ("liver", "heart", "colon", "right kidney")
+    assert task_structures("heart", named) == (("heart",), False)            # TotalSegmentator v2: the whole heart
+    assert task_structures("heart") == (NOVEL_GROUPS["heart"], True)          # without it: the paper's chambers
+    assert task_structures("colon", named) == (("colon",), False) and is_novel("colon")
+    assert task_structures("liver,colon", named) == (("liver", "colon"), True)
+    assert task_structures("all", named) == (named, True)
+    with pytest.raises(ValueError, match=r"unknown task 'colon'.*several names joined by commas"):
+        task_structures("colon")
+    with pytest.raises(ValueError, match="names a structure twice"):
+        task_structures("liver,liver", named)
+
+
+def test_a_novel_structure_gets_a_new_head_row_and_a_known_one_its_pretrained_row():
+    foundation = FoundationModel(12)
+    model = build(foundation, "linear_probe", ["liver", "colon"], multiclass=True)
+    assert model.task_structures == ("background", "liver", "colon")
+    liver = UNIVERSAL_TEMPLATE.index("liver")
+    assert torch.equal(model.classifier.weight[1], foundation.classifier.weight[liver])
+    assert not torch.equal(model.classifier.weight[2], foundation.classifier.weight[liver])
+
+
+@pytest.fixture(scope="module")
+def v2_and_task03(tmp_path_factory):
+    """A TotalSegmentator v2-like folder (a whole-heart mask and colon beside the template's organs) and an
+    MSD-like one whose dataset.json names its labels in its own words ('Liver', 'cancer')."""
+    root = tmp_path_factory.mktemp("names")
+    ts = export_phantom(root / "ts", "totalsegmentator", cases=2, seed=1, spacing=8.0, num_test=0, progress=False)
+    for case in ts.cases:
+        chambers = [nib.load(str(case.labels[s])) for s in NOVEL_GROUPS["heart"]]
+        heart = np.any([np.asarray(c.dataobj) > 0 for c in chambers], axis=0).astype(np.uint8)
+        save_nifti(case.labels["liver"].with_name("heart.nii.gz"), heart, chambers[0].affine)
+        save_nifti(case.labels["liver"].with_name("colon.nii.gz"), np.zeros_like(heart), chambers[0].affine)
+        for s in NOVEL_GROUPS["heart"]:
+            case.labels[s].unlink()                       # v2 keeps the chambers in another sub-task
+    msd = export_phantom(root / "task03", "msd", cases=2, seed=1, spacing=8.0, template="lits", num_test=0, progress=False)
+    info = json.loads((msd.root / "dataset.json").read_text())
+    info["labels"] = {"0": "background", "1": "Liver", "2": "cancer"}      # as MSD names its own (Vessel, cancer)
+    (msd.root / "dataset.json").write_text(json.dumps(info))
+    return open_dataset(ts.root), open_dataset(msd.root)
+
+
+def test_totalsegmentator_v2_heart_is_one_structure_and_colon_a_novel_one(v2_and_task03):
+    ts, _ = v2_and_task03
+    assert {"heart", "colon"} <= set(ts.structures) and "heart_myocardium" not in ts.structures
+    assert task_structures("heart", ts.structures) == (("heart",), False)
+    cases = [ts.load(c, ("heart", "colon")) for c in ts.cases]
+    assert all(c["structures"] == ("heart", "colon") and not (c["label"] == 2).any() for c in cases)
+    assert any((c["label"] == 1).any() for c in cases)
+
+
+def test_msd_names_that_differ_from_the_template_point_to_a_label_map(v2_and_task03, tmp_path):
+    _, msd = v2_and_task03
+    assert task_structures("Liver", msd.structures) == (("Liver",), False) and is_novel("Liver")
+    assert (msd.load(msd.cases[0], ("Liver",))["label"] == 1).any()              # a novel structure under its own name
+    with pytest.raises(ValueError, match=r"does not label \['liver'\]; its labels are \['Liver', 'cancer'\].*"
+                                         r"map it through a label map \(--template map.json"):
+        msd.load(msd.cases[0], ("liver",))
+    label_map = tmp_path / "map.json"
+    label_map.write_text(json.dumps({"liver": 1, "liver_tumor": 2}))
+    mapped = open_dataset(msd.root, label_map)
+    assert (mapped.load(mapped.cases[0], ("liver",))["label"] == 1).any()       # the template's liver: its pre-trained row

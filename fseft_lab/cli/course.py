@@ -1,13 +1,12 @@
 """The course's ``fseft-lab`` subcommands: quickstart, benchmark, methods, pretrain, phantom, zoo, notebooks."""
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from fseft_lab.outputs import writable_folder
 from fseft_lab.cli.common import CHECKPOINT_HELP, PROFILE_HELP, largest_component_switch, subcommand
+from fseft_lab.outputs import writable_folder
 
 
 def _disk_size(path: Path) -> int:

@@ -1,7 +1,6 @@
 """``fseft-lab adapt`` and ``fseft-lab predict``: a user's own labelled scans, then new scans."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from fseft_lab.cli.common import CHECKPOINT_HELP, PROFILE_HELP, largest_component_switch, subcommand
