@@ -47,15 +47,18 @@ def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequenc
     return [chain(dataset.load(c, tuple(structures))) for c in case_ids]
 
 
+def _label_value(dataset: CaseFolder, name: str) -> str:
+    """`` (label value 2 in its label map)`` for a structure of an MSD folder, else nothing."""
+    values = [v for v, s in dataset.template.items() if s == name] if dataset.layout == "msd" else []
+    return f" (label value {values[0]} in its label map)" if values else ""
+
+
 def _check_labelled(dataset: CaseFolder, support: list[dict], structures: Sequence[str]) -> None:
     """Refuse a task whose structure has no voxel in any support volume: nothing to learn from,
     most often a label map naming a value the files never hold."""
     for value, name in enumerate(structures, start=1):
         if not any((case["label"] == value).any() for case in support):
-            where = ""
-            if dataset.layout == "msd":
-                values = [v for v, s in dataset.template.items() if s == name]
-                where = f" (label value {values[0]} in its label map)" if values else ""
+            where = _label_value(dataset, name)
             raise ValueError(f"{name!r}{where} has no voxel in any support volume ({', '.join(c['case'] for c in support)}) "
                              f"of {dataset.root}: check the label map, or that these scans show the structure")
 
@@ -94,9 +97,11 @@ def task_cases(dataset: CaseFolder, task: str, warn: bool = True) -> list[str]:
                       + (" ..." if len(lacking) > 5 else ""), stacklevel=3)
     usable = showing(dataset, [c for c in dataset.case_ids if c not in lacking], structures)
     if not usable:
-        raise ValueError(f"task {task!r} needs labelled volumes that show {', '.join(structures)}; of the "
-                         f"{len(dataset.cases)} cases of {dataset.root}, {len(lacking)} have no mask for it and the "
-                         f"other {len(dataset.cases) - len(lacking)} show none of it")
+        named = ", ".join(f"{s!r}{_label_value(dataset, s)}" for s in structures)
+        raise ValueError(f"task {task!r} needs labelled volumes that show it, but {named} has no voxel in any of the "
+                         f"{len(dataset.cases) - len(lacking)} cases of {dataset.root} that label it"
+                         + (f" ({len(lacking)} more have no mask for it)" if lacking else "")
+                         + ": check the label map, or that these scans show the structure")
     return usable
 
 

@@ -100,5 +100,4 @@ def plan_outputs(input_path: str | Path, out_path: str | Path) -> list[tuple[Pat
         scans = [source]
         if _is_nifti(out):
             return [(source, out)]
-    named = [(scan, out / scan.name.replace("_0000.nii", ".nii")) for scan in scans]
-    return [(scan, target if _is_nifti(target) else target.with_name(target.name + ".nii.gz")) for scan, target in named]
+    return [(scan, out / scan.name.replace("_0000.nii", ".nii")) for scan in scans]
