@@ -95,7 +95,7 @@ def plan_outputs(input_path: str | Path, out_path: str | Path) -> list[tuple[Pat
         if _is_nifti(out):
             raise ValueError(f"{source} is a folder of {len(scans)} scans: -o must be a folder, not the file {out}")
     elif not source.is_file():
-        raise FileNotFoundError(f"no such scan or folder: {source}")
+        raise FileNotFoundError(f"no such image or folder of images: {source}")
     else:
         scans = [source]
         if _is_nifti(out):
