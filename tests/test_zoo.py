@@ -202,5 +202,6 @@ def test_another_architecture_raises_instead_of_loading_nothing(tmp_path, name, 
     with pytest.raises(ValueError, match=rf"unet.pth: .*it is not a {name} checkpoint") as raised:
         zoo.load_foundation(path, name)
     assert name == "fseft" or "it gives 0 of the model's" in str(raised.value)   # fseft keeps every key: refused as unknown
-    with pytest.raises(ValueError, match=r"follow no zoo entry's key scheme.*--scheme ENTRY"):
+    with pytest.raises(ValueError, match=r"unet.pth: the checkpoint's keys \(e.g. \['module.backbone.model.0.conv.weight'.*"
+                                         r"follow no zoo entry's key scheme.*--scheme ENTRY"):
         zoo.load_foundation(path)

@@ -334,7 +334,8 @@ def detect_scheme(state: dict) -> Checkpoint:
         if needed <= found and len(found) > found_most:
             best, found_most = entry, len(found)
     if best is None:
-        keys = [k for k in state if k != GEOMETRY_KEY][:3]
+        inner = next((state[k] for k in ("state_dict", "net", "model") if isinstance(state.get(k), dict)), state)
+        keys = [k for k in inner if k != GEOMETRY_KEY][:3]
         raise ValueError(f"the checkpoint's keys (e.g. {keys}) follow no zoo entry's key scheme: it is not a SwinUNETR "
                          f"v1 checkpoint this project knows; if it is one, name its scheme with --scheme ENTRY "
                          f"(one of {', '.join(ZOO)})")
@@ -363,7 +364,10 @@ def load_foundation(name_or_path: str | Path = "phantom_cpu", entry: str | None 
     else:
         path = Path(name_or_path)
         state = read_state_dict(path)
-        entry_obj = get_checkpoint(entry) if entry else detect_scheme(state)
+        try:
+            entry_obj = get_checkpoint(entry) if entry else detect_scheme(state)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
         if entry_obj.url is None:   # a run of our own, named after its file
             entry_obj = replace(entry_obj, name=path.name)
     entry_obj = with_file_width(entry_obj, state)
