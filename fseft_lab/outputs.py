@@ -27,6 +27,9 @@ def _reason(err: BaseException) -> str:
 def writable_folder(path: str | Path) -> Path:
     """Create the folder ``path`` if needed and check that a file can be written in it."""
     path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputError(f"cannot write to the folder {path}: {blocker} is a file, not a folder")
     probe = path / f".fseft-lab-write-test-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)

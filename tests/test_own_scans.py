@@ -69,7 +69,8 @@ def test_an_unwritable_output_fails_before_any_data_is_read(three_scans, tmp_pat
     paths = {"--out": tmp_path / "rows.csv", "--save-adapter": tmp_path / "a.pt", option: blocker / "sub" / "x"}
     assert _adapt(three_scans, tmp_path, *[str(v) for kv in paths.items() for v in kv]) == 2
     err = capsys.readouterr().err
-    assert f"cannot write the file {blocker / 'sub' / 'x'}" in err and err.count("\n") == 1
+    assert f"cannot write the file {blocker / 'sub' / 'x'}: cannot write to the folder {blocker / 'sub'}: {blocker} is a file" in err
+    assert err.count("\n") == 1
 
 
 def test_a_few_scans_save_an_adapter_on_all_of_them_then_predict(three_scans, tmp_path, capsys):
