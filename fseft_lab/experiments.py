@@ -204,7 +204,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     interrupted grid loses at most the run in progress.
     """
     for task in tasks:
-        task_structures(task, dataset.structures)
+        task_structures(task, getattr(dataset, "structures", ()))
     for method in methods:
         get_method(method)
     out_csv = Path(out_csv)
