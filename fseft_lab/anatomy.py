@@ -90,8 +90,13 @@ UNSIDED: dict[str, tuple[str, str]] = {
 }
 
 
-def check_structure(name: str, allowed: tuple[str, ...] = ALL_STRUCTURES) -> str:
-    """Return ``name`` if it is a known structure, else raise ``ValueError`` listing close names."""
+def check_structure(name: str, allowed: tuple[str, ...] | None = ALL_STRUCTURES) -> str:
+    """Return ``name`` if it is a known structure, else raise ``ValueError`` listing close names.
+    ``allowed=None`` accepts any structure name a dataset may give (a snake_case word: ``colon``)."""
+    if allowed is None:
+        if not name.strip() or any(c in name for c in ",/\\"):
+            raise ValueError(f"structure name {name!r} must be a word without ',' or '/', e.g. colon")
+        return name
     if name in allowed:
         return name
     close = [s for s in allowed if name.split("_")[0] in s] or list(allowed)
@@ -105,8 +110,9 @@ def template_index(name: str) -> int:
 
 
 def is_novel(name: str) -> bool:
-    """True for structures the foundation model never saw labelled (heart, lobes, gluteus)."""
-    return check_structure(name) in NOVEL_STRUCTURES
+    """True for structures the foundation model never saw labelled: the heart chambers, lobes and
+    glutei, and any name a dataset labels that the universal template lacks (``colon``)."""
+    return name not in UNIVERSAL_TEMPLATE
 
 
 def is_one_piece(name: str) -> bool:
@@ -128,13 +134,36 @@ def dataset_template(dataset: str) -> dict[int, str]:
 MULTICLASS_TASKS: dict[str, tuple[str, ...]] = {"base_organs": BASE_ORGANS, **NOVEL_GROUPS}
 
 
-def task_structures(task: str) -> tuple[tuple[str, ...], bool]:
+def task_structures(task: str, named: tuple[str, ...] | list[str] = ()) -> tuple[tuple[str, ...], bool]:
     """``(structures, multiclass)`` of a task: ``'liver'`` is binary (sigmoid), ``'base_organs'``
     the paper's FLARE22 9-organ softmax task, ``'heart'`` / ``'lung_lobes'`` / ``'gluteus'`` a
-    softmax task over their novel structures."""
+    softmax task over their novel structures, ``'liver,spleen'`` a softmax task over the names given.
+
+    ``named``: the structures a dataset labels (its mask files, ``dataset.json`` labels or label
+    map). Each of them is a valid single-structure task, also one the universal template lacks
+    (``colon``: novel, a new head row), and a name the data gives wins over a group of the same
+    name: in a TotalSegmentator v2 folder, whose ``heart.nii.gz`` is the whole heart, ``'heart'``
+    is that one structure, not the v1 chambers.
+
+    >>> task_structures("colon", named=("liver", "colon"))
+    (('colon',), False)
+    """
+    if task == "all" and named:
+        return tuple(named), len(named) > 1
+    parts = [p.strip() for p in task.split(",") if p.strip()]
+    if len(parts) > 1:
+        structures = tuple(s for p in parts for s in task_structures(p, named)[0])
+        if len(set(structures)) < len(structures):
+            raise ValueError(f"task {task!r} names a structure twice")
+        return structures, True
+    if task in named:
+        return (task,), False
     if task in MULTICLASS_TASKS:
         return MULTICLASS_TASKS[task], True
     if task in ALL_STRUCTURES:
         return (task,), False
-    raise ValueError(f"unknown task {task!r}; a task is one structure name (e.g. liver, spleen, heart_myocardium) "
-                     f"or one of {sorted(MULTICLASS_TASKS)}")
+    close = [s for s in (*named, *ALL_STRUCTURES) if task.split("_")[0] and task.split("_")[0] in s][:8]
+    raise ValueError(f"unknown task {task!r}: a task is a structure the dataset labels"
+                     + (f" (it labels {len(named)}, e.g. {', '.join(list(named)[:6])})" if named else "")
+                     + f", a template structure (e.g. liver, heart_myocardium), one of {sorted(MULTICLASS_TASKS)}, "
+                     "several names joined by commas, or all (every structure the dataset labels)" + (f"; close names: {', '.join(close)}" if close else ""))

@@ -112,7 +112,7 @@ def block_dataset(block: Block, data_dir: str | Path, profile, spacing_mm: float
     name = f"{d['layout']}_{d.get('domain', 'default')}_seed{d.get('seed', 0)}_{profile.name}_{spacing_mm:g}mm"
     return export_phantom(Path(data_dir) / name, d["layout"], cases=d.get("cases", profile.target_cases),
                           seed=d.get("seed", 0), domain=d.get("domain"), spacing=spacing_mm,
-                          template=d.get("template", "flare22"), num_test=d.get("num_test", 5), progress=False)
+                          template=d.get("template", "flare22"), num_test=d.get("num_test"), progress=False)
 
 
 def shard_csv(out_csv: Path, shard: tuple[int, int]) -> Path:

@@ -23,12 +23,13 @@ from tqdm.auto import tqdm
 from fseft_lab.adapt import AdaptConfig, Adapted, adapt, frozen_trunk
 from fseft_lab.anatomy import is_one_piece, task_structures
 from fseft_lab.data.cache import CachedCases
-from fseft_lab.data.fewshot import few_shot_split
+from fseft_lab.data.fewshot import FewShotSplit, default_num_test, few_shot_split
 from fseft_lab.data.layouts import CaseFolder
 from fseft_lab.data.transforms import preprocess
 from fseft_lab.evaluate import evaluate, trunk_features
 from fseft_lab.methods import get_method, save_adapter
 from fseft_lab.models.foundation import resolve_geometry
+from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import Geometry, get_profile
 from fseft_lab.transductive import TransductiveConfig
 
@@ -46,15 +47,18 @@ def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequenc
     return [chain(dataset.load(c, tuple(structures))) for c in case_ids]
 
 
+def _label_value(dataset: CaseFolder, name: str) -> str:
+    """`` (label value 2 in its label map)`` for a structure of an MSD folder, else nothing."""
+    values = [v for v, s in dataset.template.items() if s == name] if dataset.layout == "msd" else []
+    return f" (label value {values[0]} in its label map)" if values else ""
+
+
 def _check_labelled(dataset: CaseFolder, support: list[dict], structures: Sequence[str]) -> None:
     """Refuse a task whose structure has no voxel in any support volume: nothing to learn from,
     most often a label map naming a value the files never hold."""
     for value, name in enumerate(structures, start=1):
         if not any((case["label"] == value).any() for case in support):
-            where = ""
-            if dataset.layout == "msd":
-                values = [v for v, s in dataset.template.items() if s == name]
-                where = f" (label value {values[0]} in its label map)" if values else ""
+            where = _label_value(dataset, name)
             raise ValueError(f"{name!r}{where} has no voxel in any support volume ({', '.join(c['case'] for c in support)}) "
                              f"of {dataset.root}: check the label map, or that these scans show the structure")
 
@@ -82,19 +86,57 @@ def trunk_key(foundation, dataset: CaseFolder, case_id: str) -> tuple:
     return id(foundation), str(dataset.root), case_id
 
 
+def task_cases(dataset: CaseFolder, task: str, warn: bool = True) -> list[str]:
+    """The cases a task can use: those with a mask for each of its structures that show at least
+    one of them (:func:`showing`). None at all raises, naming how many cases there are and why."""
+    structures, _ = task_structures(task, dataset.structures)
+    lacking = dataset.lacking(structures)
+    if lacking and warn:
+        warnings.warn(f"{len(lacking)} case(s) of {dataset.root} have no mask for part of task {task!r} and are left out: "
+                      + ", ".join(f"{case} (no {', '.join(names)})" for case, names in sorted(lacking.items())[:5])
+                      + (" ..." if len(lacking) > 5 else ""), stacklevel=3)
+    usable = showing(dataset, [c for c in dataset.case_ids if c not in lacking], structures)
+    if not usable:
+        named = ", ".join(f"{s!r}{_label_value(dataset, s)}" for s in structures)
+        raise ValueError(f"task {task!r} needs labelled volumes that show it, but {named} has no voxel in any of the "
+                         f"{len(dataset.cases) - len(lacking)} cases of {dataset.root} that label it"
+                         + (f" ({len(lacking)} more have no mask for it)" if lacking else "")
+                         + ": check the label map, or that these scans show the structure")
+    return usable
+
+
+def split_for(dataset: CaseFolder, task: str, k: int, seed: int, test_split: Sequence[str] | int | None = None,
+              warn: bool = True) -> FewShotSplit:
+    """A run's few-shot split among the cases the task can use (:func:`task_cases`).
+
+    ``test_split``: the test cases by name, or their number (the last N; 0 scores nothing), or
+    ``None``: the cases the dataset marks as test cases, else :func:`default_num_test` of them."""
+    usable = task_cases(dataset, task, warn)
+    if isinstance(test_split, int):
+        return few_shot_split(usable, k, seed, num_test=test_split)
+    if test_split is not None:
+        return few_shot_split(usable, k, seed, test=list(test_split))
+    marked = [c for c in dataset.test_ids if c in usable]
+    if marked and len(marked) < len(usable):
+        return few_shot_split(usable, k, seed, test=marked)
+    return few_shot_split(usable, k, seed, num_test=default_num_test(len(usable)))
+
+
 def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: int, *, decoder: str = "frozen",
         profile: str | None = None, config: AdaptConfig | None = None, largest_component: bool = True,
         save_adapter_to: str | Path | None = None, validate: bool = False, trunk_cache: dict | None = None,
         test: Sequence[str] | None = None, transductive: TransductiveConfig | None = None, progress: bool = True,
         adapter_meta: dict | None = None, cache_dir: str | Path | None = None, spacing_mm: float | None = None,
-        patch_size: int | None = None, **options) -> tuple[pd.DataFrame, Adapted]:
+        patch_size: int | None = None, test_split: Sequence[str] | int | None = None,
+        **options) -> tuple[pd.DataFrame, Adapted]:
     """Adapt ``foundation`` to ``task`` with k shots (draw ``seed``) and score the test volumes.
 
     ``validate`` scores the split's validation volume during training (the learning curve's
     ``val_dice``). ``trunk_cache``: a dict shared by several runs; methods whose trunk stays
     frozen then run the trunk over each test volume (and each banked support crop) once, not
-    once per method. ``test``: score these cases instead of the dataset's test split (e.g.
-    fewer of them on a laptop). ``transductive``: the test volumes, unlabelled, join the
+    once per method. ``test_split``: which volumes are test cases, by name or number (0: none,
+    nothing is scored; see :func:`split_for`). ``test``: score only these of them (e.g. fewer of
+    them on a laptop). ``transductive``: the test volumes, unlabelled, join the
     adaptation as query volumes (:mod:`fseft_lab.transductive`); the rows' ``transductive``
     column names the mode (``none`` without). ``adapter_meta``: more fields for the adapter file
     (e.g. the checkpoint it was trained from). ``cache_dir``: keep pre-processed volumes there
@@ -104,15 +146,10 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     ``largest_component``: the evaluation's post-processing (:func:`fseft_lab.evaluate.evaluate`),
     on by default; the rows' ``post_processing`` column says what each structure got.
     """
-    structures, multiclass = task_structures(task)
+    structures, multiclass = task_structures(task, dataset.structures)
     geometry = resolve_geometry(foundation, profile, spacing_mm, patch_size)
     get_method(method)  # an unknown method fails before any data is loaded
-    lacking = dataset.lacking(structures)
-    if lacking:
-        warnings.warn(f"{len(lacking)} case(s) of {dataset.root} have no mask for part of task {task!r} and are left out: "
-                      + ", ".join(f"{case} (no {', '.join(names)})" for case, names in sorted(lacking.items())), stacklevel=2)
-    usable = showing(dataset, [c for c in dataset.case_ids if c not in lacking], structures)
-    split = few_shot_split(usable, k, seed, test=[c for c in dataset.test_ids if c in usable] or None)
+    split = split_for(dataset, task, k, seed, test_split)
     test_ids = list(test) if test is not None else split.test
     support = load_cases(dataset, split.support, structures, geometry, cache_dir)
     _check_labelled(dataset, support, structures)
@@ -167,7 +204,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     interrupted grid loses at most the run in progress.
     """
     for task in tasks:
-        task_structures(task)
+        task_structures(task, getattr(dataset, "structures", ()))
     for method in methods:
         get_method(method)
     out_csv = Path(out_csv)
@@ -227,10 +264,9 @@ def append_rows(rows: pd.DataFrame, out_csv: str | Path) -> pd.DataFrame:
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    """Write ``table`` to ``path`` atomically (:func:`fseft_lab.outputs.atomic_write`)."""
+    with atomic_write(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def summary(table: pd.DataFrame, by: Sequence[str] = ("method", "k")) -> pd.DataFrame:
@@ -264,8 +300,5 @@ def write_manifest(path: str | Path, **fields) -> None:
     """Write a results manifest (JSON: the given fields plus :func:`environment`) atomically."""
     import json
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({**fields, **environment()}, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps({**fields, **environment()}, indent=2) + "\n")

@@ -25,6 +25,7 @@ from fseft_lab.data.layouts import save_nifti
 from fseft_lab.data.transforms import preprocess
 from fseft_lab.evaluate import one_piece_channels, predict, to_masks
 from fseft_lab.models.foundation import resolve_geometry
+from fseft_lab.outputs import atomic_write, writable_file
 
 
 def label_map(masks: torch.Tensor, multiclass: bool) -> torch.Tensor:
@@ -71,21 +72,32 @@ def segment_file(model: torch.nn.Module, image_path: str | Path, out_path: str |
                  largest_component: bool = True) -> Path:
     """Segment ``image_path`` and write the label map to ``out_path`` (atomically: temporary file,
     then rename). An output folder that cannot be written fails before the inference, not after."""
-    out = Path(out_path)
-    suffix = ".nii.gz" if out.name.endswith(".nii.gz") else ".nii"
-    tmp = out.with_name(f".{out.name.removesuffix(suffix)}.tmp{suffix}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.touch()
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write to {out.parent}: {e.strerror or e}") from e
-    try:
-        labels, affine = segment(model, image_path, profile, largest_component)
-        try:
-            save_nifti(tmp, labels, affine)
-            tmp.replace(out)
-        except OSError as e:  # e.g. the disk filled up: no half-written segmentation is left
-            raise OSError(e.errno, f"cannot write the segmentation {out}: {e.strerror or e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
+    out = writable_file(out_path)
+    labels, affine = segment(model, image_path, profile, largest_component)
+    with atomic_write(out) as tmp:   # e.g. the disk filled up: no half-written segmentation is left
+        save_nifti(tmp, labels, affine)
     return out
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
+def plan_outputs(input_path: str | Path, out_path: str | Path) -> list[tuple[Path, Path]]:
+    """(scan, label map) pairs of a ``predict``: one file to one file, or a folder of scans (or one
+    scan) into a folder, each label map named as its scan without nnU-Net's channel suffix
+    (``case_0000.nii.gz`` -> ``case.nii.gz``), as TotalSegmentator and nnU-Net name theirs."""
+    source, out = Path(input_path), Path(out_path)
+    if source.is_dir():
+        scans = sorted(p for p in source.iterdir() if p.is_file() and _is_nifti(p))
+        if not scans:
+            raise FileNotFoundError(f"the folder {source} holds no scan (.nii or .nii.gz)")
+        if _is_nifti(out):
+            raise ValueError(f"{source} is a folder of {len(scans)} scans: -o must be a folder, not the file {out}")
+    elif not source.is_file():
+        raise FileNotFoundError(f"no such image or folder of images: {source}")
+    else:
+        scans = [source]
+        if _is_nifti(out):
+            return [(source, out)]
+    return [(scan, out / scan.name.replace("_0000.nii", ".nii")) for scan in scans]

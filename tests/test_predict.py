@@ -114,7 +114,7 @@ def test_an_unwritable_output_fails_early_and_a_full_disk_leaves_nothing(files, 
     out = tmp_path / "out" / "seg.nii.gz"
     assert main(["predict", "--adapter", str(files / "liver.pt"), "--input", str(ct), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "cannot write the segmentation" in err and "seg.nii.gz" in err and "No space left" in err
+    assert f"cannot write {out}: No space left on device" in err
     assert list(out.parent.iterdir()) == []
 
 
@@ -148,3 +148,20 @@ def test_round_trip_adapt_save_adapter_then_predict_on_a_test_scan(tmp_path, cap
     dice = 2 * (predicted & expected).sum() / (predicted.sum() + expected.sum())
     assert row.dice > 0.3                      # the adapter learned something worth comparing
     assert dice == pytest.approx(row.dice, abs=0.02)
+
+
+def test_a_folder_of_scans_gives_one_label_map_each_named_as_its_scan(files, tmp_path, capsys):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("case_a_0000.nii.gz", "case_b.nii"):
+        _ct(scans / name, AFFINES["RAS, anisotropic"])
+    (scans / "notes.txt").write_text("not a scan")
+    out = tmp_path / "segs"
+    assert main(["predict", "--adapter", str(files / "liver.pt"), "-i", str(scans), "-o", str(out)]) == 0
+    assert "wrote 2 label maps to" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["case_a.nii.gz", "case_b.nii"]
+    assert main(["predict", "--adapter", str(files / "liver.pt"), "-i", str(scans), "-o", str(tmp_path / "x.nii.gz")]) == 2
+    assert "is a folder of 2 scans: -o must be a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", "--adapter", str(files / "liver.pt"), "-i", str(tmp_path / "empty"), "-o", str(out)]) == 2
+    assert "holds no scan" in capsys.readouterr().err

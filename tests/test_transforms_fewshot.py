@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE, template_index
-from fseft_lab.data.fewshot import FewShotSplit, few_shot_split
+from fseft_lab.data.fewshot import FewShotSplit, default_num_test, few_shot_split, leave_one_out
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.data.transforms import UniversalTargetd, preprocess, training_crops
 
@@ -150,8 +150,25 @@ def test_few_shot_split_rejects_bad_k(k):
 
 
 def test_few_shot_split_k_larger_than_pool():
-    with pytest.raises(ValueError, match=r"k=21.*20"):
+    with pytest.raises(ValueError, match=r"num_test=5 and k=21 need 26 labelled volumes.*the task has 25"):
         few_shot_split(POOL, k=21, seed=0)
+    with pytest.raises(ValueError, match=r"k=3 needs 3 labelled volumes besides the 23 test ones.*pool has 2"):
+        few_shot_split(POOL, k=3, seed=0, test=POOL[2:])
+
+
+def test_few_scans_split_without_scoring_or_one_at_a_time():
+    five = POOL[:5]
+    deploy = few_shot_split(five, k=5, seed=0, num_test=0)          # every volume is support, none scored
+    assert deploy.support == tuple(five) and deploy.test == () and deploy.validation == ()
+    assert [default_num_test(n) for n in (1, 2, 5, 10, 25)] == [0, 1, 2, 5, 5]
+    assert few_shot_split(five, k=1, seed=0, num_test=default_num_test(5)).test == tuple(five[-2:])
+    folds = leave_one_out(five)
+    assert folds == [(c,) for c in five]
+    for fold in folds:
+        split = few_shot_split(five, k=4, seed=0, test=list(fold))
+        assert split.test == fold and set(split.support) == set(five) - set(fold)
+    with pytest.raises(ValueError, match=r"num_test=-1 must be a whole number >= 0"):
+        few_shot_split(five, k=1, seed=0, num_test=-1)
 
 
 def test_few_shot_split_bad_test_cases():

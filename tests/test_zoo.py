@@ -152,3 +152,56 @@ def test_weights_checksum_follows_the_weights_not_the_file(tmp_path):
     state["a.weight"][0, 0] = 1.0
     torch.save(state, tmp_path / "changed.pt")
     assert zoo.weights_sha256(tmp_path / "changed.pt") != zoo.weights_sha256(tmp_path / "one.pt")
+
+
+def _schemes(source):
+    """A synthetic file of each real key scheme, built from ``source``'s weights."""
+    own = source.state_dict()
+    swin = {k: v for k, v in own.items() if k.startswith("swinViT.")}
+    backbone = {k: v for k, v in own.items() if not k.startswith("classifier")}
+    btcv_head = {"out.conv.conv.weight": torch.randn(14, 12, 1, 1, 1), "out.conv.conv.bias": torch.randn(14)}
+    return {
+        "phantom_cpu": dict(own),                                                       # fseft-lab pretrain
+        "fseft": {"state_dict": {"module." + k.replace("swinViT", "swin_vit").replace("classifier", "out.conv.conv"): v
+                                 for k, v in own.items()}},                             # the reference's DDP dict
+        "btcv": {"state_dict": {**backbone, **btcv_head}},                              # MONAI BTCV tutorial
+        "tang2022_ssl": {"state_dict": {"module." + k[len("swinViT."):].replace(".mlp.linear", ".mlp.fc"): v
+                                        for k, v in swin.items()}},                     # MONAI self-supervised
+        "clip_driven": {"net": {"module.backbone." + k: v for k, v in backbone.items()}
+                        | {"module.controller.weight": torch.zeros(8, 4, 1, 1, 1)}},    # CLIP-Driven and SuPreM
+    }
+
+
+@pytest.mark.parametrize("scheme", ["phantom_cpu", "fseft", "btcv", "tang2022_ssl", "clip_driven"])
+def test_a_file_given_by_path_loads_by_its_detected_or_named_scheme(source, tmp_path, scheme):
+    path = tmp_path / f"{scheme}.pth"
+    torch.save(_schemes(source)[scheme], path)
+    for named in (None, scheme):
+        model = zoo.load_foundation(path, named)
+        assert model.scheme == (path.name if scheme == "phantom_cpu" else scheme) and model.feature_size == 12
+        for k, v in source.state_dict().items():
+            if k.startswith("swinViT."):
+                assert torch.equal(model.state_dict()[k], v), k
+    if scheme != "tang2022_ssl":    # the backbone-only scheme of SuPreM loads the same file
+        assert zoo.load_foundation(path, "suprem_swinunetr" if scheme == "clip_driven" else scheme).load_report.missing \
+            == (["classifier.bias", "classifier.weight"] if scheme == "clip_driven" else [])
+
+
+def _unet_file(path, wrap):
+    from monai.networks.nets import UNet
+
+    unet = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
+    torch.save(wrap({f"module.backbone.{k}": v for k, v in unet.state_dict().items()}), path)
+    return path
+
+
+@pytest.mark.parametrize("name, wrap", [("suprem_swinunetr", lambda s: {"net": s}), ("clip_driven", lambda s: {"net": s}),
+                                        ("tang2022_ssl", lambda s: {"state_dict": s}), ("fseft", lambda s: {"state_dict": s})])
+def test_another_architecture_raises_instead_of_loading_nothing(tmp_path, name, wrap):
+    path = _unet_file(tmp_path / "unet.pth", wrap)
+    with pytest.raises(ValueError, match=rf"unet.pth: .*it is not a {name} checkpoint") as raised:
+        zoo.load_foundation(path, name)
+    assert name == "fseft" or "it gives 0 of the model's" in str(raised.value)   # fseft keeps every key: refused as unknown
+    with pytest.raises(ValueError, match=r"unet.pth: the checkpoint's keys \(e.g. \['module.backbone.model.0.conv.weight'.*"
+                                         r"follow no zoo entry's key scheme.*--scheme ENTRY"):
+        zoo.load_foundation(path)

@@ -142,8 +142,15 @@ viewer. From a terminal, the whole workflow is:
 ```
 fseft-lab adapt --data /path/to/folder --task spleen --method spatial_adapter --k 1 --cache data/cache \\
                 --save-adapter spleen.pt --out results.csv
-fseft-lab predict --adapter spleen.pt --input new_scan.nii.gz --out new_scan_spleen.nii.gz --largest-component
+fseft-lab predict --adapter spleen.pt -i new_scan.nii.gz -o new_scan_spleen.nii.gz   # or -i FOLDER -o FOLDER
 ```
+
+With only a handful of labelled scans, choose what is scored: `--num-test 1` or `--test-cases ID ...`,
+`--leave-one-out` (each scan scored once, adapting on the others), or `--deploy --save-adapter
+spleen.pt` (adapt on every scan, score none, then `predict`). Any structure your folder labels is
+a task, also one the universal template lacks (a new head row, as for the heart chambers). In a
+TotalSegmentator v2 folder `heart` is the whole heart: the paper's five-part heart task needs
+TotalSegmentator v1's chamber masks or v2's separate chamber sub-task.
 
 Here the same function runs on one test scan, with the adapted model in memory."""),
 code("""scan = dataset.case(dataset.test_ids[0])

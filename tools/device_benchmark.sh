@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run a benchmark grid on a lent GPU machine (the device tool) until DEADLINE (epoch seconds) and
+# Run a benchmark grid on an offline GPU machine until DEADLINE (epoch seconds) and
 # leave the rows and manifest in $OUT. The grid resumes: carry the CSV back in and run it again.
 #     DEADLINE=$(($(date +%s) + 400)) CHECKPOINT=phantom_cpu bash tools/device_benchmark.sh
 # CHECKPOINT must hold the weights the table was measured with (its manifest's weights_sha256);

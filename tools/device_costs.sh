@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Method costs on a lent GPU machine (the device tool): the paper configuration (feature 48,
+# Method costs on an offline GPU machine: the paper configuration (feature 48,
 # 96^3, 6 crops per step) for every method, then the trunk-training methods again with activation
 # checkpointing, then the gpu profile. Figures go to $OUT as they come, so a run cut short keeps
 # what it measured.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Execute the course notebooks with the gpu profile on a lent GPU machine (the device tool), one at
+# Execute the course notebooks with the gpu profile on an offline GPU machine, one at
 # a time so that one failure does not stop the rest, until DEADLINE (epoch seconds). The committed
 # notebooks are not touched. Leaves in $OUT:
 #   notebooks_gpu.csv      notebook, seconds, status (ok, failed, stopped at the deadline, not run)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pre-train the shipped cpu-profile foundation model on a lent GPU machine (the device tool) within
+# Pre-train the shipped cpu-profile foundation model on an offline GPU machine within
 # BUDGET seconds, then leave the weights, log and command in $OUT. Options after the script name go
 # to `fseft-lab pretrain` (default: stage 1 of the shipped model). With STEPS set, the probe that
 # measures seconds per step is skipped (saves its start-up) and STEPS steps run, stopped at BUDGET.

@@ -1,4 +1,4 @@
-"""Pre-train for as many steps as fit in a time budget (for a lent GPU, where minutes are counted).
+"""Pre-train for as many steps as fit in a time budget (for a GPU machine booked for a fixed time).
 
     python tools/pretrain_in_budget.py runs/NAME --budget 420 -- --profile cpu --crops 4 ...
 

@@ -117,7 +117,7 @@ def main() -> None:
                         help="score the shipped NAME again on the current phantom generator, ship nothing new")
     parser.add_argument("--name", default="phantom_cpu")
     parser.add_argument("--command", default=None, help="the exact command that produced the run (default: RUN/command.txt)")
-    parser.add_argument("--driver", default=None, help="what launched that command, if not a person (e.g. a script on a lent GPU)")
+    parser.add_argument("--driver", default=None, help="what launched that command, if not a person (e.g. a script on an offline GPU machine)")
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--generator-version", type=int, default=GENERATOR_VERSION,
                         help="phantom generator version of the training data")
@@ -136,7 +136,7 @@ def main() -> None:
         if checkpoint["step"] != int(run["steps"]):
             raise ValueError(f"{args.run} stopped at step {checkpoint['step']} of {run['steps']}")
         weights = checkpoint["model"]
-    else:  # a run brought back from a lent GPU: model.pt only (written once the last step is done)
+    else:  # a run brought back from an offline GPU machine: model.pt only (written once the last step is done)
         weights = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
         weights.pop(zoo.GEOMETRY_KEY, None)
     geometry = get_profile(run["profile"]).geometry                 # the run pre-trained at its profile's geometry

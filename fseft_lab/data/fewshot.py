@@ -4,6 +4,10 @@ Test cases are fixed per task. From the remaining training pool, a draw ("seed")
 volumes: ``k`` labelled **support** volumes and one **validation** volume. With ``k`` equal to the
 whole pool (the paper's "all", 30 volumes) there is one draw and no validation volume.
 
+A user with a handful of labelled scans chooses the test cases by name, by number (0: nothing is
+scored, every volume can be support) or one at a time (:func:`leave_one_out`); without a choice a
+dataset keeps at most half of its volumes for testing (:func:`default_num_test`).
+
 >>> split = few_shot_split([f"s{i}" for i in range(10)], k=1, seed=0, test=["s8", "s9"])
 >>> len(split.support), len(split.validation), split.test
 (1, 1, ('s8', 's9'))
@@ -24,6 +28,17 @@ class FewShotSplit:
     seed: int
 
 
+def default_num_test(cases: int, paper: int = 5) -> int:
+    """Test cases of a dataset that marks none: the paper's 5, but at most half of the volumes, so
+    that 10 volumes keep 5 for testing, 5 keep 2 and 1 keeps none (``default_num_test(5) == 2``)."""
+    return min(paper, cases // 2)
+
+
+def leave_one_out(cases: list[str]) -> list[tuple[str, ...]]:
+    """The test sets of leave-one-out scoring: each volume alone, in turn; the others are the pool."""
+    return [(case,) for case in sorted(set(cases))]
+
+
 def few_shot_split(cases: list[str], k: int, seed: int, test: list[str] | None = None,
                    num_test: int = 5) -> FewShotSplit:
     """Draw a reproducible support / validation / test split.
@@ -32,22 +47,30 @@ def few_shot_split(cases: list[str], k: int, seed: int, test: list[str] | None =
         cases: all case ids of the task's dataset.
         k: number of support volumes (shots), >= 1.
         seed: the draw; the same (cases, k, seed) always gives the same split.
-        test: fixed test cases; default: the last ``num_test`` of ``sorted(cases)``.
-        num_test: how many test cases when ``test`` is not given.
+        test: fixed test cases (may be empty); default: the last ``num_test`` of ``sorted(cases)``.
+        num_test: how many test cases when ``test`` is not given (0: none, nothing is scored).
+
+    A request the cases cannot meet raises ``ValueError`` saying how many volumes it needs and how
+    many there are, e.g. ``num_test=5 and k=1 need 6 labelled volumes; the task has 5``.
     """
     cases = sorted(set(cases))
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer (number of labelled volumes), got {k!r}")
     if test is None:
-        if not 0 < num_test < len(cases):
-            raise ValueError(f"num_test={num_test} must leave a training pool: the dataset has {len(cases)} cases")
-        test = cases[-num_test:]
+        if isinstance(num_test, bool) or not isinstance(num_test, (int, np.integer)) or num_test < 0:
+            raise ValueError(f"num_test={num_test!r} must be a whole number >= 0 (0: nothing is scored)")
+        if num_test + k > len(cases):
+            raise ValueError(f"num_test={num_test} and k={k} need {num_test + k} labelled volumes "
+                             f"({num_test} test + {k} support); the task has {len(cases)}")
+        test = cases[len(cases) - num_test:]
     unknown = sorted(set(test) - set(cases))
     if unknown:
-        raise ValueError(f"test cases {unknown} are not in the dataset")
+        raise ValueError(f"test cases {unknown} are not among the task's {len(cases)} labelled volumes "
+                         f"({', '.join(cases[:6])}{' ...' if len(cases) > 6 else ''})")
     pool = [c for c in cases if c not in set(test)]
     if k > len(pool):
-        raise ValueError(f"k={k} but the task's training pool has {len(pool)} volumes")
+        raise ValueError(f"k={k} needs {k} labelled volumes besides the {len(set(test))} test ones; the task's "
+                         f"training pool has {len(pool)} ({len(cases)} in all)")
     if k == len(pool):
         return FewShotSplit(tuple(pool), (), tuple(sorted(test)), int(k), int(seed))
     order = np.random.default_rng(seed).permutation(len(pool))

@@ -29,6 +29,8 @@ from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import UNSIDED, check_structure, dataset_template
+from fseft_lab.data.fewshot import default_num_test
+from fseft_lab.outputs import writable_folder
 
 LAYOUTS = ("totalsegmentator", "msd")
 MANIFEST = "fseft_phantom.json"
@@ -121,7 +123,7 @@ class CaseFolder:
         # by default every labelled structure, an unsided one (``kidney``) as its two sides
         structures = tuple(structures or [side for s in self.structures for side in UNSIDED.get(s, (s,))])
         for s in structures:
-            check_structure(s)
+            check_structure(s, None)   # any name the data gives is a structure (novel when the template lacks it)
         image, affine = read_nifti(case.image)
         image = _squeeze(image, case.image)
         label = np.zeros(image.shape, np.uint8)
@@ -136,7 +138,9 @@ class CaseFolder:
             named = set(self.template.values()) | {side for s in self.template.values() for side in UNSIDED.get(s, ())}
             absent = [s for s in structures if s not in named]
             if absent:
-                raise ValueError(f"{self.root} does not label {absent}; its template labels {sorted(self.template.values())}")
+                raise ValueError(f"{self.root} does not label {absent}; its labels are {sorted(self.template.values())}: "
+                                 "if one of them is the structure under another name (e.g. cancer for liver_tumor), "
+                                 "map it through a label map (--template map.json, e.g. {\"liver\": 1, \"liver_tumor\": 2})")
             for value, s in self.template.items():
                 if s in structures:
                     label[raw == value] = structures.index(s) + 1
@@ -249,7 +253,7 @@ def read_label_map(path: str | Path) -> dict[int, str]:
             raise ValueError(f"label map {path}: {name!r} has value {value!r}; label values are integers >= 1 (0 is background)")
         if int(value) in template:
             raise ValueError(f"label map {path}: value {value} names both {template[int(value)]!r} and {name!r}")
-        template[int(value)] = check_structure(str(name))
+        template[int(value)] = check_structure(str(name), None)
     return template
 
 
@@ -283,7 +287,7 @@ def _open_msd(root: Path, template) -> CaseFolder:
 # ----------------------------------------------------------------------------- export
 def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int = 10, seed: int = 0,
                    domain: str | None = None, spacing: float | None = None, template: str = "flare22",
-                   num_test: int = 5, overwrite: bool = False, progress: bool = True,
+                   num_test: int | None = None, overwrite: bool = False, progress: bool = True,
                    workers: int | None = None) -> CaseFolder:
     """Write a phantom dataset in a real dataset's layout, atomically.
 
@@ -299,7 +303,8 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
         domain: acquisition domain (default ``totalseg_like`` or ``flare_like`` by layout).
         spacing: isotropic voxel size in mm (default: the domain's native spacing).
         template: label template of an MSD export (a name in ``anatomy.DATASET_TEMPLATES``).
-        num_test: the last ``num_test`` cases are marked as test cases.
+        num_test: the last ``num_test`` cases are marked as test cases (default: the paper's 5, at
+            most half of ``cases``: :func:`fseft_lab.data.fewshot.default_num_test`).
         overwrite: replace a different dataset already in ``out``.
         workers: processes that generate cases side by side (default: one per CPU core, at most
             one per case); the files do not depend on it.
@@ -310,6 +315,7 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
         raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
     if cases < 1:
         raise ValueError(f"cases must be >= 1, got {cases}")
+    num_test = default_num_test(cases) if num_test is None else num_test
     if not 0 <= num_test < cases:
         raise ValueError(f"num_test={num_test} must be in [0, cases={cases})")
     domain = domain or ("totalseg_like" if layout == "totalsegmentator" else "flare_like")
@@ -330,6 +336,7 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
         if not overwrite:
             what = f"a different phantom dataset ({existing})" if existing.is_file() else "files that are not this dataset"
             raise FileExistsError(f"{out} already holds {what}; choose another folder or pass overwrite=True (--overwrite)")
+    writable_folder(out.parent)   # before any case is generated
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

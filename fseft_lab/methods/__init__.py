@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE, check_structure
+from fseft_lab.outputs import atomic_write
 
 DECODER_MODULES = ("encoder1", "encoder2", "encoder3", "encoder4", "encoder10",
                    "decoder5", "decoder4", "decoder3", "decoder2", "decoder1")
@@ -89,7 +90,7 @@ def set_task_head(model: nn.Module, structures: list[str] | tuple[str, ...], mul
     zero: a softmax over (0, sigmoid logits) picks structure i exactly where its sigmoid is above
     0.5 and highest, so zero-shot multi-class is the universal model's thresholded arg-max."""
     old = model.classifier
-    rows = (["background"] if multiclass else []) + [check_structure(s) for s in structures]
+    rows = (["background"] if multiclass else []) + [check_structure(s, None) for s in structures]
     # a checkpoint loaded from the zoo says which rows it really had (e.g. none for a self-supervised one)
     known = set(model.load_report.head_rows) if hasattr(model, "load_report") else set(UNIVERSAL_TEMPLATE)
     missing = [s for s in rows if s in UNIVERSAL_TEMPLATE and s not in known]
@@ -176,10 +177,8 @@ def save_adapter(model: nn.Module, path, **meta) -> int:
     state = {"method": model.method, "decoder": model.decoder, "multiclass": model.multiclass,
              "structures": [s for s in model.task_structures if s != "background" or not model.multiclass],
              "options": getattr(model, "options", {}), "meta": meta, "state": adapter_state_dict(model)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:   # an error names the file; no half-written adapter is left
+        torch.save(state, tmp)
     return path.stat().st_size
 
 

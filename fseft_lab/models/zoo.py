@@ -55,6 +55,9 @@ class Checkpoint:
         strip: prefixes removed from keys, in order.
         renames: (old, new) substrings replaced in keys.
         keep: regular expression of (renamed) keys to keep; others are dropped as unusable.
+        may_miss: regular expression of model keys the file may lawfully lack (e.g. the head of a
+            backbone-only checkpoint); any other missing key means the file is not this entry's
+            kind and loading raises. Empty: the file must provide every key.
         legacy_merging: built with MONAI < 1.5 patch merging.
         manual: the URL is a web page, not a file: the user downloads by hand.
         licence: licence of the weights, as far as it is stated.
@@ -74,6 +77,7 @@ class Checkpoint:
     strip: tuple[str, ...] = ()
     renames: tuple[tuple[str, str], ...] = ()
     keep: str = ".*"
+    may_miss: str = ""
     legacy_merging: bool = True
     manual: bool = False
     licence: str = "not stated"
@@ -86,6 +90,7 @@ class Checkpoint:
 
 
 BACKBONE = r"^(swinViT|encoder\d+|decoder\d+)\."
+HEAD = r"^classifier\."
 ZOO: dict[str, Checkpoint] = {c.name: c for c in (
     Checkpoint("phantom_cpu", "fseft_lab's own foundation model, pre-trained on phantoms (cpu profile, feature 12)",
                None, "phantom_cpu.pt", feature_size=PHANTOM.feature_size, spacing_mm=PHANTOM.spacing_mm,
@@ -100,7 +105,7 @@ ZOO: dict[str, Checkpoint] = {c.name: c for c in (
                "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/model_swinvit.pt",
                "model_swinvit.pt", container="state_dict", strip=("module.",),
                renames=(("patch_embed", "swinViT.patch_embed"), ("layers", "swinViT.layers"), (".mlp.fc", ".mlp.linear")),
-               keep=r"^swinViT\.", licence="Apache-2.0 (code); weights not stated",
+               keep=r"^swinViT\.", may_miss=r"^(?!swinViT\.)", licence="Apache-2.0 (code); weights not stated",
                note="initialises `scratch` and the self-supervised baselines; decoder and head stay new"),
     Checkpoint("btcv", "MONAI SwinUNETR fine-tuned on BTCV (13 organs, softmax)",
                "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/swin_unetr.base_5000ep_f48_lr2e-4_pretrained.pt",
@@ -110,11 +115,13 @@ ZOO: dict[str, Checkpoint] = {c.name: c for c in (
     Checkpoint("clip_driven", "CLIP-Driven Universal Model, SwinUNETR backbone (text-driven head not supported)",
                "https://huggingface.co/ljwztc/CLIP-Driven-Universal-Model/resolve/main/clip_driven_universal_swin_unetr.pth",
                "clip_driven_universal_swin_unetr.pth", container="net", strip=("module.", "backbone."), keep=BACKBONE,
+               may_miss=HEAD,
                licence="CC BY-NC-ND 4.0",
                note="its head is generated from CLIP text embeddings (a controller), not a conv: backbone only, new head"),
     Checkpoint("suprem_swinunetr", "SuPreM SwinUNETR (AbdomenAtlas), backbone only",
                "https://huggingface.co/MrGiovanni/SuPreM/resolve/main/supervised_suprem_swinunetr_2100.pth",
                "supervised_suprem_swinunetr_2100.pth", container="net", strip=("module.", "backbone."), keep=BACKBONE,
+               may_miss=HEAD,
                licence="code MIT; weights not stated", note="same dynamic head as CLIP-Driven: backbone only, new head"),
 )}
 
@@ -280,6 +287,12 @@ def load_checkpoint(model: torch.nn.Module, source: str | Path | dict, entry: Ch
         if not same:
             raise ValueError(f"shape mismatch for {key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)} "
                              f"(is the feature size {entry.feature_size}?)")
+    missing = [k for k in own if k not in state and not (entry.may_miss and re.search(entry.may_miss, k))]
+    if missing:
+        loaded = sum(k in own for k in state)
+        raise ValueError(f"it is not a {entry.name} checkpoint for this SwinUNETR: it gives {loaded} of the "
+                         f"model's {len(own)} weights and lacks {len(missing)} it must have, e.g. {missing[:2]} "
+                         "(a file given by path: name its key scheme with --scheme ENTRY, see `fseft-lab zoo list`)")
     head_rows = []
     if "classifier.weight" in state and entry.classes:
         template = list(UNIVERSAL_TEMPLATE)[: own["classifier.weight"].shape[0]]
@@ -299,27 +312,71 @@ def load_checkpoint(model: torch.nn.Module, source: str | Path | dict, entry: Ch
     return LoadReport(sorted(result.missing_keys), sorted(dropped + unexpected), head_rows)
 
 
-def load_foundation(name_or_path: str | Path = "phantom_cpu", entry: str | None = None) -> FoundationModel:
-    """Build a :class:`FoundationModel` and load a checkpoint: a zoo name, a file with its zoo
-    entry (``entry='fseft'``), or a ``model.pt`` made by ``fseft-lab pretrain``."""
+def _model_keys() -> set[str]:
+    """The key names of every :class:`FoundationModel` (they do not depend on its width)."""
+    return set(FoundationModel(12).state_dict())
 
+
+def detect_scheme(state: dict) -> Checkpoint:
+    """The zoo entry whose key scheme a state dict follows: of the entries whose remapping
+    (:func:`remap`) gives every key the model must have, the one that gives the most keys (the
+    first in :data:`ZOO` on a tie) and whose head, if it declares one, has the file's rows. None:
+    ``ValueError`` asking for the scheme by name. CLIP-Driven and SuPreM files share one scheme:
+    both are found as ``clip_driven``."""
+    names, best, found_most = _model_keys(), None, -1
+    for entry in ZOO.values():
+        remapped = remap(state, entry)[0]
+        found = names & set(remapped)
+        needed = {k for k in names if not (entry.may_miss and re.search(entry.may_miss, k))}
+        head = remapped.get("classifier.weight")
+        if entry.classes and head is not None and head.shape[0] != len(entry.classes):
+            continue    # e.g. BTCV's 14 softmax rows are not the FSEFT model's 29, though both name them out.conv.conv
+        if needed <= found and len(found) > found_most:
+            best, found_most = entry, len(found)
+    if best is None:
+        inner = next((state[k] for k in ("state_dict", "net", "model") if isinstance(state.get(k), dict)), state)
+        keys = [k for k in inner if k != GEOMETRY_KEY][:3]
+        raise ValueError(f"the checkpoint's keys (e.g. {keys}) follow no zoo entry's key scheme: it is not a SwinUNETR "
+                         f"v1 checkpoint this project knows; if it is one, name its scheme with --scheme ENTRY "
+                         f"(one of {', '.join(ZOO)})")
+    return best
+
+
+def with_file_width(entry: Checkpoint, state: dict) -> Checkpoint:
+    """``entry`` with the SwinUNETR width (feature size) of the weights in ``state``, read off the
+    patch embedding, so that a file of another width than its entry's still builds its model."""
+    embed = remap(state, entry)[0].get("swinViT.patch_embed.proj.weight")
+    return entry if embed is None else replace(entry, feature_size=int(embed.shape[0]))
+
+
+def load_foundation(name_or_path: str | Path = "phantom_cpu", entry: str | None = None) -> FoundationModel:
+    """Build a :class:`FoundationModel` and load a checkpoint: a zoo name, or a file whose key
+    scheme is an entry's (``entry='fseft'``) or is detected from its keys (:func:`detect_scheme`;
+    a ``model.pt`` made by ``fseft-lab pretrain`` follows ``phantom_cpu``'s). A file that is not
+    what its entry says (another architecture) raises; the width is read from the file."""
     if str(name_or_path) in ZOO:
         entry_obj = get_checkpoint(str(name_or_path))
         path = local_path(entry_obj)
         if not path.is_file():
             raise FileNotFoundError(f"{entry_obj.name} is not in {path.parent}; run `fseft-lab zoo download {entry_obj.name}`"
                                     + (f" or download {entry_obj.url} by hand to {path}" if entry_obj.url else ""))
-    elif entry:
-        entry_obj, path = get_checkpoint(entry), Path(name_or_path)
-    else:  # a run of our own (`fseft-lab pretrain`): read the width off its head
+        state = read_state_dict(path)
+    else:
         path = Path(name_or_path)
         state = read_state_dict(path)
-        head = state.get("classifier.weight")
-        if head is None:
-            raise ValueError(f"{path} has no classifier.weight; name its zoo entry (entry='fseft', 'btcv', ...)")
-        entry_obj = replace(ZOO["phantom_cpu"], name=path.name, feature_size=head.shape[1])
+        try:
+            entry_obj = get_checkpoint(entry) if entry else detect_scheme(state)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+        if entry_obj.url is None:   # a run of our own, named after its file
+            entry_obj = replace(entry_obj, name=path.name)
+    entry_obj = with_file_width(entry_obj, state)
     model = FoundationModel(entry_obj.feature_size, legacy_merging=entry_obj.legacy_merging)
-    model.load_report = load_checkpoint(model, path, entry_obj)
+    try:
+        model.load_report = load_checkpoint(model, state, entry_obj)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    model.scheme = entry_obj.name
     return model
 
 
