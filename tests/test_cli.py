@@ -109,10 +109,15 @@ def test_the_restarted_command_runs_once_and_succeeds():
 def test_methods_lists_every_method_in_course_order_with_counts(capsys):
     assert main(["methods", "--profile", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()[2:]
-    names = [line.split()[0] for line in lines]
+    rows = [line for line in lines if not line.startswith(" ")]       # indented lines: a method's variants
+    names = [line.split()[0] for line in rows]
     assert names[:3] == ["zero_shot", "linear_probe", "adapter_1x1"] and len(names) == 12
     assert names.index("lora") < names.index("adaptive_lora") < names.index("compacter")
-    assert lines[names.index("linear_probe")].split()[1] == "13"
+    assert rows[names.index("linear_probe")].split()[1] == "13"
+    bitfit = lines.index(rows[names.index("bitfit")])
+    # the reference's BitFit (with the relative-position tables) and the course's earlier one, both counted
+    assert lines[bitfit].split()[1] == "200,983" and lines[bitfit + 1].split()[0] == "3,253"
+    assert "--option relative_position_tables=False" in lines[bitfit + 1]
 
 
 @pytest.mark.slow

@@ -65,7 +65,7 @@ class WithPHM(nn.Module):
 
 
 @register("compacter", CompacterConfig, lr=1e-2,
-          variants={"init=zero: y + W y, starts as the foundation model (the course before)": {"init": "zero"}})
+          variants={"y + W y with W = 0: starts as the foundation model (the course before)": {"init": "zero"}})
 def apply(model, cfg: CompacterConfig):
     if cfg.init not in INITS:
         raise ValueError(f"Compacter init={cfg.init!r}; choose one of {INITS}")
