@@ -114,6 +114,10 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     usable = showing(dataset, [c for c in dataset.case_ids if c not in lacking], structures)
     split = few_shot_split(usable, k, seed, test=[c for c in dataset.test_ids if c in usable] or None)
     test_ids = list(test) if test is not None else split.test
+    seen = sorted(set(test_ids) & set(split.support))
+    if seen:
+        raise ValueError(f"test cases {seen} are in the support set of draw seed={seed}, k={k} ({', '.join(split.support)}): "
+                         "a test volume must be one the adaptation never saw")
     support = load_cases(dataset, split.support, structures, geometry, cache_dir)
     _check_labelled(dataset, support, structures)
     validation = load_cases(dataset, split.validation, structures, geometry, cache_dir) if validate else []
@@ -234,11 +238,17 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def summary(table: pd.DataFrame, by: Sequence[str] = ("method", "k")) -> pd.DataFrame:
-    """Mean Dice per run (over cases and structures), then mean and std over seeds, with parameters."""
+    """Mean Dice per run (over cases and structures), then mean and std over seeds, with parameters.
+
+    Where the table has them: ``hd95``, the mean HD95 (mm; a missed structure counts at its cap,
+    :mod:`fseft_lab.evaluate`), and ``missed``, how many (case, structure) rows of all seeds the
+    predictions missed entirely (Dice 0): failures are counted, not averaged away.
+    """
+    extra = {c: (c, "mean" if c == "hd95" else "sum") for c in ("hd95", "missed") if c in table}
     per_run = table.groupby(list(by) + ["seed"], sort=False).agg(dice=("dice", "mean"), params=("trainable_params", "first"),
-                                                                 seconds=("train_seconds", "first"))
+                                                                 seconds=("train_seconds", "first"), **extra)
     return per_run.groupby(list(by), sort=False).agg(dice=("dice", "mean"), dice_std=("dice", "std"),
-                                                      params=("params", "first"), seconds=("seconds", "mean"))
+                                                      params=("params", "first"), seconds=("seconds", "mean"), **extra)
 
 
 def environment() -> dict:

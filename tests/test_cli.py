@@ -129,7 +129,7 @@ def test_quickstart_prints_a_dice_and_parameter_table(tmp_path, capsys):
             if line.split()[:1] in (["zero_shot"], ["linear_probe"], ["spatial_adapter"])}
     assert set(rows) == {"zero_shot", "linear_probe", "spatial_adapter"}
     assert rows["zero_shot"][1] == "0" and rows["spatial_adapter"][1] == "7,789"
-    assert all(0 <= float(r[3]) <= 1 for r in rows.values())
+    assert all(float(r[3]) > 0.5 for r in rows.values())   # the liver is found (a zero-shot Dice near 0.8)
     assert "HD95: the 95th-percentile distance" in out and "liver kept to the largest connected component" in out
     table = pd.read_csv(tmp_path / "quickstart_liver.csv")
     assert set(table.task) == {"liver"} and set(table.post_processing) == {"largest component"}

@@ -117,7 +117,7 @@ for name, ti in variants.items():
 table = pd.concat(tables, ignore_index=True)
 prior = results["penalty"].curve.attrs["size_prior"][task]
 print(f"prior from {split.support}: {prior:.0f} voxels ({prior * litres * 1e3:.0f} ml)")
-table.groupby("variant", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", "mean"), truth_ml=("truth_ml", "mean"),
+table.groupby("variant", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", "mean"), missed=("missed", "sum"), truth_ml=("truth_ml", "mean"),
                                          predicted_ml=("predicted_ml", "mean")).round(3)"""),
 code("""fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
 viz.plot_learning_curves({n: r.curve for n, r in results.items()}, ax=axes[0])
