@@ -20,8 +20,11 @@ def test_checksum_matches_the_manifest(manifest):
 
 def test_manifest_records_how_it_was_made(manifest):
     assert manifest["command"].startswith("fseft-lab pretrain")
-    for key in ("seed", "steps", "train_seconds", "software", "hardware", "zero_shot_dice"):
+    for key in ("seed", "steps", "train_seconds", "trained_on", "evaluated_on", "zero_shot_dice"):
         assert key in manifest
+    # the training device and the evaluating machine's software are recorded apart, never mixed
+    assert set(manifest["trained_on"]) == {"device", "machine"} and "device" not in manifest["evaluated_on"]["hardware"]
+    assert manifest["evaluated_on"]["software"]["torch"]
     assert set(manifest["zero_shot_dice"]["per_domain"]) >= {"btcv_like", "totalseg_like", "flare_like"}
 
 
