@@ -144,7 +144,8 @@ def _adapt(args) -> None:
     if args.transductive:
         from fseft_lab.transductive import TransductiveConfig
 
-        transductive = TransductiveConfig(args.transductive, margin=args.ti_margin, weight=args.ti_weight)
+        transductive = TransductiveConfig(args.transductive, margin=args.ti_margin, weight=args.ti_weight,
+                                          protocol=args.ti_protocol)
     options = dict(_option(o) for o in args.option)
     for k in args.k:
         for seed in args.seeds:
@@ -339,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: none)")
     a.add_argument("--ti-margin", type=float, default=0.3, help="size band half-width g (kidneys: 0.5)")
     a.add_argument("--ti-weight", type=float, default=0.1, help="lambda, the weight of the query term")
+    a.add_argument("--ti-protocol", choices=["per_volume", "pooled"], default="per_volume",
+                   help="per_volume: adapt once per test volume on the support plus that volume (the reference "
+                        "code's); pooled: one adaptation for all test volumes, taking turns (default: per_volume)")
     a.add_argument("--checkpoint", default="phantom_cpu", help=checkpoint_help)
     a.add_argument("--out", type=Path, required=True, help="CSV to append result rows to; required")
     a.add_argument("--save-adapter", type=Path, default=None,

@@ -26,6 +26,8 @@ def test_the_committed_grid_is_valid_and_sized_like_the_paper():
     assert [b.runs for b in blocks] == [9 * 9 * 3 * 3, 9 * 3 * 3, 3 * 7 * 3 * 3]
     assert "spatial_adapter+penalty" in blocks[0].methods and blocks[2].decoder == "fine-tuned"
     assert split_method("spatial_adapter+barrier")[1].mode == "barrier" and split_method("lora")[1] is None
+    assert split_method("spatial_adapter+penalty")[1].protocol == "per_volume"
+    assert split_method("spatial_adapter+penalty/pooled")[1].protocol == "pooled"
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fseft_lab.adapt import AdaptConfig
 from fseft_lab.anatomy import task_structures
 from fseft_lab.cli import main
 from fseft_lab.data.layouts import open_dataset
@@ -126,6 +127,7 @@ def test_cli_transductive_inference_and_method_options(dataset, tmp_path, capsys
                         "--save-adapter", str(ti)]) == 0
     rows = pd.read_csv(out)
     assert rows.transductive.tolist() == ["none", "penalty"] and rows.dice.iloc[1] <= _dice_bound(rows.iloc[1])
+    assert rows.ti_protocol.tolist() == ["none", "per_volume"]
     # the same draw and seed: only the query term can make the heads differ (a run ignoring
     # --transductive trains the same head, bit for bit)
     heads = [torch.load(p, weights_only=True)["state"]["classifier.weight"] for p in (plain, ti)]
@@ -142,6 +144,29 @@ def test_cli_transductive_inference_and_method_options(dataset, tmp_path, capsys
     assert main(base + ["--method", "adapter_1x1", "--option", "rank=3"]) == 2
     assert "adapter_1x1 has no option ['rank']" in capsys.readouterr().err
     assert len(pd.read_csv(out)) == 3  # refused runs wrote nothing
+
+
+def test_per_volume_transductive_inference_adapts_once_per_test_volume(dataset, tmp_path):
+    """The reference's protocol: each test volume gets a model adapted on the support plus itself;
+    pooled: one model for all. Two test volumes (the split's validation and test cases)."""
+    from fseft_lab.data.fewshot import few_shot_split
+    from fseft_lab.experiments import run
+    from fseft_lab.transductive import TransductiveConfig
+
+    split = few_shot_split(dataset.case_ids, 1, 0, test=dataset.test_ids)
+    test = list(split.validation) + list(split.test)
+    foundation = load_foundation("phantom_cpu")
+    kw = dict(profile="cpu", config=AdaptConfig(epochs=2), test=test, progress=False)
+    rows, result = run(foundation, dataset, "liver", "linear_probe", 1, 0, transductive=TransductiveConfig(), **kw)
+    assert rows.case.tolist() == test and set(rows.ti_protocol) == {"per_volume"}
+    assert sorted(result.per_volume) == sorted(test) and sorted(result.test_masks) == sorted(test)
+    heads = [r.model.classifier.weight for r in result.per_volume.values()]
+    assert not torch.equal(*heads)                      # each model saw its own query volume
+    pooled, pooled_result = run(foundation, dataset, "liver", "linear_probe", 1, 0,
+                                transductive=TransductiveConfig(protocol="pooled"), **kw)
+    assert set(pooled.ti_protocol) == {"pooled"} and not hasattr(pooled_result, "per_volume")
+    with pytest.raises(ValueError, match="transductive protocol 'each'"):
+        TransductiveConfig(protocol="each")
 
 
 def test_grid_resumes_a_table_written_before_transductive_inference(dataset, tmp_path):
