@@ -160,7 +160,8 @@ def _adapt(args) -> None:
             append_rows(rows, args.out)
             print(f"{args.method} {args.task} k={k} seed={seed}: Dice {rows.dice.mean():.3f} on {rows.case.nunique()} test "
                   f"cases | {result.trainable:,} trainable | {result.epochs_run} epochs, {result.train_seconds:.1f} s"
-                  + (f" | adapter {adapter}" if adapter else ""))
+                  + (f" | adapter {adapter}" if adapter else "")
+                  + (" (one per test volume: STEM_CASE)" if adapter and len(getattr(result, "per_volume", {})) > 1 else ""))
     print(f"rows appended to {args.out}")
 
 

@@ -98,8 +98,9 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     adaptation as query volumes (:mod:`fseft_lab.transductive`); the rows' ``transductive``
     column names the mode (``none`` without) and ``ti_protocol`` the protocol: ``per_volume``
     (the default) adapts once per test volume, each row's model saw only its own volume (the
-    returned result is the first volume's, with ``per_volume``: case -> result, and an adapter
-    file per volume, named ``STEM_CASE.pt``); ``pooled`` adapts one model for all. ``adapter_meta``: more fields for the adapter file
+    returned result is the first volume's, with ``per_volume``: case -> result, and with several
+    test volumes an adapter file per volume, named ``STEM_CASE.pt``); ``pooled`` adapts one model
+    for all. ``adapter_meta``: more fields for the adapter file
     (e.g. the checkpoint it was trained from). ``cache_dir``: keep pre-processed volumes there
     (:class:`fseft_lab.data.cache.CachedCases`), so the next run skips reading and resampling.
     Volumes are resampled to the foundation model's own geometry (spacing, patch); ``spacing_mm``
@@ -141,7 +142,7 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
                        transductive=transductive, **options)
         if save_adapter_to:
             path = Path(save_adapter_to)
-            path = path.with_name(f"{path.stem}_{group[0]['case']}{path.suffix}") if per_volume else path
+            path = path.with_name(f"{path.stem}_{group[0]['case']}{path.suffix}") if len(groups) > 1 else path
             save_adapter(result.model, path, task=task, k=k, seed=seed, support=list(split.support),
                          profile=get_profile(profile).name, geometry=asdict(geometry),
                          **({"query": group[0]["case"]} if per_volume else {}), **(adapter_meta or {}))
