@@ -57,7 +57,7 @@ def test_benchmark_runs_a_grid_resumes_it_and_writes_a_manifest(tmp_path, capsys
     assert sorted(table.seed) == [0, 1] and set(table.transductive) == {"none"}
     # zero-shot does not depend on the draw: both seeds score the same test volume alike, and the
     # shipped model segments the liver
-    assert table.dice.nunique() == 1 and table.dice.iloc[0] > 0.6
+    assert table.dice.max() - table.dice.min() < 1e-4 and table.dice.iloc[0] > 0.6
     manifest = json.loads(out.with_suffix(".json").read_text())
     assert manifest["invocations"][-1]["command"].startswith("fseft-lab benchmark") and "tiny" in manifest["grid_text"]
     assert len(manifest["checkpoint_sha256"]) == len(manifest["weights_sha256"]) == 64
