@@ -13,7 +13,9 @@ target dataset and the tasks, methods, shots and seeds to run on it::
     decoder = "frozen"            # optional
 
 ``method+mode`` runs the method with constrained transductive inference (``penalty``,
-``barrier`` or ``entropy``). Every finished run is appended to the CSV at once, so an
+``barrier`` or ``entropy``), adapted once per test volume (the reference's protocol);
+``method+mode/pooled`` adapts one model for all test volumes (how the grid's committed TI rows
+were measured; a table holds one protocol). Every finished run is appended to the CSV at once, so an
 interrupted benchmark resumes where it stopped (:func:`fseft_lab.experiments.run_grid`); a
 manifest beside the CSV records the command, grid, checkpoint, software, hardware and wall time.
 One benchmark writes to a table at a time (a lock file beside it refuses a second one).
@@ -42,7 +44,7 @@ from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
 from fseft_lab.experiments import check_post_processing, done_runs, environment, run_grid, run_key, write_csv
 from fseft_lab.methods import DECODER_OPTIONS, get_method
 from fseft_lab.profiles import get_profile
-from fseft_lab.transductive import MODES, TransductiveConfig
+from fseft_lab.transductive import MODES, PROTOCOLS, TransductiveConfig
 
 BLOCK_KEYS = {"name", "dataset", "tasks", "methods", "ks", "seeds", "decoder"}
 DATASET_KEYS = {"layout", "seed", "domain", "template", "cases", "num_test"}
@@ -64,9 +66,11 @@ class Block:
 
 
 def split_method(spec: str) -> tuple[str, TransductiveConfig | None]:
-    """``"spatial_adapter+penalty"`` -> ("spatial_adapter", TransductiveConfig("penalty"))."""
-    method, _, mode = spec.partition("+")
-    return method, (TransductiveConfig(mode) if mode else None)
+    """``"spatial_adapter+penalty"`` -> ("spatial_adapter", TransductiveConfig("penalty")), per-volume
+    TI (the default); ``"spatial_adapter+penalty/pooled"``: the pooled protocol."""
+    method, _, ti = spec.partition("+")
+    mode, _, protocol = ti.partition("/")
+    return method, (TransductiveConfig(mode, protocol=protocol or "per_volume") if mode else None)
 
 
 def read_grid(path: str | Path) -> list[Block]:
@@ -95,7 +99,10 @@ def read_grid(path: str | Path) -> list[Block]:
             task_structures(task)
         for spec in raw["methods"]:
             method, _, mode = spec.partition("+")
+            mode, _, protocol = mode.partition("/")
             get_method(method)
+            if protocol and protocol not in PROTOCOLS:
+                raise ValueError(f"{where}: method {spec!r}: transductive protocol {protocol!r} is not one of {PROTOCOLS}")
             if mode and mode not in MODES:
                 raise ValueError(f"{where}: method {spec!r}: transductive mode {mode!r} is not one of {MODES}")
         if raw.get("decoder", "frozen") not in DECODER_OPTIONS:

@@ -18,6 +18,15 @@ percentile of the distances (mm) from each surface's voxels to the other surface
 the two directions), so a handful of stray voxels barely count but islands holding more than 5 %
 of the predicted surface set it; and NSD, the fraction of both surfaces that lies within a
 tolerance (3 mm) of the other, from 0 to 1.
+
+Failures are scored, not dropped. A structure in the truth that the prediction **missed**
+(an empty mask) gets Dice 0, NSD 0 and an HD95 of the volume's diagonal in mm, the largest
+distance the volume allows (the cap challenge evaluations use for a missing prediction); every
+HD95 is capped there too, and the row's ``missed`` column says so, so a mean HD95 counts the
+failure at its cap and ``missed.sum()`` counts the failures. A structure **absent** from the truth
+cannot be scored by overlap (Dice, HD95, NSD: NaN); its ``false_positive_ml`` says how much the
+model predicted there anyway (for every row: predicted volume outside the truth). Spacing comes
+from each case's image (a MetaTensor's ``pixdim``) or its ``spacing`` entry, never a default.
 Results are a tidy table, one row per (case, structure).
 """
 from __future__ import annotations
@@ -90,12 +99,16 @@ def one_piece_channels(structures: Sequence[str]) -> list[int]:
 
 
 def score(masks: torch.Tensor, truth: torch.Tensor, spacing: Sequence[float], nsd_tolerance_mm: float = 3.0) -> dict[str, np.ndarray]:
-    """Per-channel DSC, HD95 (mm) and NSD of (1, C, X, Y, Z) 0/1 masks against the truth.
+    """Per-channel DSC, HD95 (mm), NSD, ``missed`` and false-positive voxels of (1, C, X, Y, Z)
+    0/1 masks against the truth, with ``spacing`` the voxel size in mm (x, y, z).
 
-    A structure absent from the truth gets NaN (it cannot be scored), not a 0 or a 1; HD95 is
-    also NaN when the prediction is empty (its Dice, 0, says what went wrong).
+    A structure absent from the truth gets NaN Dice, HD95 and NSD (it cannot be scored), not a 0
+    or a 1. A structure the prediction missed (empty mask, non-empty truth) gets Dice 0, NSD 0,
+    ``missed`` True and an HD95 of the volume's diagonal in mm, where every HD95 is capped.
     """
     spacing = [float(s) for s in spacing]
+    if len(spacing) != 3 or not all(s > 0 for s in spacing):
+        raise ValueError(f"spacing={spacing}: give the voxel size in mm along x, y and z (three positive numbers)")
     with warnings.catch_warnings():  # MONAI warns about empty classes, which are NaN by design here
         warnings.simplefilter("ignore")
         return _score(masks, truth, spacing, nsd_tolerance_mm)
@@ -105,12 +118,26 @@ def _score(masks, truth, spacing, nsd_tolerance_mm):
     dice = compute_dice(masks, truth, include_background=True, ignore_empty=True)[0]
     hd95 = compute_hausdorff_distance(masks, truth, include_background=True, percentile=95, spacing=spacing)[0]
     nsd = compute_surface_dice(masks, truth, [nsd_tolerance_mm] * masks.shape[1], include_background=True, spacing=spacing)[0]
-    empty = truth[0].flatten(1).sum(1) == 0
-    out = {"dice": dice.numpy(), "hd95": hd95.numpy(), "nsd": nsd.numpy()}
+    empty = (truth[0].flatten(1).sum(1) == 0).numpy()
+    missed = ~empty & (masks[0].flatten(1).sum(1) == 0).numpy()
+    diagonal = float(np.linalg.norm(np.array(masks.shape[2:]) * np.array(spacing)))  # mm, the largest distance
+    out = {"dice": dice.numpy(), "hd95": np.minimum(hd95.numpy(), diagonal), "nsd": nsd.numpy()}
+    out["dice"][missed], out["hd95"][missed], out["nsd"][missed] = 0.0, diagonal, 0.0  # no surface: the cap
     for v in out.values():
-        v[empty.numpy()] = np.nan
-    out["hd95"][~np.isfinite(out["hd95"])] = np.nan  # an empty prediction has no surface: no distance
+        v[empty] = np.nan
+    out["missed"] = missed
+    out["false_positive_voxels"] = (masks[0] * (1 - truth[0])).flatten(1).sum(1).numpy()
     return out
+
+
+def voxel_spacing(case: dict) -> list[float]:
+    """A case's voxel size in mm: its image's ``pixdim`` (MetaTensor) or its ``spacing`` entry."""
+    if hasattr(case["image"], "pixdim"):
+        return [float(s) for s in case["image"].pixdim]
+    if "spacing" in case:
+        return [float(s) for s in case["spacing"]]
+    raise ValueError(f"case {case.get('case')!r} has no voxel spacing (a MetaTensor image or a 'spacing' entry in mm): "
+                     "HD95, NSD and volumes are in mm and need it")
 
 
 def evaluate(model: Callable, cases: Sequence[dict], channels: Sequence[int], patch_size: int,
@@ -152,12 +179,13 @@ def evaluate(model: Callable, cases: Sequence[dict], channels: Sequence[int], pa
             masks_out[case["case"]] = masks[0].to(torch.uint8)
         label = torch.as_tensor(case["label"])[0]
         truth = torch.stack([(label == i + 1) for i in range(len(structures))])[None].float()  # (1, S, X, Y, Z)
-        spacing = [float(s) for s in case["image"].pixdim] if hasattr(case["image"], "pixdim") else [1.0] * 3
+        spacing = voxel_spacing(case)
         scores = score(masks, truth, spacing)
+        voxel_ml = float(np.prod(spacing)) / 1000
         for i, s in enumerate(structures):
             rows.append({**columns, "case": case["case"], "structure": s, "dice": scores["dice"][i],
-                         "hd95": scores["hd95"][i], "nsd": scores["nsd"][i],
+                         "hd95": scores["hd95"][i], "nsd": scores["nsd"][i], "missed": bool(scores["missed"][i]),
+                         "false_positive_ml": float(scores["false_positive_voxels"][i]) * voxel_ml,
                          "post_processing": "largest component" if i in cleaned else "none",
-                         "truth_ml": float(truth[0, i].sum()) * float(np.prod(spacing)) / 1000,
-                         "predicted_ml": float(masks[0, i].sum()) * float(np.prod(spacing)) / 1000})
+                         "truth_ml": float(truth[0, i].sum()) * voxel_ml, "predicted_ml": float(masks[0, i].sum()) * voxel_ml})
     return pd.DataFrame(rows)

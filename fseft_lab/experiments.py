@@ -138,7 +138,11 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     nothing is scored; see :func:`split_for`). ``test``: score only these of them (e.g. fewer of
     them on a laptop). ``transductive``: the test volumes, unlabelled, join the
     adaptation as query volumes (:mod:`fseft_lab.transductive`); the rows' ``transductive``
-    column names the mode (``none`` without). ``adapter_meta``: more fields for the adapter file
+    column names the mode (``none`` without) and ``ti_protocol`` the protocol: ``per_volume``
+    (the default) adapts once per test volume, each row's model saw only its own volume (the
+    returned result is the first volume's, with ``per_volume``: case -> result, and with several
+    test volumes an adapter file per volume, named ``STEM_CASE.pt``); ``pooled`` adapts one model
+    for all. ``adapter_meta``: more fields for the adapter file
     (e.g. the checkpoint it was trained from). ``cache_dir``: keep pre-processed volumes there
     (:class:`fseft_lab.data.cache.CachedCases`), so the next run skips reading and resampling.
     Volumes are resampled to the foundation model's own geometry (spacing, patch); ``spacing_mm``
@@ -151,30 +155,49 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     get_method(method)  # an unknown method fails before any data is loaded
     split = split_for(dataset, task, k, seed, test_split)
     test_ids = list(test) if test is not None else split.test
+    seen = sorted(set(test_ids) & set(split.support))
+    if seen:
+        raise ValueError(f"test cases {seen} are in the support set of draw seed={seed}, k={k} ({', '.join(split.support)}): "
+                         "a test volume must be one the adaptation never saw")
     support = load_cases(dataset, split.support, structures, geometry, cache_dir)
     _check_labelled(dataset, support, structures)
     validation = load_cases(dataset, split.validation, structures, geometry, cache_dir) if validate else []
     test_cases = load_cases(dataset, test_ids, structures, geometry, cache_dir)
     if transductive is not None:  # the query volumes' trunk features are needed during training
         _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, geometry, progress)
-    result = adapt(foundation, method, support, multiclass=multiclass, decoder=decoder, validation=validation,
-                   config=replace(config or AdaptConfig(), seed=seed), profile=profile, progress=progress,
-                   patch_size=geometry.patch_size,
-                   bank_cache=None if trunk_cache is None else trunk_cache.setdefault(("banks", str(dataset.root)), {}),
-                   query=[{k: v for k, v in c.items() if k != "label"} for c in test_cases] if transductive else (),
-                   transductive=transductive, **options)
-    if save_adapter_to:
-        save_adapter(result.model, save_adapter_to, task=task, k=k, seed=seed, support=list(split.support),
-                     profile=get_profile(profile).name, geometry=asdict(geometry), **(adapter_meta or {}))
-    if trunk_cache is not None and frozen_trunk(result.model):
-        _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, geometry, progress)
+    # one adaptation for all test volumes; with per-volume TI (the reference's protocol), one per test volume
+    per_volume = transductive is not None and transductive.protocol == "per_volume"
+    groups = [[case] for case in test_cases] if per_volume else [test_cases]
     channels = list(range(1, len(structures) + 1)) if multiclass else list(range(len(structures)))
-    table = evaluate(result.model, test_cases, channels, geometry.patch_size, multiclass, largest_component,
-                     progress=progress, masks_out=result.test_masks, task=task, method=method, decoder=decoder,
-                     transductive=transductive.mode if transductive else "none", k=k, seed=seed,
-                     trainable_params=result.trainable, train_seconds=round(result.train_seconds, 2),
-                     epochs=result.epochs_run, cached=result.cached, peak_memory_mb=round(result.peak_memory_mb, 1))
-    return table, result
+    tables, results, masks = [], [], {}
+    for group in groups:
+        result = adapt(foundation, method, support, multiclass=multiclass, decoder=decoder, validation=validation,
+                       config=replace(config or AdaptConfig(), seed=seed), profile=profile, progress=progress,
+                       patch_size=geometry.patch_size,
+                       bank_cache=None if trunk_cache is None else trunk_cache.setdefault(("banks", str(dataset.root)), {}),
+                       query=[{k: v for k, v in c.items() if k != "label"} for c in group] if transductive else (),
+                       transductive=transductive, **options)
+        if save_adapter_to:
+            path = Path(save_adapter_to)
+            path = path.with_name(f"{path.stem}_{group[0]['case']}{path.suffix}") if len(groups) > 1 else path
+            save_adapter(result.model, path, task=task, k=k, seed=seed, support=list(split.support),
+                         profile=get_profile(profile).name, geometry=asdict(geometry),
+                         **({"query": group[0]["case"]} if per_volume else {}), **(adapter_meta or {}))
+        if trunk_cache is not None and frozen_trunk(result.model):
+            _attach_trunk_features(foundation, dataset, group, trunk_cache, geometry, progress)
+        tables.append(evaluate(result.model, group, channels, geometry.patch_size, multiclass, largest_component,
+                               progress=progress, masks_out=masks, task=task, method=method, decoder=decoder,
+                               transductive=transductive.mode if transductive else "none",
+                               ti_protocol=transductive.protocol if transductive else "none", k=k, seed=seed,
+                               trainable_params=result.trainable, train_seconds=round(result.train_seconds, 2),
+                               epochs=result.epochs_run, cached=result.cached,
+                               peak_memory_mb=round(result.peak_memory_mb, 1)))
+        results.append(result)
+    result = results[0]
+    result.test_masks.update(masks)
+    if per_volume:
+        result.per_volume = {group[0]["case"]: r for group, r in zip(groups, results)}
+    return pd.concat(tables, ignore_index=True), result
 
 
 def _attach_trunk_features(foundation, dataset: CaseFolder, cases: list[dict], trunk_cache: dict | None,
@@ -211,7 +234,13 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     table = pd.read_csv(out_csv) if out_csv.is_file() else pd.DataFrame(columns=RUN_KEY)
     if "transductive" not in table:  # tables written before transductive inference existed
         table.insert(table.columns.get_loc("decoder") + 1, "transductive", "none")
+    if "ti_protocol" not in table:  # tables written before the per-volume protocol: their TI rows were pooled
+        table["ti_protocol"] = table["transductive"].map(lambda m: "none" if str(m) == "none" else "pooled")
     check_post_processing(table, largest_component, out_csv)
+    ti_rows = table[table["transductive"].astype(str) != "none"]
+    if transductive and (ti_rows["ti_protocol"] != transductive.protocol).any():
+        raise ValueError(f"{out_csv} holds transductive rows of protocol {ti_rows['ti_protocol'].iloc[0]!r}, this grid "
+                         f"runs {transductive.protocol!r}: one table, one protocol; write to another file")
     done = done_runs(table)
     mode = transductive.mode if transductive else "none"
     todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
@@ -270,11 +299,17 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def summary(table: pd.DataFrame, by: Sequence[str] = ("method", "k")) -> pd.DataFrame:
-    """Mean Dice per run (over cases and structures), then mean and std over seeds, with parameters."""
+    """Mean Dice per run (over cases and structures), then mean and std over seeds, with parameters.
+
+    Where the table has them: ``hd95``, the mean HD95 (mm; a missed structure counts at its cap,
+    :mod:`fseft_lab.evaluate`), and ``missed``, how many (case, structure) rows of all seeds the
+    predictions missed entirely (Dice 0): failures are counted, not averaged away.
+    """
+    extra = {c: (c, "mean" if c == "hd95" else "sum") for c in ("hd95", "missed") if c in table}
     per_run = table.groupby(list(by) + ["seed"], sort=False).agg(dice=("dice", "mean"), params=("trainable_params", "first"),
-                                                                 seconds=("train_seconds", "first"))
+                                                                 seconds=("train_seconds", "first"), **extra)
     return per_run.groupby(list(by), sort=False).agg(dice=("dice", "mean"), dice_std=("dice", "std"),
-                                                      params=("params", "first"), seconds=("seconds", "mean"))
+                                                      params=("params", "first"), seconds=("seconds", "mean"), **extra)
 
 
 def environment() -> dict:

@@ -21,9 +21,14 @@ Three ways to use it (``TransductiveConfig.mode``):
 
 The term is weighted by lambda (``weight``, 0.1) and takes one optimiser step per epoch,
 interleaved with the support epochs, from ``start`` x epochs on (the paper: after half of
-them); with several query volumes they take turns, one per epoch. Only the adapter and head train, so the query's trunk features are computed once
+them). Only the adapter and head train, so the query's trunk features are computed once
 (average-pooled x2, as the paper's code does) and every query step costs only the head.
-Taught in notebook 08.
+
+Two protocols for several test volumes (``TransductiveConfig.protocol``, applied by
+:func:`fseft_lab.experiments.run`): ``per_volume`` (the default, as the paper's reference code)
+adapts once per query volume, on the support plus that one volume, and segments it with its own
+model; ``pooled`` adapts one model while the test volumes take turns, one per epoch, so each
+gets about 1 / (number of volumes) of the query steps. Taught in notebook 08.
 
 >>> result = adapt(foundation, "spatial_adapter", support, query=query,            # doctest: +SKIP
 ...                transductive=TransductiveConfig("penalty"))
@@ -43,6 +48,7 @@ from torch import nn
 from fseft_lab.evaluate import trunk_features
 
 MODES = ("penalty", "barrier", "entropy")
+PROTOCOLS = ("per_volume", "pooled")
 
 
 @dataclass
@@ -57,6 +63,8 @@ class TransductiveConfig:
         start: fraction of the epochs after which the query term switches on (0.5).
         pool: average pooling of the query's trunk features (2: 8x fewer voxels).
         t0, t_growth: the barrier's initial t and its growth factor per epoch.
+        protocol: ``per_volume`` (one adaptation per query volume, the reference) or ``pooled``
+            (one adaptation for all test volumes, taking turns).
     """
 
     mode: str = "penalty"
@@ -67,10 +75,13 @@ class TransductiveConfig:
     pool: int = 2
     t0: float = 5.0
     t_growth: float = 1.05
+    protocol: str = "per_volume"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"transductive mode {self.mode!r}; choose one of {MODES}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"transductive protocol {self.protocol!r}; choose one of {PROTOCOLS}")
         for name, g in {"margin": self.margin, **{f"margins[{s!r}]": g for s, g in self.margins.items()}}.items():
             if not 0.0 < g < 1.0:
                 raise ValueError(f"{name}={g}: a size margin must lie in (0, 1) (a fraction of the prior size)")

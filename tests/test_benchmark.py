@@ -26,6 +26,8 @@ def test_the_committed_grid_is_valid_and_sized_like_the_paper():
     assert [b.runs for b in blocks] == [9 * 9 * 3 * 3, 9 * 3 * 3, 3 * 7 * 3 * 3]
     assert "spatial_adapter+penalty" in blocks[0].methods and blocks[2].decoder == "fine-tuned"
     assert split_method("spatial_adapter+barrier")[1].mode == "barrier" and split_method("lora")[1] is None
+    assert split_method("spatial_adapter+penalty")[1].protocol == "per_volume"
+    assert split_method("spatial_adapter+penalty/pooled")[1].protocol == "pooled"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -52,7 +54,10 @@ def test_benchmark_runs_a_grid_resumes_it_and_writes_a_manifest(tmp_path, capsys
     assert "tiny: 2 runs" in capsys.readouterr().out and not out.exists()
     assert main(args) == 0
     table = pd.read_csv(out)
-    assert sorted(table.seed) == [0, 1] and set(table.transductive) == {"none"} and table.dice.between(0, 1).all()
+    assert sorted(table.seed) == [0, 1] and set(table.transductive) == {"none"}
+    # zero-shot does not depend on the draw: both seeds score the same test volume alike, and the
+    # shipped model segments the liver
+    assert table.dice.max() - table.dice.min() < 1e-4 and table.dice.iloc[0] > 0.6
     manifest = json.loads(out.with_suffix(".json").read_text())
     assert manifest["invocations"][-1]["command"].startswith("fseft-lab benchmark") and "tiny" in manifest["grid_text"]
     assert len(manifest["checkpoint_sha256"]) == len(manifest["weights_sha256"]) == 64

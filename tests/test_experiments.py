@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fseft_lab.adapt import AdaptConfig
 from fseft_lab.anatomy import task_structures
 from fseft_lab.cli import main
 from fseft_lab.data.layouts import open_dataset
@@ -28,13 +29,20 @@ def test_cli_adapts_an_exported_dataset_and_saves_a_small_adapter(dataset, tmp_p
                  "--save-adapter", str(adapter)]) == 0
     assert "linear_probe liver k=1 seed=0: Dice" in capsys.readouterr().out
     rows = pd.read_csv(out)
-    assert list(rows.case) == dataset.test_ids and 0 <= rows.dice.iloc[0] <= 1
+    assert list(rows.case) == dataset.test_ids
+    assert rows.dice.iloc[0] > 0.6                 # the shipped model's liver, barely moved by 2 epochs
+    assert rows.dice.iloc[0] <= _dice_bound(rows.iloc[0])
     assert rows.trainable_params.iloc[0] == 13 and rows.cached.iloc[0] and rows.epochs.iloc[0] == 2
     assert adapter.stat().st_size < 10_000
     foundation = load_foundation("phantom_cpu")
     model = load_adapter_file(foundation, adapter).eval()
     assert model.task_structures == ("liver",)
     assert not torch.equal(model.classifier.weight, build(foundation, "linear_probe", ["liver"]).classifier.weight)
+
+
+def _dice_bound(row) -> float:
+    """The largest Dice the row's predicted and true volumes allow: 2 min(P, T) / (P + T)."""
+    return 2 * min(row.truth_ml, row.predicted_ml) / (row.truth_ml + row.predicted_ml) + 1e-6
 
 
 def test_cli_rejects_bad_input_with_the_valid_choices(dataset, tmp_path, capsys):
@@ -50,6 +58,14 @@ def test_cli_rejects_bad_input_with_the_valid_choices(dataset, tmp_path, capsys)
     assert main(base + ["--task", "liver", "--method", "linear_probe", "--layout", "totalsegmentator"]) == 2
     assert "is a msd folder" in capsys.readouterr().err
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_run_refuses_test_cases_from_the_support_set(dataset):
+    from fseft_lab.experiments import run
+
+    with pytest.raises(ValueError, match=r"test cases \[.+\] are in the support set of draw seed=0, k=1"):
+        run(load_foundation("phantom_cpu"), dataset, "liver", "linear_probe", 1, 0, profile="cpu",
+            test=list(dataset.case_ids), progress=False)
 
 
 def test_grid_resumes_without_repeating_runs(dataset, tmp_path):
@@ -89,6 +105,11 @@ def test_summary_and_plots_read_the_tidy_table():
     assert stats.loc[("linear_probe", 5), "dice"] == pytest.approx(0.605)
     assert stats.loc[("linear_probe", 5), "dice_std"] == pytest.approx(0.01 / 2 ** 0.5)
     assert stats.loc[("zero_shot", 1), "params"] == 0
+    failed = table.assign(hd95=5.0, missed=False)
+    failed.loc[0, ["dice", "hd95", "missed"]] = 0.0, 100.0, True   # zero_shot, k = 1, seed 0 missed case a
+    counted = summary(failed)
+    assert counted.loc[("zero_shot", 1), "missed"] == 1 and counted.loc[("linear_probe", 1), "missed"] == 0
+    assert counted.loc[("zero_shot", 1), "hd95"] == pytest.approx((52.5 + 5.0) / 2)
     ax = viz.plot_dice_vs_k(table)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["linear_probe", "zero_shot"]
     ax = viz.plot_params_vs_dice(table)
@@ -98,11 +119,24 @@ def test_summary_and_plots_read_the_tidy_table():
 
 def test_cli_transductive_inference_and_method_options(dataset, tmp_path, capsys):
     out = tmp_path / "ti.csv"
-    base = ["adapt", "--data", str(dataset.root), "--task", "liver", "--k", "1", "--epochs", "2", "--profile", "cpu",
+    # 4 epochs: query steps at epochs 2 and 3 (the last one's rate has decayed to 0 by then)
+    base = ["adapt", "--data", str(dataset.root), "--task", "liver", "--k", "1", "--epochs", "4", "--profile", "cpu",
             "--out", str(out)]
-    assert main(base + ["--method", "linear_probe", "--transductive", "penalty", "--ti-margin", "0.4"]) == 0
+    plain, ti = tmp_path / "plain.pt", tmp_path / "ti.pt"
+    assert main(base + ["--method", "linear_probe", "--save-adapter", str(plain)]) == 0
+    # entropy: a query term with a gradient whatever the prediction (a penalty is 0 inside its band)
+    assert main(base + ["--method", "linear_probe", "--transductive", "entropy", "--ti-margin", "0.4",
+                        "--save-adapter", str(ti)]) == 0
     rows = pd.read_csv(out)
-    assert rows.transductive.tolist() == ["penalty"] and 0 <= rows.dice.iloc[0] <= 1
+    assert rows.transductive.tolist() == ["none", "entropy"] and rows.dice.iloc[1] <= _dice_bound(rows.iloc[1])
+    assert rows.ti_protocol.tolist() == ["none", "per_volume"]
+    # the same draw and seed: only the query term can make the heads differ (a run ignoring
+    # --transductive trains the same head, bit for bit)
+    heads = [torch.load(p, weights_only=True)["state"]["classifier.weight"] for p in (plain, ti)]
+    again = tmp_path / "again.pt"
+    assert main(base + ["--method", "linear_probe", "--save-adapter", str(again)]) == 0
+    assert torch.equal(heads[0], torch.load(again, weights_only=True)["state"]["classifier.weight"])
+    assert not torch.equal(heads[0], heads[1])
     assert main(base + ["--method", "lora", "--transductive", "barrier"]) == 2
     assert "only the adapter and head" in capsys.readouterr().err
     assert main(base + ["--method", "linear_probe", "--transductive", "penalty", "--ti-margin", "1.5"]) == 2
@@ -111,7 +145,31 @@ def test_cli_transductive_inference_and_method_options(dataset, tmp_path, capsys
     assert "write NAME=VALUE" in capsys.readouterr().err
     assert main(base + ["--method", "adapter_1x1", "--option", "rank=3"]) == 2
     assert "adapter_1x1 has no option ['rank']" in capsys.readouterr().err
-    assert len(pd.read_csv(out)) == 1  # refused runs wrote nothing
+    assert len(pd.read_csv(out)) == 3  # refused runs wrote nothing
+
+
+@pytest.mark.slow
+def test_per_volume_transductive_inference_adapts_once_per_test_volume(dataset, tmp_path):
+    """The reference's protocol: each test volume gets a model adapted on the support plus itself;
+    pooled: one model for all. Two test volumes (the split's validation and test cases)."""
+    from fseft_lab.data.fewshot import few_shot_split
+    from fseft_lab.experiments import run
+    from fseft_lab.transductive import TransductiveConfig
+
+    split = few_shot_split(dataset.case_ids, 1, 0, test=dataset.test_ids)
+    test = list(split.validation) + list(split.test)
+    foundation = load_foundation("phantom_cpu")
+    kw = dict(profile="cpu", config=AdaptConfig(epochs=4), test=test, progress=False)   # query steps at epochs 2, 3
+    # entropy: a query term with a gradient whatever the prediction (a penalty is 0 inside its band)
+    rows, result = run(foundation, dataset, "liver", "linear_probe", 1, 0, transductive=TransductiveConfig("entropy"),
+                       **kw)
+    assert rows.case.tolist() == test and set(rows.ti_protocol) == {"per_volume"}
+    assert sorted(result.per_volume) == sorted(test) and sorted(result.test_masks) == sorted(test)
+    heads = [r.model.classifier.weight for r in result.per_volume.values()]
+    assert not torch.equal(*heads)                      # each model saw its own query volume
+    pooled, pooled_result = run(foundation, dataset, "liver", "linear_probe", 1, 0,
+                                transductive=TransductiveConfig("entropy", protocol="pooled"), **kw)
+    assert set(pooled.ti_protocol) == {"pooled"} and not hasattr(pooled_result, "per_volume")
 
 
 def test_grid_resumes_a_table_written_before_transductive_inference(dataset, tmp_path):

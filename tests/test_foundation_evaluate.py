@@ -56,7 +56,9 @@ def test_evaluate_scores_a_perfect_and_an_empty_prediction():
     assert liver.dice == pytest.approx(1.0) and liver.hd95 == pytest.approx(0.0) and liver.nsd == pytest.approx(1.0)
     assert liver.truth_ml == pytest.approx(16 ** 3 * 8 / 1000)
     spleen = table.set_index("structure").loc["spleen"]
-    assert np.isnan(spleen.dice) and spleen.predicted_ml > 0
+    assert np.isnan(spleen.dice) and np.isnan(spleen.hd95)
+    assert spleen.false_positive_ml == pytest.approx(5 ** 3 * 8 / 1000) and liver.false_positive_ml == 0
+    assert not table.missed.any()
     assert (table.method == "oracle").all()
 
 
@@ -123,8 +125,33 @@ def test_score_hd95_in_millimetres():
     assert score(shifted, truth, (3.0, 1.0, 1.0))["hd95"][0] == pytest.approx(6.0)
 
 
-def test_hd95_is_nan_not_inf_for_an_empty_prediction():
-    truth = torch.zeros(1, 1, 10, 10, 10)
-    truth[0, 0, 2:5, 2:5, 2:5] = 1
-    scores = score(torch.zeros_like(truth), truth, (1.0, 1.0, 1.0))
-    assert scores["dice"][0] == 0.0 and np.isnan(scores["hd95"][0])
+def test_a_missed_structure_scores_dice_0_and_the_volume_diagonal_as_hd95():
+    truth = torch.zeros(1, 2, 10, 20, 30)
+    truth[0, :, 2:5, 2:5, 2:5] = 1
+    masks = truth.clone()
+    masks[0, 1] = 0                                      # channel 1 missed: an empty prediction
+    scores = score(masks, truth, (1.0, 2.0, 3.0))
+    diagonal = (10 ** 2 + 40 ** 2 + 90 ** 2) ** 0.5     # mm
+    assert scores["dice"].tolist() == [1.0, 0.0] and scores["nsd"][1] == 0.0
+    assert scores["hd95"][0] == 0.0 and scores["hd95"][1] == pytest.approx(diagonal)
+    assert scores["missed"].tolist() == [False, True]
+
+
+def test_evaluate_counts_a_missed_structure_and_needs_a_spacing():
+    label = np.zeros((32, 32, 32), np.uint8)
+    label[4:20, 4:20, 4:20] = 1                          # liver in the truth, never predicted
+    label[24:28, 24:28, 24:28] = 2
+    masks = torch.zeros(1, 3, 32, 32, 32)
+    masks[0, 2] = torch.as_tensor(label == 2)
+    table = evaluate(Oracle(masks), [_case(label)], channels=[1, 2], patch_size=32, progress=False)
+    liver = table.set_index("structure").loc["liver"]
+    assert liver.missed and liver.dice == 0.0 and liver.hd95 == pytest.approx(32 * 2.0 * 3 ** 0.5)
+    assert table.missed.sum() == 1
+    case = _case(label)
+    case["image"] = case["image"].as_tensor()           # a plain tensor: no pixdim
+    with pytest.raises(ValueError, match="has no voxel spacing"):
+        evaluate(Oracle(masks), [case], channels=[1, 2], patch_size=32, progress=False)
+    scored = evaluate(Oracle(masks), [{**case, "spacing": (2.0, 2.0, 2.0)}], channels=[1, 2], patch_size=32, progress=False)
+    assert scored.hd95.tolist() == table.hd95.tolist()
+    with pytest.raises(ValueError, match="three positive numbers"):
+        score(masks[:, 1:], masks[:, 1:], (1.0, 1.0))

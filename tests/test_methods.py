@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fseft_lab.methods import (REGISTRY, _load_all, adapter_state_dict, build, get_method, load_adapter,
-                               trainable_parameters)
+                               swin_modules, trainable_parameters)
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE
 from fseft_lab.models.foundation import FoundationModel
 
@@ -14,8 +14,16 @@ METHODS = sorted(REGISTRY)
 #: paper_facts.md: trainable parameters, SwinUNETR-48, binary task, head included
 PAPER_COUNTS = {"linear_probe": 49, "adapter_1x1": 4_657, "spatial_adapter": 124_465, "affine_ln": 17_329,
                 "lora": 69_169, "adaptformer": 47_697, "zero_shot": 0,
-                "bitfit": 13_009,    # the table's "~13,000": 9 biases of width d per Swin block, plus the head
+                "bitfit": 210_739,   # the reference code's filter: 9 biases of width d per block, the relative-
+                                     # position tables (13^3 x heads per block) and the head
                 "compacter": 217_073}  # the table's "~217,000": PHM layers plus the encoder's LayerNorms
+#: the registered variants (``Method.variants``) at the paper configuration
+VARIANT_COUNTS = {("bitfit", "relative_position_tables", False): 13_009,   # the table's "~13,000"
+                  ("adaptformer", "branch_input", "normalised"): 47_697,
+                  ("compacter", "init", "zero"): 217_073}
+#: methods whose output at step 0 differs from the foundation model's by design
+NOT_IDENTITY_AT_START = ("scratch",      # re-initialises
+                         "compacter")    # the reference's random PHM replaces each branch (init="zero" does not)
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +56,19 @@ def base_output(foundation, x):
         return foundation(x)[:, [UNIVERSAL_TEMPLATE.index("liver"), UNIVERSAL_TEMPLATE.index("kidney_left")]]
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "scratch"])  # scratch re-initialises by design
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in NOT_IDENTITY_AT_START])
 def test_output_at_initialisation_equals_the_foundation_model(foundation, x, base_output, method):
     adapted = build(foundation, method, ["liver", "kidney_left"]).eval()
     with torch.no_grad():
         assert torch.allclose(adapted(x), base_output, atol=1e-5), method
+
+
+def test_compacter_starts_as_the_foundation_model_only_with_zero_init(foundation, x, base_output):
+    with torch.no_grad():
+        zero = build(foundation, "compacter", ["liver", "kidney_left"], init="zero").eval()(x)
+        reference = build(foundation, "compacter", ["liver", "kidney_left"]).eval()(x)
+    assert torch.allclose(zero, base_output, atol=1e-5)
+    assert (reference - base_output).abs().max() > 0.1     # the reference's PHM replaces each branch
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "zero_shot"])
@@ -84,13 +100,91 @@ def test_paper_configuration_trainable_counts(paper_foundation, method):
     assert trainable_parameters(model) == PAPER_COUNTS[method]
 
 
+@pytest.mark.parametrize("method, option, value", sorted(VARIANT_COUNTS))
+def test_variant_trainable_counts(paper_foundation, method, option, value):
+    assert {option: value} in get_method(method).variants.values()   # `fseft-lab methods` lists it
+    model = build(paper_foundation, method, ["liver"], **{option: value})
+    assert trainable_parameters(model) == VARIANT_COUNTS[method, option, value]
+
+
+def test_bitfit_trains_each_swin_relative_position_table_only_with_the_reference_filter(paper_foundation):
+    def tables(model):
+        return {n for n, p in model.named_parameters() if p.requires_grad and "relative_position_bias_table" in n}
+    every = {n for n, _ in paper_foundation.named_parameters() if n.endswith("relative_position_bias_table")}
+    assert len(every) == 8 and tables(build(paper_foundation, "bitfit", ["liver"])) == every
+    assert tables(build(paper_foundation, "bitfit", ["liver"], relative_position_tables=False)) == set()
+
+
+def _lora_placement_errors(model) -> list[str]:
+    """Where LoRA must be: on the qkv of every Swin window attention, and nowhere else."""
+    from monai.networks.nets.swin_unetr import WindowAttention
+
+    from fseft_lab.methods.lora import LoRALinear
+
+    expected = {f"{n}.qkv" for n, _ in swin_modules(model, WindowAttention)}
+    placed = {n for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    return [f"LoRA on {n}" for n in sorted(placed - expected)] + [f"no LoRA on {n}" for n in sorted(expected - placed)]
+
+
+def test_lora_sits_on_every_swin_qkv_and_nowhere_else(foundation):
+    model = build(foundation, "lora", ["liver"])
+    assert len({n for n, _ in model.named_modules() if n.endswith("attn.qkv")}) == 8
+    assert _lora_placement_errors(model) == []
+
+
+def test_the_lora_placement_check_catches_lora_on_the_wrong_layer_with_the_same_count(paper_foundation):
+    """Counterexample: LoRA on each attention's output projection (d -> d) at rank 2r costs what
+    LoRA on qkv (d -> 3d) costs at rank r, so counts and the generic suite cannot tell them apart."""
+    from fseft_lab.methods.lora import LoRALinear
+
+    model = build(paper_foundation, "linear_probe", ["liver"])
+    for _, attention in [(n, m) for n, m in swin_modules(model, torch.nn.Module) if hasattr(m, "qkv")]:
+        attention.proj = LoRALinear(attention.proj, rank=8, alpha=8.0)
+        attention.proj.lora_A.requires_grad_(True)
+        attention.proj.lora_B.requires_grad_(True)
+    assert trainable_parameters(model) == PAPER_COUNTS["lora"]
+    assert len(_lora_placement_errors(model)) == 16       # 8 on the wrong layer, 8 qkv without LoRA
+
+
+def _adaptformer_reads(model, x) -> set[str]:
+    """What each AdaptFormer branch reads, per block: 'block input' when its ``down`` gets exactly
+    the tensor that enters the block's second LayerNorm (as the reference), else 'other'."""
+    from fseft_lab.methods.adaptformer import AdaptFormerBlock
+
+    seen, reads = {}, set()
+    wrapped = [m for m in model.modules() if isinstance(m, AdaptFormerBlock)]
+    assert len(wrapped) == 8, f"{len(wrapped)} AdaptFormer blocks, the Swin encoder has 8"
+    hooks = [m.base_layer.norm2.register_forward_pre_hook(lambda mod, args, m=m: seen.__setitem__((m, "norm2"), args[0]))
+             for m in wrapped]
+    hooks += [m.down.register_forward_pre_hook(lambda mod, args, m=m: seen.__setitem__((m, "down"), args[0]))
+              for m in wrapped]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    for m in wrapped:
+        reads.add("block input" if torch.equal(seen[m, "down"], seen[m, "norm2"]) else "other")
+    return reads
+
+
+def test_adaptformer_branch_reads_the_block_input_before_norm2(foundation, x):
+    assert _adaptformer_reads(build(foundation, "adaptformer", ["liver"]).eval(), x) == {"block input"}
+
+
+def test_the_adaptformer_placement_check_catches_the_normalised_input_with_the_same_count(foundation, x):
+    model = build(foundation, "adaptformer", ["liver"], branch_input="normalised").eval()
+    assert trainable_parameters(model) == trainable_parameters(build(foundation, "adaptformer", ["liver"]))
+    assert _adaptformer_reads(model, x) == {"other"}
+
+
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in ("zero_shot",)])
 def test_adapter_state_dict_round_trip(foundation, x, method):
     adapted = _scrambled(build(foundation, method, ["liver"])).eval()
     buffer = io.BytesIO()
     torch.save(adapter_state_dict(adapted), buffer)
-    if method not in ("full_ft", "scratch"):
-        assert buffer.tell() < 200_000, f"{method} adapter file is {buffer.tell()} bytes"
+    # the file holds the trained tensors only (float32) plus a little pickle overhead per tensor
+    budget = 4 * trainable_parameters(adapted) + 1_000 * len(adapter_state_dict(adapted)) + 10_000
+    assert buffer.tell() < budget, f"{method} adapter file is {buffer.tell()} bytes, more than its trained tensors"
     buffer.seek(0)
     fresh = FoundationModel(12)
     fresh.load_state_dict(foundation.state_dict())

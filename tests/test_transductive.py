@@ -81,7 +81,8 @@ def test_entropy_is_largest_at_one_half():
                                           ({"margins": {"kidney_left": 1.0}}, r"margins\['kidney_left'\]=1.0"),
                                           ({"weight": -0.1}, r"lambda\)=-0.1 must be >= 0"),
                                           ({"mode": "hinge"}, r"mode 'hinge'; choose one of"),
-                                          ({"start": 1.5}, r"start=1.5")])
+                                          ({"start": 1.5}, r"start=1.5"),
+                                          ({"protocol": "each"}, r"protocol 'each'; choose one of \('per_volume'")])
 def test_bad_transductive_settings_are_refused(kwargs, rule):
     with pytest.raises(ValueError, match=rule):
         TransductiveConfig(**kwargs)

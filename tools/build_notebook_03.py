@@ -95,12 +95,14 @@ for method in ("zero_shot", "adapter_1x1", "spatial_adapter"):
     tables.append(table)
     results[method] = result
 table = pd.concat(tables, ignore_index=True)
-table.groupby("method", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", "mean"), trainable=("trainable_params", "first"),
+table.groupby("method", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", "mean"), missed=("missed", "sum"), trainable=("trainable_params", "first"),
                                         train_seconds=("train_seconds", "first")).round(3)"""),
 md("""`hd95_mm` is the 95th-percentile Hausdorff distance: the 95th percentile of the distances (mm)
 between the predicted and the true surface, so it grows with any island of voxels far from the
 organ, which the Dice barely notices (the masks keep each organ's largest connected component
-before scoring, notebook 02)."""),
+before scoring, notebook 02). `missed` counts the test volumes where a method predicted nothing
+at all: Dice 0, and an HD95 capped at the volume's diagonal (there is no surface to measure),
+so the mean HD95 counts the failure instead of dropping it."""),
 code("""ax = viz.plot_learning_curves({m: results[m].curve for m in ("adapter_1x1", "spatial_adapter")})
 _ = ax.set_title(f"{task}, k = {k}, seed {seed}")"""),
 code("""case = load_cases(ts, [test_ids[0]], [task], G)[0]

@@ -25,7 +25,12 @@ Every linear layer of a Swin block computes $y = Wx + b$: the attention's `qkv` 
 \\mathbb{R}^{3d}$) and `proj` ($d$), and the MLP's two layers ($4d$ and $d$), 9 d per block.
 Training only $b$ shifts each layer's output by a learned constant: it cannot rotate features, but
 it can move every pre-activation, and with it which units fire after the GELU.
-(Zaken et al. 2022.)"""),
+As the paper's reference code selects them (every encoder parameter named `bias` under `attn` or
+`mlp`), the attention's **relative-position bias tables** train too: one learned offset per head
+for each of the $13^3$ relative positions in a $7^3$ window, which the attention adds to its
+scores. They hold most of BitFit's parameters (210,739 at F = 48, against 13,009 for the linear
+biases alone, the paper table's "~13,000"): `relative_position_tables=False` trains the biases
+only. (Zaken et al. 2022.)"""),
 code("""print(inspect.getsource(bitfit.apply))"""),
 md("""## 2. Affine-LN: the normalisation's scale and shift
 

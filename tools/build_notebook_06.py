@@ -23,15 +23,20 @@ peft_imports("from fseft_lab.methods import adaptformer, compacter\n"),
 md("""## 1. AdaptFormer: a parallel bottleneck
 
 Beside a block's MLP, AdaptFormer adds $s \\cdot W_\\text{up}\\,\\mathrm{ReLU}(W_\\text{down} x)$ with a
-bottleneck of 16 and $s = 0.1$: $\\mathrm{mlp}'(x) = \\mathrm{mlp}(x) + s\\,\\mathrm{up}(\\mathrm{ReLU}(\\mathrm{down}(x)))$.
+bottleneck of 16 and $s = 0.1$: $x + \\mathrm{mlp}(\\mathrm{norm_2}(x)) + s\\,\\mathrm{up}(\\mathrm{ReLU}(\\mathrm{down}(x)))$.
+As in the paper's reference code, the branch reads the block's tokens $x$ *before* the second
+LayerNorm (`branch_input="normalised"` reads $\\mathrm{norm_2}(x)$ instead, the same count).
 $W_\\text{up}$ starts at zero, so training starts from the foundation model."""),
-code("""print(inspect.getsource(adaptformer.ParallelAdapter))"""),
+code("""print(inspect.getsource(adaptformer.AdaptFormerBlock))"""),
 md("""## 2. Compacter: weights from Kronecker products
 
 A PHM layer builds its $d \\times d$ matrix as $W = \\sum_{i=1}^{n} A_i \\otimes B_i$ with small
 "rule" matrices $A_i \\in \\mathbb{R}^{n \\times n}$ and blocks $B_i \\in \\mathbb{R}^{d/n \\times d/n}$:
 $n^3 + d^2/n$ numbers instead of $d^2$ (a quarter, for $n = 4$). As in the paper's code, one PHM
-layer follows the attention and one the MLP of every block, and the LayerNorms train too."""),
+layer follows the attention and one the MLP of every block, and the LayerNorms train too. The
+reference code *replaces* each branch's output $y$ by a randomly initialised $Wy + b$, so the
+adapted model does not start as the foundation model; `init="zero"` adds instead ($y + Wy$ with
+$B_i = 0$ at the start), as the course did before."""),
 code("""print(inspect.getsource(compacter.PHMLinear))"""),
 code("""# NBVAL_CHECK_OUTPUT
 layer = compacter.PHMLinear(96, 4)
@@ -55,8 +60,9 @@ F = 48), does not beat it.
    down by 10?
 2. For $d = 384$ (the last Swin stage at F = 48) and $n = 2, 4, 8$, how many numbers does a PHM
    layer need? Which $n$ minimises it?
-3. Our Compacter adds the PHM output to the branch ($y + Wy$, $B_i = 0$ at the start); the reference
-   code replaces $y$ by a randomly initialised $Wy$. What does the reference lose at step 0?
+3. Our Compacter follows the reference code: it replaces $y$ by a randomly initialised $Wy$.
+   Compare its zero-shot Dice at step 0 with `init="zero"` ($y + Wy$, $B_i = 0$ at the start).
+   What does the reference lose at step 0, and does training recover it?
 
 <details><summary>Solutions</summary>
 

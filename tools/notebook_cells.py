@@ -139,7 +139,7 @@ for method in ["zero_shot"] + {list(methods)!r}:
     tables.append(table)
     results[method] = result
 table = pd.concat(tables, ignore_index=True)
-table.groupby("method", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", "mean"), trainable=("trainable_params", "first"),
+table.groupby("method", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", "mean"), missed=("missed", "sum"), trainable=("trainable_params", "first"),
                                         epochs=("epochs", "first"), train_seconds=("train_seconds", "first")).round(3)"""),
             code(f"""ax = viz.plot_learning_curves({{m: results[m].curve for m in {list(methods)!r}}})
 _ = ax.set_title(f"{{task}}, k = {{k}}, seed {{seed}}")"""),

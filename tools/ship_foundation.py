@@ -40,11 +40,18 @@ def _mean(values) -> float | None:
     return round(float(values.mean()), 4) if len(values) else None
 
 
+def evaluating_machine() -> dict:
+    """This machine's software and hardware: the manifest's ``evaluated_on`` (the zero-shot Dice's)."""
+    return {"software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
+                         "numpy": np.__version__},
+            "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()}}
+
+
 def summary(manifest: dict) -> dict:
     """One run of a model's history, as its lineage lists it."""
     keys = ("command", "driver", "steps", "train_seconds", "sha256")
     return {**{k: manifest.get(k) for k in keys},
-            "hardware": manifest.get("trained_on") or f"{manifest['hardware']['cpus']} CPU cores",
+            "hardware": manifest["trained_on"]["machine"] or f"{manifest['evaluated_on']['hardware']['cpus']} CPU cores",
             "mean_base_organs_source_domains": manifest["zero_shot_dice"]["mean_base_organs_source_domains"]}
 
 
@@ -104,7 +111,8 @@ def reevaluate(name: str, cases: int) -> None:
     torch.save({**weights, **zoo.geometry_state(geometry)}, target)
     section, check, per_domain, seconds = evaluate(zoo.load_foundation(name), cases, Path(f"/tmp/{name}_zero_shot.csv"))
     manifest.update({"sha256": zoo.sha256(target), "size_bytes": target.stat().st_size, "geometry": asdict(geometry),
-                     "evaluated_with_generator_version": GENERATOR_VERSION, "zero_shot_dice": section, "check_case": check,
+                     "evaluated_with_generator_version": GENERATOR_VERSION, "evaluated_on": evaluating_machine(),
+                     "zero_shot_dice": section, "check_case": check,
                      "evaluation_seconds": seconds})
     path.write_text(json.dumps(manifest, indent=1))
     report(per_domain, section)
@@ -157,13 +165,12 @@ def main() -> None:
         "command": command, "driver": args.driver, "phantom_generator_version": args.generator_version,
         "evaluated_with_generator_version": GENERATOR_VERSION, "seed": int(run["seed"]), "profile": run["profile"], "steps": int(run["steps"]),
         "train_seconds": run["train_seconds"], "wall_time_note": "train_seconds counts optimiser steps only",
-        "software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
-                     "numpy": np.__version__},
-        "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                     "device": run["device"]},
-        "software_hardware_note": "software and hardware above are the evaluating machine's; trained_on, where "
-                                  "present, is the machine the run trained on (RUN/device.txt)",
-        "trained_on": (args.run / "device.txt").read_text().splitlines() if (args.run / "device.txt").is_file() else None,
+        # two machines: the one the run trained on (its torch device; RUN/device.txt, where the run
+        # wrote one, names the machine and its software) and this one, which scored the zero-shot Dice
+        "trained_on": {"device": run["device"],
+                       "machine": (args.run / "device.txt").read_text().splitlines()
+                       if (args.run / "device.txt").is_file() else None},
+        "evaluated_on": evaluating_machine(),
         "init": init,
         "geometry": asdict(geometry),
         "zero_shot_dice": zero_shot,

@@ -139,6 +139,10 @@ def _methods(args) -> None:
         doc = (sys.modules[spec.apply.__module__].__doc__ or "").strip().splitlines()[0]
         lr = f"{spec.lr:.0e}" if spec.lr else "-"
         print(f"{name:16s} {n:>11,d} {100 * n / total:>8.3f}% {lr:>7s}  {doc}")
+        for label, overrides in spec.variants.items():  # the course's earlier version, where it differs from the reference
+            n = trainable_parameters(build(foundation, name, ["liver"], **overrides))
+            option = " ".join(f"--option {k}={v}" for k, v in overrides.items())
+            print(f"{'':16s} {n:>11,d} {100 * n / total:>8.3f}% {'':>7s}    {option}: {label}")
 
 
 def _pretrain(args) -> None:

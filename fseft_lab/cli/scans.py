@@ -67,7 +67,8 @@ def _adapt(args) -> None:
     if args.transductive:
         from fseft_lab.transductive import TransductiveConfig
 
-        transductive = TransductiveConfig(args.transductive, margin=args.ti_margin, weight=args.ti_weight)
+        transductive = TransductiveConfig(args.transductive, margin=args.ti_margin, weight=args.ti_weight,
+                                          protocol=args.ti_protocol)
     options = dict(_option(o) for o in args.option)
     scored = []
     for k, seed, test in plan:
@@ -86,7 +87,8 @@ def _adapt(args) -> None:
         else:
             what = f"trained on {k} volume(s), none left to score"
         print(f"{args.method} {args.task} k={k} seed={seed}: {what} | {result.trainable:,} trainable | "
-              f"{result.epochs_run} epochs, {result.train_seconds:.1f} s" + (f" | adapter {adapter}" if adapter else ""))
+              f"{result.epochs_run} epochs, {result.train_seconds:.1f} s" + (f" | adapter {adapter}" if adapter else "")
+              + (" (one per test volume: STEM_CASE)" if adapter and len(getattr(result, "per_volume", {})) > 1 else ""))
     if args.leave_one_out and scored:
         import pandas as pd
 
@@ -174,6 +176,9 @@ def add_adapt(sub) -> None:
                         "(default: none)")
     a.add_argument("--ti-margin", type=float, default=0.3, help="size band half-width g (kidneys: 0.5)")
     a.add_argument("--ti-weight", type=float, default=0.1, help="lambda, the weight of the query term")
+    a.add_argument("--ti-protocol", choices=["per_volume", "pooled"], default="per_volume",
+                   help="per_volume: adapt once per test volume on the support plus that volume (the reference "
+                        "code's); pooled: one adaptation for all test volumes, taking turns (default: per_volume)")
     a.add_argument("--checkpoint", default="phantom_cpu", help=CHECKPOINT_HELP)
     a.add_argument("--scheme", default=None, metavar="ENTRY",
                    help="the zoo entry whose key names a --checkpoint FILE follows, e.g. fseft or suprem_swinunetr "

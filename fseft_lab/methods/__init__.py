@@ -16,7 +16,7 @@ import importlib
 import math
 import pkgutil
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 import torch
@@ -36,6 +36,7 @@ class Method:
     config: type
     apply: Callable[[nn.Module, object], nn.Module]
     lr: float            # the paper's learning rate for this method (decoder frozen)
+    variants: dict = field(default_factory=dict)  # label -> config overrides: other versions worth counting
 
 
 REGISTRY: dict[str, Method] = {}
@@ -44,12 +45,14 @@ ORDER = ("zero_shot", "linear_probe", "adapter_1x1", "spatial_adapter", "bitfit"
          "adaptive_lora", "adaptformer", "compacter", "full_ft", "scratch")
 
 
-def register(name: str, config: type, lr: float):
-    """Decorator: ``@register("lora", LoRAConfig, lr=1e-3)`` on ``apply``."""
+def register(name: str, config: type, lr: float, variants: dict | None = None):
+    """Decorator: ``@register("lora", LoRAConfig, lr=1e-3)`` on ``apply``. ``variants``: other
+    versions of the method (label -> config overrides) that ``fseft-lab methods`` counts too,
+    e.g. the course's earlier version of a method that now follows the reference code."""
     def wrap(fn):
         if name in REGISTRY:
             raise ValueError(f"method {name!r} is registered twice")
-        REGISTRY[name] = Method(name, config, fn, lr)
+        REGISTRY[name] = Method(name, config, fn, lr, dict(variants or {}))
         return fn
     return wrap
 
