@@ -110,7 +110,10 @@ def reevaluate(name: str, cases: int) -> None:
     weights.pop(zoo.GEOMETRY_KEY, None)
     torch.save({**weights, **zoo.geometry_state(geometry)}, target)
     section, check, per_domain, seconds = evaluate(zoo.load_foundation(name), cases, Path(f"/tmp/{name}_zero_shot.csv"))
-    manifest.update({"sha256": zoo.sha256(target), "size_bytes": target.stat().st_size, "geometry": asdict(geometry),
+    sha = zoo.sha256(target)                       # the same weights, the file now with their geometry
+    if manifest.get("lineage"):
+        manifest["lineage"][-1]["sha256"] = sha
+    manifest.update({"sha256": sha, "size_bytes": target.stat().st_size, "geometry": asdict(geometry),
                      "evaluated_with_generator_version": GENERATOR_VERSION, "evaluated_on": evaluating_machine(),
                      "zero_shot_dice": section, "check_case": check,
                      "evaluation_seconds": seconds})
