@@ -48,7 +48,7 @@ md("""## 1. The few-shot protocol
 The paper adapts with k in {1, 5, 10, all} labelled volumes. A **draw** (a seed) picks k + 1
 volumes from the training pool: k **support** volumes to train on and one **validation** volume;
 the **test** volumes are fixed per task, so every method and draw is scored on the same scans."""),
-target_data(),
+target_data("tasks"),
 md("""## 2. Zero-shot: the head row the foundation model already has
 
 A binary task keeps one output channel. For a structure of the universal template, the task head

@@ -45,7 +45,7 @@ import torch
 
 from fseft_lab import viz
 from fseft_lab.data.layouts import export_phantom, open_dataset, read_label_map
-from fseft_lab.experiments import run
+from fseft_lab.experiments import run, showing
 from fseft_lab.methods import load_adapter_file
 from fseft_lab.models import zoo
 from fseft_lab.models.foundation import FoundationModel
@@ -126,9 +126,10 @@ stray islands far from the organ (they are what makes HD95, a distance, jump to 
 millimetres). `nsd`, the normalised surface Dice, is the fraction of both surfaces that lies
 within 3 mm of the other: 1 when every boundary voxel is within that tolerance."""),
 code("""adapter = Path(work_dir) / f"{task}_{method}_k{k}.pt"
+test = showing(dataset, dataset.test_ids, [task])[:num_test]  # test scans whose field of view holds the structure
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    rows, result = run(foundation, dataset, task, method, k, seed, profile=P.name, test=dataset.test_ids[:num_test],
+    rows, result = run(foundation, dataset, task, method, k, seed, profile=P.name, test=test,
                        save_adapter_to=adapter, cache_dir=Path(work_dir) / "cache", largest_component=True, progress=False)
 print(f"{method}, k = {k}: {result.trainable:,} trainable parameters, {result.train_seconds:.0f} s | "
       f"adapter file {adapter.stat().st_size / 1024:.0f} KB")
@@ -153,7 +154,7 @@ TotalSegmentator v2 folder `heart` is the whole heart: the paper's five-part hea
 TotalSegmentator v1's chamber masks or v2's separate chamber sub-task.
 
 Here the same function runs on one test scan, with the adapted model in memory."""),
-code("""scan = dataset.case(dataset.test_ids[0])
+code("""scan = dataset.case(test[0])
 model = load_adapter_file(foundation, adapter).eval()
 out = segment_file(model, scan.image, Path(work_dir) / "prediction.nii.gz", P.name, largest_component=True)
 written, original = nib.load(str(out)), nib.load(str(scan.image))

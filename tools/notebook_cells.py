@@ -24,7 +24,10 @@ def parameters(source: str) -> nbf.NotebookNode:
 
 
 def imports(body: str, after_profile: str = "") -> nbf.NotebookNode:
-    """The imports cell: the notebook's imports, then the profile, seeds, figure size and versions."""
+    """The imports cell: the notebook's imports, then the profile, seeds, figure size and versions
+    (which need torch and monai, imported here when the notebook's own imports lack them)."""
+    lines = body.splitlines()
+    body += "".join(f"import {m}\n" for m in ("monai", "torch") if f"import {m}" not in lines)
     return code(body + """from fseft_lab.models.zoo import checkpoint_geometry
 
 P = get_profile(profile)                # budgets: epochs, crops, subjects
@@ -36,11 +39,12 @@ pd.set_option("display.width", 120)
 print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name} | model: {G}")""")
 
 
-def target_data() -> nbf.NotebookNode:
-    """The TotalSegmentator-like target (cached by notebook 00), the few-shot split and the model."""
+def target_data(structures: str = "[task]") -> nbf.NotebookNode:
+    """The TotalSegmentator-like target (cached by notebook 00), the few-shot split among the scans
+    that show ``structures`` (the notebook's expression for them) and the model."""
     return code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
                     seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
-shown = showing(ts, ts.case_ids, [task])  # scans whose field of view holds the task's structure
+shown = showing(ts, ts.case_ids, """ + structures + """)  # scans whose field of view holds the task's structure
 split = few_shot_split(shown, k, seed, test=[c for c in ts.test_ids if c in shown])
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
