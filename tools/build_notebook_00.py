@@ -122,7 +122,7 @@ plt.tight_layout()
 plt.show()"""),
 md("""How much do organs vary? Below, 60 subjects measured on whole bodies (at 5 mm to keep it quick)
 beside the published adult ranges. The **coefficient of variation** (CV = SD / mean) is the
-number to read: the first version of this phantom had a liver CV of 0.08, a cloned patient."""),
+number to read: the first version of this phantom was one patient cloned, its CVs far below these ranges."""),
 code("""population = phantom.census(seed, 60, spacing=5.0)
 organs = ["liver", "spleen", "kidney_right", "pancreas", "stomach", "gallbladder", "urinary_bladder", "body"]
 present = population[organs].replace(0.0, np.nan)       # an absent organ has no size

@@ -116,7 +116,7 @@ liver) gain little from re-learning a head: the features are fine and the head w
 right. Organs whose zero-shot Dice is low gain more, but a linear head can only re-weight
 features the frozen trunk computes; where the trunk does not separate the organ from its
 neighbours, no head can. The shipped phantom model is also far smaller and less trained than the
-paper's (notebook 01: mean Dice 0.81 on its own source domains), which lowers every zero-shot
+paper's (notebook 01 prints its mean Dice on its own source domains), which lowers every zero-shot
 number here. The next notebook adds capacity on top of the same frozen
 features: black-box adapters.
 

@@ -226,13 +226,13 @@ hurts when it is not; entropy minimisation uses no prior and mostly sharpens wha
 already predicts.
 
 On this phantom the answer turns on one question: did the adapter get the size wrong? Where it
-did not, every variant ends within 0.005 Dice of the run without TI on equal schedules (the
+did not, every variant ends about where the run without TI ends on equal schedules (the
 spleen on every draw, the pancreas on draws 0 and 1, and both organs at k = 5): after 200 steps
 the spatial adapter already predicts an organ of about the right size (section 3 shows it on one
 query), so the hinge has nothing to correct. Draw 2's pancreas at k = 1 is the case TI is for:
 its one-shot adapter under-segments (41 ml predicted against 53 ml, on average over the
-queries), and the penalty pulls the prediction towards the prior and gains 0.021 Dice, the
-barrier 0.033, while entropy, which knows no size, gains nothing. Notebook 09 finds a gain of one to two points
+queries), and the penalty and the barrier pull the prediction towards the prior and gain
+the most (the per-draw table above), while entropy, which knows no size, gains nothing. Notebook 09 finds a gain of one to two points
 for TI in the benchmark grid; there, though, the runs without TI stop early (after 30 to 110
 epochs) while the runs with TI train all 200, so that gain measures the longer schedule as much
 as the prior. A test that separates the two keeps the schedule equal, as here.
