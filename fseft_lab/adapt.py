@@ -8,11 +8,18 @@ stops early when the 10-epoch moving average of the Dice loss improved by less t
 the last 20 epochs (checked from epoch 31). Binary tasks use a sigmoid per structure (Dice +
 binary cross-entropy), multi-class tasks a softmax with a background channel (Dice + cross-entropy).
 
-**Feature cache.** When only the head trains (linear probe, black-box adapters) the frozen
-trunk's output for a crop never changes: the crops are drawn once into a bank
-(``crop_bank`` per volume), the trunk runs once per crop, and every step then costs only the
-adapter and head. ``feature_cache=False`` with the same bank gives the same weights, slower
-(``tests/test_adapt.py``, ``benchmarks/feature_cache.py``). Taught in notebooks 02 and 03.
+**Feature cache.** Whatever is frozen at the start of the network gives the same output for a
+crop at every step, so the crops are drawn once into a bank (``crop_bank`` per volume) and that
+output is computed once per crop:
+
+* only the head trains (linear probe, black-box adapters): the whole trunk's features are
+  cached, and a step costs only the adapter and head (notebooks 02 and 03);
+* the Swin encoder is frozen but the decoder trains (the paper's novel-structure recipe,
+  ``decoder="fine-tuned"`` or ``"new"`` with a head method): the encoder's hidden states are
+  cached, and a step runs only the decoder and head, forward and backward (notebook 07).
+
+``feature_cache=False`` with the same bank gives the same training, slower
+(``tests/test_adapt.py``, ``benchmarks/feature_cache.py``).
 
 >>> result = adapt(foundation, "spatial_adapter", support)          # doctest: +SKIP
 >>> result.curve.plot(x="epoch", y="dice_loss")                     # doctest: +SKIP
@@ -35,7 +42,7 @@ from tqdm.auto import tqdm
 
 from fseft_lab.data.transforms import training_crops
 from fseft_lab.evaluate import evaluate, trunk_features
-from fseft_lab.methods import build, get_method, proximal_step, trainable_parameters
+from fseft_lab.methods import DECODER_MODULES, build, get_method, proximal_step, trainable_parameters
 from fseft_lab.pretrain import warmup_cosine
 from fseft_lab.models.foundation import resolve_geometry
 from fseft_lab.profiles import get_profile
@@ -56,7 +63,8 @@ class AdaptConfig:
         pos_fraction: fraction of crops centred on the task's structures (1:1 in the paper).
         stop_window, stop_patience, stop_min_delta, stop_start: early stopping on the moving
             average of the training Dice loss (10, 20, 0.001, 31 in the paper); 0 patience: never.
-        feature_cache: train on cached trunk features; default: whenever only the head trains.
+        feature_cache: train on cached trunk features (only the head trains) or cached encoder
+            states (the Swin encoder is frozen, the decoder trains); default: whenever possible.
         crop_bank: crops drawn once per volume and reused; default ``8 x crops_per_volume`` with
             the cache, else fresh crops every step (the paper).
         validate_every: validation Dice every N epochs (and after the last), if volumes are given.
@@ -105,6 +113,17 @@ def frozen_trunk(model: nn.Module) -> bool:
 def only_head_trains(model: nn.Module) -> bool:
     """True when something trains and all of it is in the head: the trunk is a black box."""
     return frozen_trunk(model) and any(p.requires_grad for p in model.parameters())
+
+
+def cache_level(model: nn.Module) -> str | None:
+    """What a crop bank can hold for ``model``: ``"trunk"`` features when only the head trains,
+    ``"encoder"`` hidden states when the Swin encoder is frozen but the decoder trains, else None."""
+    if only_head_trains(model):
+        return "trunk"
+    encoder_trains = any(p.requires_grad for n, p in model.named_parameters() if n.startswith("swinViT."))
+    if hasattr(model, "encode") and not encoder_trains and any(p.requires_grad for p in model.parameters()):
+        return "encoder"
+    return None
 
 
 def task_target(label: torch.Tensor, num_structures: int, multiclass: bool) -> torch.Tensor:
@@ -199,10 +218,11 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
     if not params:  # zero-shot: nothing to train
         return Adapted(model.eval(), pd.DataFrame(columns=["epoch", "loss", "dice_loss", "lr", "seconds", "val_dice"]),
                        0.0, 0, False, 0, False, _peak_memory_mb(device), 0.0)
-    cached = only_head_trains(model) if cfg.feature_cache is None else cfg.feature_cache
-    if cached and not only_head_trains(model):
-        raise ValueError(f"feature_cache needs a frozen trunk, but {method} (decoder {decoder}) trains the trunk")
-    epochs = cfg.epochs or (prof.cached_epochs if cached else prof.num_epochs)
+    level = cache_level(model) if cfg.feature_cache is not False else None
+    if cfg.feature_cache and level is None:
+        raise ValueError(f"feature_cache needs a frozen encoder, but {method} (decoder {decoder}) trains the Swin encoder")
+    cached = level is not None
+    epochs = cfg.epochs or (prof.cached_epochs if level == "trunk" else prof.num_epochs)
     if epochs < 1 or crops < 1:
         raise ValueError(f"epochs={epochs} and crops_per_volume={crops} must be >= 1")
     if device.type == "cuda":
@@ -212,15 +232,19 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
     bank_size = cfg.crop_bank or (8 * crops if cached else None)
     banks = [draw_crops(case, bank_size, patch, cfg.pos_fraction, seed=_seed(cfg.seed, -1, v))
              for v, case in enumerate(support)] if bank_size else None
-    if cached:  # the trunk once per banked crop; a shared bank_cache also spares the next frozen-trunk method
+    if cached:  # the frozen part once per banked crop; a shared bank_cache also spares the next method
         bank_cache = {} if bank_cache is None else bank_cache
-        for v, (images, labels) in enumerate(tqdm(banks, desc="caching trunk features", disable=not progress, leave=False)):
-            key = (id(foundation), structures, support[v].get("case"), v, cfg.seed, bank_size, patch, cfg.pos_fraction)
+        for v, (images, labels) in enumerate(tqdm(banks, desc=f"caching {level} outputs", disable=not progress, leave=False)):
+            key = (level, id(foundation), structures, support[v].get("case"), v, cfg.seed, bank_size, patch, cfg.pos_fraction)
             if key not in bank_cache:
-                bank_cache[key] = _trunk(model, images, crops, device)
+                bank_cache[key] = _frozen_outputs(model, level, images, crops, device)
             banks[v] = (bank_cache[key], labels)
-        model.classifier.to(memory_format=torch.channels_last_3d)  # 3x faster 3x3x3 adapters on CPU
-    if cached:  # validation volumes too: the trunk once, then only the head at each validation
+        # the trained modules in channels-last layout: 3x faster 3x3x3 convolutions on CPU
+        for name in ("classifier",) + (DECODER_MODULES if level == "encoder" else ()):
+            getattr(model, name).to(memory_format=torch.channels_last_3d)
+    elif banks:
+        banks = [((images,), labels) for images, labels in banks]
+    if level == "trunk":  # validation volumes too: the trunk once, then only the head at each validation
         validation = [{**c, "features": trunk_features(model, c["image"], patch)} for c in validation]
     term = None
     if transductive is not None:
@@ -246,12 +270,19 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
             if banks:  # the bank holds its positive crops first: pick positives and negatives stratified
                 x, label = pick_from_bank(banks[v], rng, crops, cfg.pos_fraction)
             else:
-                x, label = draw_crops(support[v], crops, patch, cfg.pos_fraction, seed=int(rng.integers(2**31)))
-            x, target = x.to(device), task_target(label, len(structures), multiclass).to(device)
+                image, label = draw_crops(support[v], crops, patch, cfg.pos_fraction, seed=int(rng.integers(2**31)))
+                x = (image,)
+            target = task_target(label, len(structures), multiclass).to(device)
+            x = [t.to(device).float() for t in x]
             if cached:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
+                x = [t.contiguous(memory_format=torch.channels_last_3d) for t in x]
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model.classifier(x.float()) if cached else model(x)
+                if level == "trunk":
+                    logits = model.classifier(x[0])
+                elif level == "encoder":
+                    logits = model.classifier(model.decode(x[0], x[1:]))
+                else:
+                    logits = model(x[0])
             logits = logits.float()
             d = dice_loss(logits, target)
             ce = (F.cross_entropy(logits, target.argmax(1)) if multiclass
@@ -313,30 +344,35 @@ def validation_dice(model: nn.Module, cases: Sequence[dict], patch_size: int) ->
 
 
 @torch.no_grad()
-def _trunk(model: nn.Module, images: torch.Tensor, chunk: int, device: torch.device) -> torch.Tensor:
-    """The frozen trunk's (n, F, P, P, P) features of a crop bank, computed ``chunk`` crops at a time
-    into one preallocated tensor (no second copy for a concatenation). On CUDA they are kept in
-    float16, as autocast computed them: half the memory for the same values, which is what lets
-    the paper configuration's bank (48 crops of 48 x 96^3) fit a 16 GB GPU."""
+def _frozen_outputs(model: nn.Module, level: str, images: torch.Tensor, chunk: int,
+                    device: torch.device) -> tuple[torch.Tensor, ...]:
+    """What the frozen part of ``model`` gives for a crop bank: ``(features,)``, the trunk's
+    (n, F, P, P, P) output (``level="trunk"``), or ``(images, *hidden)``, the crops and the Swin
+    encoder's five hidden states (``level="encoder"``). Computed ``chunk`` crops at a time into
+    preallocated tensors (no second copy for a concatenation). On CUDA they are kept in float16,
+    as autocast computed them: half the memory for the same values, which is what lets the paper
+    configuration's bank (48 crops of 48 x 96^3) fit a 16 GB GPU."""
     model.eval()
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
     bank = None
     for i in range(0, len(images), chunk):
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            features = model.features(images[i:i + chunk].to(device))
+            outputs = [model.features(images[i:i + chunk].to(device))] if level == "trunk" else \
+                model.encode(images[i:i + chunk].to(device))
         if bank is None:
-            dtype = torch.float16 if device.type == "cuda" else torch.float32
-            bank = torch.empty((len(images), *features.shape[1:]), dtype=dtype, device=device)
-        bank[i:i + len(features)] = features
-    return bank
+            bank = [torch.empty((len(images), *o.shape[1:]), dtype=dtype, device=device) for o in outputs]
+        for stored, o in zip(bank, outputs):
+            stored[i:i + len(o)] = o
+    return tuple(bank) if level == "trunk" else (images.to(device), *bank)
 
 
-def pick_from_bank(bank: tuple[torch.Tensor, torch.Tensor], rng: np.random.Generator, crops: int,
-                   pos_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``crops`` entries of a crop bank (inputs, labels): one draw of indices for both, so each
-    input keeps its own label."""
+def pick_from_bank(bank: tuple[tuple[torch.Tensor, ...], torch.Tensor], rng: np.random.Generator, crops: int,
+                   pos_fraction: float) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """``crops`` entries of a crop bank (inputs, labels), where inputs are one or more tensors
+    per crop: one draw of indices for all, so each input keeps its own label."""
     inputs, labels = bank
     index = _pick(rng, len(labels), crops, pos_fraction)
-    return inputs[index], labels[index]
+    return tuple(t[index] for t in inputs), labels[index]
 
 
 def _pick(rng: np.random.Generator, bank_size: int, crops: int, pos_fraction: float) -> torch.Tensor:

@@ -46,6 +46,28 @@ def test_cached_and_uncached_training_give_the_same_weights(foundation, method):
     assert np.allclose(cached.curve["loss"], plain.curve["loss"], atol=1e-4)
 
 
+def test_cached_encoder_states_train_the_decoder_as_the_whole_network_does(foundation, method="linear_probe"):
+    """Decoder fine-tuning with a frozen Swin encoder: its hidden states are cached per crop, and a
+    step runs only the decoder and head. Same bank, same steps: the same losses and the same update
+    (Adam turns float rounding in near-zero gradients into lr-sized steps, so the update is compared
+    as a whole, not weight by weight)."""
+    from fseft_lab.adapt import cache_level
+
+    config = dict(epochs=2, crop_bank=4, lr=1e-3)
+    runs = [adapt(foundation, method, [_case(1)], decoder="fine-tuned", config=_cfg(**config, feature_cache=cache),
+                  profile="cpu", progress=False) for cache in (True, False)]
+    cached, plain = runs
+    assert cache_level(cached.model) == "encoder" and cached.cached and not plain.cached
+    assert np.allclose(cached.curve["loss"], plain.curve["loss"], atol=1e-4)
+    start = build(foundation, method, ["liver"], decoder="fine-tuned").state_dict()
+    a, b = ({k: v for k, v in r.model.state_dict().items() if k.startswith("decoder")} for r in runs)
+    update_a = torch.cat([(a[k] - start[k]).flatten() for k in a])
+    update_b = torch.cat([(b[k] - start[k]).flatten() for k in a])
+    assert update_a.norm() > 0                                              # the decoder trained
+    assert (update_a - update_b).norm() < 0.05 * update_a.norm()
+    assert cache_level(build(foundation, "lora", ["liver"], decoder="fine-tuned")) is None   # its encoder trains
+
+
 def test_training_lowers_the_loss_and_leaves_the_foundation_model_alone(foundation):
     before = {k: v.clone() for k, v in foundation.state_dict().items()}
     result = adapt(foundation, "linear_probe", [_case(1)], config=_cfg(epochs=8, validate_every=4),
@@ -113,7 +135,7 @@ def test_bad_support_sets_are_refused(foundation):
         check_support([])
     with pytest.raises(ValueError, match="labelled for"):
         check_support([_case(1), _case(2, ("spleen",))])
-    with pytest.raises(ValueError, match="feature_cache needs a frozen trunk"):
+    with pytest.raises(ValueError, match="feature_cache needs a frozen encoder"):
         adapt(foundation, "lora", [_case(1)], config=_cfg(feature_cache=True), profile="cpu", progress=False)
     with pytest.raises(ValueError, match="pos_fraction=1.5"):
         adapt(foundation, "linear_probe", [_case(1)], config=_cfg(pos_fraction=1.5), profile="cpu", progress=False)
@@ -154,11 +176,12 @@ def test_crops_picked_from_a_bank_keep_their_own_labels():
     so frozen-trunk methods trained on one crop's features against another crop's labels."""
     from fseft_lab.adapt import pick_from_bank
 
-    bank = (torch.arange(16.0).view(16, 1, 1, 1, 1), torch.arange(16).view(16, 1, 1, 1, 1))   # entry i holds i
+    entries = torch.arange(16.0).view(16, 1, 1, 1, 1)                                  # entry i holds i
+    bank = ((entries, -entries), torch.arange(16).view(16, 1, 1, 1, 1))   # two inputs per crop (image, state)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        inputs, labels = pick_from_bank(bank, rng, 2, 0.5)
-        assert inputs.flatten().long().tolist() == labels.flatten().tolist()
+        (inputs, states), labels = pick_from_bank(bank, rng, 2, 0.5)
+        assert inputs.flatten().long().tolist() == labels.flatten().tolist() == (-states).flatten().long().tolist()
         assert inputs[0].item() < 8 <= inputs[1].item()         # one positive (first half), one negative
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import replace
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -71,9 +72,23 @@ class FoundationModel(SwinUNETR):
         # or Adam spends thousands of steps (about lr per step) walking the biases down to it.
         nn.init.constant_(self.classifier.bias, math.log(0.02 / 0.98))
 
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The Swin encoder: (B, 1, X, Y, Z) windowed CT -> its five hidden states, from (B, F, X/2, ...)
+        to (B, 16F, X/32, ...): the skip connections the decoder reads."""
+        self._check_input_size(x.shape[2:])
+        return self.swinViT(x, self.normalize)
+
+    def decode(self, x: torch.Tensor, hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The convolutional decoder (MONAI's ``SwinUNETR.forward`` after the encoder): the image and
+        the encoder's hidden states -> (B, F, X, Y, Z) features. Split from :meth:`encode` so that a
+        frozen encoder's states can be computed once per crop (``adapt``'s encoder cache)."""
+        enc0, enc1, enc2, enc3 = self.encoder1(x), self.encoder2(hidden[0]), self.encoder3(hidden[1]), self.encoder4(hidden[2])
+        dec3 = self.decoder5(self.encoder10(hidden[4]), hidden[3])
+        return self.out(self.decoder1(self.decoder2(self.decoder3(self.decoder4(dec3, enc3), enc2), enc1), enc0))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk: (B, 1, X, Y, Z) windowed CT -> (B, F, X, Y, Z) features (sides multiples of 32)."""
-        return super().forward(x)
+        return self.decode(x, self.encode(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, X, Y, Z) -> (B, C, X, Y, Z) logits; sigmoid gives one probability per structure."""
