@@ -13,9 +13,7 @@ cache** that makes these methods fast enough to train on a laptop.
 **You will learn to**
 - write a zero-initialised residual adapter and count its parameters;
 - cache trunk features and check that the cached trainer gives the same weights, many times faster;
-- compare zero-shot, 1x1x1 and 3x3x3 adapters on the same few-shot split.
-
-**Run time**: about 2-3 minutes with the `cpu` profile on 2 cores."""),
+- compare zero-shot, 1x1x1 and 3x3x3 adapters on the same few-shot split."""),
 setup(),
 parameters("""import os
 profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto

@@ -13,9 +13,7 @@ after training, so inference costs nothing extra.
 **You will learn to**
 - write a LoRA layer that starts as an exact copy of the frozen layer;
 - see how rank trades parameters for capacity;
-- train LoRA on the non-contrast target and compare it with zero-shot.
-
-**Run time**: about 2-3 minutes with the `cpu` profile on 2 cores."""),
+- train LoRA on the non-contrast target and compare it with zero-shot.""", sources=("lora", "arena")),
 setup(),
 peft_parameters(extra='\nresults_dir = "../results"'),
 peft_imports("from fseft_lab.methods import lora\n"),

@@ -13,9 +13,7 @@ on the query leaves a band around the support's size, and reports about one Dice
 - build a size prior from the support masks and see how much organ sizes vary between patients;
 - write the paper's hinge penalty and its smooth log-barrier cousin, and plot both;
 - adapt with and without TI, follow the predicted size during training, and read the gain honestly;
-- recognise when the prior misleads: a query that does not show the organ.
-
-**Run time**: about 3 minutes with the `cpu` profile on 2 cores."""),
+- recognise when the prior misleads: a query that does not show the organ.""", sources=("log_barrier",)),
 setup(),
 parameters("""import os
 profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto

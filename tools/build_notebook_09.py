@@ -13,9 +13,7 @@ by `fseft-lab benchmark`. Nothing is retrained here.
 - read a results manifest: what ran, where, on which model, and what is missing;
 - lay out a few-shot benchmark like the paper (method x k, mean +- std over draws) and plot it;
 - weigh Dice against trainable parameters, and look past the mean at single structures;
-- compare with the paper point by point, and say why a phantom agrees or does not.
-
-**Run time**: under a minute on any machine (it only reads CSV files)."""),
+- compare with the paper point by point, and say why a phantom agrees or does not."""),
 setup(),
 parameters("""results_dir = "../results"
 results_name = "benchmark_short"     # results/<name>.csv and its manifest <name>.json"""),
@@ -32,7 +30,7 @@ from fseft_lab.benchmark import read_grid, split_method
 from fseft_lab.experiments import summary
 from fseft_lab.models import zoo
 
-plt.rcParams["figure.dpi"] = 64
+plt.rcParams["figure.dpi"] = 100
 pd.set_option("display.width", 140)
 results = Path(results_dir)
 table = pd.read_csv(results / f"{results_name}.csv")

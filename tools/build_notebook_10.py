@@ -17,9 +17,7 @@ checkpoint's key names. Set `data` and `checkpoint` below and the same cells use
 - lay out TotalSegmentator and MSD-style folders (FLARE22, BTCV) so that the loaders read them;
 - name your label values with a small JSON or YAML file when a folder's own names do not fit;
 - fetch a public checkpoint and load it through its key remapping;
-- adapt with k labelled scans, save a kilobyte adapter, and segment a new scan on its own grid.
-
-**Run time**: about 2 minutes with the `cpu` profile on 2 cores (stand-ins)."""),
+- adapt with k labelled scans, save a kilobyte adapter, and segment a new scan on its own grid.""", sources=("swinunetr",)),
 setup(),
 parameters("""import os
 profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto
