@@ -291,6 +291,7 @@ md("""## Exercises
 1. ```python
    s = phantom.make_subject(0, 3)
    hu = {d: (v := phantom.render(s, d, 3.0, fov="abdomen")).image[v.mask("liver")].mean() for d in ("flare_like", "btcv_like")}
+   print(f"liver, mean HU: { {d: round(h) for d, h in hu.items()} }; btcv_like is {hu['btcv_like'] - hu['flare_like']:.0f} HU brighter")
    ```
    `flare_like` is a plain (non-contrast) scan with a -30 HU offset and a 1.05 scale, so its liver is
    darker than in the portal-venous `btcv_like`; the contrast phase explains most of the gap (the

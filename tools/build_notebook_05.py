@@ -35,7 +35,7 @@ for rank in (1, 2, 4, 8, 16):
     model = build(FoundationModel(48), "lora", [task], rank=rank)
     rank_rows.append({"rank r": rank, "trainable (F = 48)": trainable_parameters(model)})
 pd.DataFrame(rank_rows)"""),
-md("""Parameters grow linearly with $r$: $6rd$ per block ($A$: $3r \\times d$, $B$: $3d \\times 3r$), plus
+md("""Parameters grow linearly with $r$: $12rd$ per block ($A$: $3r \\times d$, $B$: $3d \\times 3r$), plus
 the head. Where they sit, next to the methods of notebook 04:"""),
 count_table(["bitfit", "affine_ln", "lora"]),
 md("""## 2. Training on the target
