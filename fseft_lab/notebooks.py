@@ -3,11 +3,16 @@
 ``fseft-lab notebooks run [--profile P] [NAMES...]`` executes notebooks in place (or into
 ``--out``) with ``FSEFT_PROFILE`` set for the kernel, so the committed notebooks keep their
 ``auto`` default instead of a hard-coded profile, then strips widget state and papermill's
-per-cell metadata so that committed notebooks stay small and diffs stay readable.
+per-cell metadata so that committed notebooks stay small and diffs stay readable. After a clean
+run it writes the run's profile, machine and measured wall time into the notebook's title cell,
+between the markers of :func:`run_info_block` (the builders' title cells carry them), so the
+line that says what made the committed outputs is measured, never typed.
 """
 from __future__ import annotations
 
+import datetime
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -15,9 +20,42 @@ from pathlib import Path
 
 import nbformat
 
-from fseft_lab.profiles import MALLOC_ENV
+from fseft_lab.profiles import MALLOC_ENV, get_profile
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+RUN_INFO_START, RUN_INFO_END = "<!-- run-info -->", "<!-- /run-info -->"
+NOT_EXECUTED_YET = "*Committed outputs: not executed yet (`fseft-lab notebooks run` writes here how they were made).*"
+
+
+def run_info_block(line: str) -> str:
+    """``line`` between the markers that :func:`stamp_run_info` replaces."""
+    return f"{RUN_INFO_START}{line}{RUN_INFO_END}"
+
+
+def machine_description() -> str:
+    """This machine in a few words: architecture, CPU cores, GPU."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} with {os.cpu_count()} CPU cores, {gpu}"
+
+
+def run_info_line(profile: str, seconds: float, machine: str, date: datetime.date) -> str:
+    return (f"*Committed outputs: {profile} profile, {machine}, {seconds:.0f} s "
+            f"(executed {date.isoformat()} with `fseft-lab notebooks run`).*")
+
+
+def stamp_run_info(path: Path, line: str) -> bool:
+    """Replace the text between the run-info markers of the notebook's first markdown cell by
+    ``line``; returns False (and leaves the file alone) when that cell has no markers."""
+    nb = nbformat.read(path, as_version=4)
+    first = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    if first is None or RUN_INFO_START not in first.source or RUN_INFO_END not in first.source:
+        return False
+    before, rest = first.source.split(RUN_INFO_START, 1)
+    first.source = before + run_info_block(line) + rest.split(RUN_INFO_END, 1)[1]
+    nbformat.write(nb, path)
+    return True
 
 
 def find_notebooks(names: list[str] | None = None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -51,7 +89,8 @@ def clean(path: Path) -> None:
 
 def run(names: list[str] | None = None, profile: str | None = None, out: Path | None = None,
         kernel: str = "python3", folder: Path = NOTEBOOK_DIR) -> list[tuple[str, float]]:
-    """Execute notebooks headless; returns (name, seconds) per notebook."""
+    """Execute notebooks headless, stamping each with its run's profile, machine and wall time
+    (:func:`stamp_run_info`); returns (name, seconds) per notebook."""
     import papermill
 
     env = {**{k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()},  # faster CPU kernels (see profiles)
@@ -60,15 +99,18 @@ def run(names: list[str] | None = None, profile: str | None = None, out: Path | 
     os.environ.update(env)
     timings = []
     try:
+        profile_name, machine = get_profile().name, machine_description()  # as the kernels will resolve them
         for path in find_notebooks(names, folder):
             target = (Path(out) / path.name) if out else path
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp()) / path.name  # the target is replaced only after a clean run
             start = time.perf_counter()
             papermill.execute_notebook(str(path), str(tmp), kernel_name=kernel, cwd=str(path.parent), progress_bar=False)
+            seconds = time.perf_counter() - start
+            stamp_run_info(tmp, run_info_line(profile_name, seconds, machine, datetime.date.today()))
             clean(tmp)
             shutil.move(tmp, target)
-            timings.append((path.name, time.perf_counter() - start))
+            timings.append((path.name, seconds))
     finally:
         for k, v in saved.items():
             if v is None:

@@ -1,7 +1,9 @@
 """Looking at CT: orthogonal slices with label overlays, and an interactive slice viewer.
 
 Views follow the radiological convention: the patient's right is on the left of the screen,
-anterior is up in axial views, superior is up in coronal and sagittal views. Arrays are
+anterior is up in axial views, superior is up in coronal and sagittal views; R/L (A/P in
+sagittal views) markers on the panels say so, and each panel's title names its CT window
+(:data:`WINDOWS`: abdominal by default, lung where lung structures are shown). Arrays are
 (X, Y, Z) in RAS (as :mod:`fseft_lab.data.transforms` leaves them), optionally with a leading
 channel. :func:`show` opens :class:`SliceViewer` in a live notebook and falls back to a static
 figure when no frontend can draw widgets (papermill, nbval, scripts, ``FSEFT_HEADLESS=1``).
@@ -17,6 +19,11 @@ from matplotlib.colors import ListedColormap
 from fseft_lab.anatomy import ALL_STRUCTURES
 
 VIEWS = ("axial", "coronal", "sagittal")
+#: Named CT display windows as (width, level) in HU.
+WINDOWS = {"abdominal": (400, 40), "lung": (1500, -600)}
+#: Screen-left and screen-right patient directions per view (radiological convention).
+ORIENTATION = {"axial": ("R", "L"), "coronal": ("R", "L"), "sagittal": ("A", "P")}
+TRUTH_OUTLINE = "yellow"   # the truth's outline over a prediction (compare_figure)
 
 
 def _array(x) -> np.ndarray:
@@ -41,6 +48,37 @@ def _slice(volume: np.ndarray, view: str, index: int) -> np.ndarray:
     raise ValueError(f"unknown view {view!r}; choose one of {VIEWS}")
 
 
+def default_window(structures=()) -> str:
+    """The lung window where any of ``structures`` is in the lungs, else the abdominal one."""
+    return "lung" if any("lung" in s for s in structures) else "abdominal"
+
+
+def _window_range(window, windowed: bool) -> tuple[tuple[float, float], str]:
+    """(low, high) display range and its name for the title; ``window`` is a name of
+    :data:`WINDOWS` or a (low, high) HU range. Images already windowed to [0, 1] show as they are."""
+    if windowed:
+        return (0.0, 1.0), "model window (0-1)"
+    if isinstance(window, str):
+        if window not in WINDOWS:
+            raise ValueError(f"unknown window {window!r}; choose one of {sorted(WINDOWS)} or give (low, high) in HU")
+        width, level = WINDOWS[window]
+        return (level - width / 2, level + width / 2), f"{window} W{width}/L{level}"
+    low, high = window
+    return (low, high), f"W{high - low:g}/L{(low + high) / 2:g}"
+
+
+def structure_legend(fig, structures, label=None, truth_outline=False, **kwargs):
+    """Figure legend: each structure's overlay colour and name (only those present in ``label``
+    when it is given), and the truth outline of :func:`compare_figure` when ``truth_outline``."""
+    present = None if label is None else set(np.unique(_array(label)).tolist())
+    shown = [s for i, s in enumerate(structures, 1) if present is None or i in present]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=structure_color(s)) for s in shown]
+    if truth_outline:
+        handles.append(plt.Line2D([], [], color=TRUTH_OUTLINE, lw=1.5))
+        shown = [f"{s} (prediction)" for s in shown] + ["truth (outline)"]
+    return fig.legend(handles, shown, fontsize=7, frameon=False, **{"loc": "center right", **kwargs})
+
+
 def _aspect(view: str, spacing) -> float:
     sx, sy, sz = spacing
     return {"axial": sy / sx, "coronal": sz / sx, "sagittal": sz / sy}[view]
@@ -55,7 +93,8 @@ def draw_slice(ax, image, label=None, structures=(), view="axial", index=None, s
         label: (X, Y, Z) integer map; value ``i`` is ``structures[i - 1]``.
         view: ``axial``, ``coronal`` or ``sagittal``.
         index: slice index along the view's axis (default: centre, or the label's centre).
-        window: (low, high) display range; default -175..250 HU, or 0..1 for windowed images.
+        window: a name of :data:`WINDOWS` or (low, high) in HU; default the lung window where
+            lung structures are overlaid, else the abdominal one (images windowed to [0, 1] show as they are).
         show: structure names to overlay (default: all).
     """
     image = _array(image)
@@ -63,16 +102,17 @@ def draw_slice(ax, image, label=None, structures=(), view="axial", index=None, s
     axis = {"axial": 2, "coronal": 1, "sagittal": 0}[view]
     if index is None:
         index = int(np.argwhere(label > 0)[:, axis].mean()) if label is not None and label.any() else image.shape[axis] // 2
-    if window is None:
-        window = (0.0, 1.0) if image.max() <= 1.0 else (-175.0, 250.0)
-    ax.imshow(_slice(image, view, index), cmap="gray", vmin=window[0], vmax=window[1], origin="lower",
+    (low, high), window_name = _window_range(window or default_window(structures), image.max() <= 1.0)
+    ax.imshow(_slice(image, view, index), cmap="gray", vmin=low, vmax=high, origin="lower",
               aspect=_aspect(view, spacing), interpolation="nearest")
     if label is not None and structures:
         lab = _slice(label, view, index)
         colours = [(0, 0, 0, 0)] + [structure_color(s) if (show is None or s in show) else (0, 0, 0, 0) for s in structures]
         ax.imshow(np.ma.masked_equal(lab, 0), cmap=ListedColormap(colours), vmin=0, vmax=len(structures),
                   alpha=opacity, origin="lower", aspect=_aspect(view, spacing), interpolation="nearest")
-    ax.set_title(f"{view} {index}", fontsize=9)
+    for x, text, align in ((0.02, ORIENTATION[view][0], "left"), (0.98, ORIENTATION[view][1], "right")):
+        ax.text(x, 0.5, text, transform=ax.transAxes, ha=align, va="center", color="orange", fontsize=8, fontweight="bold")
+    ax.set_title(f"{view} {index}, {window_name}", fontsize=8)
     ax.set_axis_off()
     return index
 
@@ -84,10 +124,7 @@ def overlay_figure(image, label=None, structures=(), spacing=(1, 1, 1), title=No
     for ax, view in zip(np.atleast_1d(axes), views):
         draw_slice(ax, image, label, structures, view, spacing=spacing, window=window)
     if legend and structures and label is not None:
-        present = set(np.unique(_array(label)).tolist())
-        handles = [plt.Rectangle((0, 0), 1, 1, color=structure_color(s)) for i, s in enumerate(structures, 1) if i in present]
-        names = [s for i, s in enumerate(structures, 1) if i in present]
-        fig.legend(handles, names, loc="center right", fontsize=7, frameon=False)
+        structure_legend(fig, structures, label)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.82 if legend and structures else 1, 1))
@@ -139,6 +176,8 @@ class SliceViewer:
         fig, ax = plt.subplots(figsize=(5, 5))
         draw_slice(ax, self.image, self.label, self.structures, view, min(index, self.index.max), self.spacing,
                    (level - width / 2, level + width / 2), opacity, show)
+        if self.label is not None and self.structures:
+            structure_legend(fig, self.structures, self.label, loc="upper right")
         plt.show()
 
 
@@ -200,7 +239,8 @@ def plot_params_vs_dice(table, ax=None):
 
 
 def compare_figure(image, truth, predictions: dict, structure: str, view="axial", spacing=(1, 1, 1), size=3.4):
-    """One slice through the structure's centre: the truth, then each prediction with its Dice.
+    """One slice through the structure's centre: the truth, then each prediction with its Dice and
+    the truth's outline drawn over it.
 
     ``truth`` and each prediction are (X, Y, Z) 0/1 masks of one structure.
     """
@@ -210,10 +250,15 @@ def compare_figure(image, truth, predictions: dict, structure: str, view="axial"
     panels = {"truth": truth, **{name: _array(m).astype(bool) for name, m in predictions.items()}}
     fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size))
     for ax, (name, mask) in zip(np.atleast_1d(axes), panels.items()):
-        draw_slice(ax, image, mask.astype(np.uint8), (structure,), view, index=index, spacing=spacing, opacity=0.7)
-        dice = 2 * (mask & truth).sum() / max(1, mask.sum() + truth.sum())
-        ax.set_title(name if name == "truth" else f"{name}\nDice {dice:.2f}", fontsize=9)
-    fig.tight_layout()
+        index = draw_slice(ax, image, mask.astype(np.uint8), (structure,), view, index=index, spacing=spacing, opacity=0.7)
+        if name != "truth":
+            outline = _slice(truth.astype(float), view, index)
+            if outline.any():
+                ax.contour(outline, levels=[0.5], colors=TRUTH_OUTLINE, linewidths=0.8)
+            dice = 2 * (mask & truth).sum() / max(1, mask.sum() + truth.sum())
+            ax.set_title(f"{name}, Dice {dice:.2f}\n{ax.get_title()}", fontsize=8)
+    structure_legend(fig, (structure,), truth_outline=len(panels) > 1, loc="lower center", ncol=2)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 

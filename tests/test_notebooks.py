@@ -1,11 +1,20 @@
-"""The headless notebook runner behind ``fseft-lab notebooks run``."""
+"""The headless notebook runner behind ``fseft-lab notebooks run``, and the course files notebooks read."""
 import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from fseft_lab.notebooks import find_notebooks, run
+from fseft_lab.course_files import COURSE_FOLDERS, course_path
+from fseft_lab.notebooks import NOT_EXECUTED_YET, NOTEBOOK_DIR, find_notebooks, run, run_info_block, stamp_run_info
 from fseft_lab.profiles import MALLOC_ENV
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _notebook(folder, name, source):
@@ -40,3 +49,53 @@ def test_unknown_notebook_name_lists_the_course(tmp_path):
     _notebook(tmp_path, "00_env.ipynb", "1")
     with pytest.raises(ValueError, match="no notebook matches '07'.*00_env.ipynb"):
         find_notebooks(["07"], tmp_path)
+
+
+def test_run_stamps_the_title_cell_with_profile_machine_and_wall_time(tmp_path):
+    title = f"# Title\n\n{run_info_block(NOT_EXECUTED_YET)}\n\nBody."
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(title), nbformat.v4.new_code_cell("1 + 1")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "00_title.ipynb")
+    [(_, seconds)] = run(["00"], profile="cpu", folder=tmp_path)
+    source = nbformat.read(tmp_path / "00_title.ipynb", as_version=4).cells[0].source
+    assert NOT_EXECUTED_YET not in source and source.startswith("# Title\n\n") and source.endswith("\n\nBody.")
+    line = re.search(r"<!-- run-info -->(.*)<!-- /run-info -->", source).group(1)
+    assert re.fullmatch(rf"\*Committed outputs: cpu profile, \S+ with \d+ CPU cores, .+, {seconds:.0f} s "
+                        r"\(executed \d{4}-\d\d-\d\d with `fseft-lab notebooks run`\)\.\*", line), line
+
+
+def test_stamping_a_notebook_without_markers_changes_nothing(tmp_path):
+    _notebook(tmp_path, "00_plain.ipynb", "1")
+    before = (tmp_path / "00_plain.ipynb").read_text()
+    assert not stamp_run_info(tmp_path / "00_plain.ipynb", "*anything*")
+    assert (tmp_path / "00_plain.ipynb").read_text() == before
+
+
+def test_course_path_finds_committed_files_and_names_the_rule():
+    assert course_path("results/benchmark_short.csv") == REPO / "results" / "benchmark_short.csv"
+    with pytest.raises(ValueError, match="'notebooks/x.ipynb' is not under a course folder"):
+        course_path("notebooks/x.ipynb")
+    with pytest.raises(FileNotFoundError, match="no_such.csv"):
+        course_path("results/no_such.csv")
+
+
+def test_the_wheel_carries_every_course_file(tmp_path):
+    """A non-editable install (``pip install git+...`` on Colab) has no clone: its wheel must carry results/ and grids/."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+                   check=True, cwd=tmp_path)
+    [wheel] = tmp_path.glob("fseft_lab-*.whl")
+    packed = set(zipfile.ZipFile(wheel).namelist())
+    committed = {f"fseft_lab/course_files/{p.relative_to(REPO).as_posix()}" for folder in COURSE_FOLDERS
+                 for p in (REPO / folder).rglob("*") if p.is_file()}
+    assert committed and committed <= packed, sorted(committed - packed)
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_notebook_09_runs_alone_in_an_empty_folder(tmp_path):
+    """As on Colab: the notebook without the repository around it reads the package's course files."""
+    shutil.copy(NOTEBOOK_DIR / "09_benchmark.ipynb", tmp_path)
+    [(name, _)] = run(["09"], profile="cpu", folder=tmp_path)
+    assert name == "09_benchmark.ipynb"
+    assert not any(o.output_type == "error" for c in nbformat.read(tmp_path / name, as_version=4).cells
+                   for o in c.get("outputs", []))

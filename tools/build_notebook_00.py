@@ -1,12 +1,11 @@
 """Builds notebooks/00_data.ipynb from cells (kept so the notebook can be regenerated)."""
 import nbformat as nbf
 
+from notebook_cells import title
+
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 cells = [
-md("""# 00 · The data: CT, a phantom body, domains and partial labels
-
-[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/fseft-lab/fseft_lab/blob/main/notebooks/00_data.ipynb)
-
+title("00_data", "00 · The data: CT, a phantom body, domains and partial labels", """\
 Before adapting a foundation model we need to know what it sees. This notebook tours the data of
 the whole course: what a CT volume is (Hounsfield units, voxels, orientation), the **procedural
 phantom** that stands in for real CT so that everything runs offline, the **domains** that make one
@@ -19,9 +18,7 @@ TotalSegmentator and FLARE/MSD folder layouts, phantom or real.
 - generate phantom subjects, see how a population of them varies (and how it compares with real
   adults), view them with label overlays, and change the acquisition domain;
 - explain partial labels and the annotation mask $w_{n,c}$;
-- export, load and pre-process datasets in real layouts, and draw few-shot splits.
-
-**Run time**: about 1 minute with the `cpu` profile on 2 cores, 2-3 minutes with `gpu`."""),
+- export, load and pre-process datasets in real layouts, and draw few-shot splits."""),
 code("""# Set-up: on Colab, install the course package; elsewhere nothing to do.
 import sys
 if "google.colab" in sys.modules:
@@ -56,7 +53,7 @@ G = checkpoint_geometry("phantom_cpu")  # the course model's geometry: data is m
 torch.manual_seed(seed)
 monai.utils.set_determinism(seed)
 pd.set_option("display.width", 120)
-plt.rcParams["figure.dpi"] = 64  # small figures keep the committed notebook light
+plt.rcParams["figure.dpi"] = 100
 print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name} | model geometry: {G}")"""),
 md("""## 1. CT in one paragraph
 
@@ -294,6 +291,7 @@ md("""## Exercises
 1. ```python
    s = phantom.make_subject(0, 3)
    hu = {d: (v := phantom.render(s, d, 3.0, fov="abdomen")).image[v.mask("liver")].mean() for d in ("flare_like", "btcv_like")}
+   print(f"liver, mean HU: { {d: round(h) for d, h in hu.items()} }; btcv_like is {hu['btcv_like'] - hu['flare_like']:.0f} HU brighter")
    ```
    `flare_like` is a plain (non-contrast) scan with a -30 HU offset and a 1.05 scale, so its liver is
    darker than in the portal-venous `btcv_like`; the contrast phase explains most of the gap (the

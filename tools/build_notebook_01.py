@@ -1,12 +1,11 @@
 """Builds notebooks/01_pretraining.ipynb from cells (kept so the notebook can be regenerated)."""
 import nbformat as nbf
 
+from notebook_cells import title
+
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 cells = [
-md("""# 01 · Pre-training a foundation model with partial labels
-
-[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/fseft-lab/fseft_lab/blob/main/notebooks/01_pretraining.ipynb)
-
+title("01_pretraining", "01 · Pre-training a foundation model with partial labels", """\
 A foundation model for CT segmentation is trained once, on many datasets, so that a hospital can
 later adapt it with a handful of labelled scans. The catch: every public dataset labels only some
 organs. This notebook builds the paper's model (MONAI's SwinUNETR with one sigmoid output per
@@ -19,9 +18,7 @@ phantoms of its own (source) domains and of the two target domains.
 - read SwinUNETR's structure and count where its parameters live;
 - write the masked Dice loss and see why unlabelled classes must get no gradient;
 - run, resume and monitor pre-training; load a checkpoint from the model zoo;
-- measure the domain gap that the rest of the course closes.
-
-**Run time**: about 2-3 minutes with the `cpu` profile on 2 cores."""),
+- measure the domain gap that the rest of the course closes.""", sources=("swinunetr", "swin_ssl")),
 code("""# Set-up: on Colab, install the course package; elsewhere nothing to do.
 import sys
 if "google.colab" in sys.modules:
@@ -57,7 +54,7 @@ from fseft_lab.profiles import get_profile
 P = get_profile(profile)
 torch.manual_seed(seed)
 monai.utils.set_determinism(seed)
-plt.rcParams["figure.dpi"] = 64
+plt.rcParams["figure.dpi"] = 100
 pd.set_option("display.width", 120)
 print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name}")"""),
 md("""## 1. SwinUNETR with a universal head

@@ -14,9 +14,7 @@ later notebook uses.
 - take a structure's head row from the universal head (zero-shot) and start a new one (novel);
 - draw a few-shot split (k support volumes, a validation volume, fixed test volumes);
 - train a linear probe with the paper's protocol and read its learning curve;
-- compare zero-shot and linear-probe Dice per organ and look at where they differ.
-
-**Run time**: about 2-3 minutes with the `cpu` profile on 2 cores."""),
+- compare zero-shot and linear-probe Dice per organ and look at where they differ."""),
 setup(),
 parameters("""import os
 profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto

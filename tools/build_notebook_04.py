@@ -12,9 +12,7 @@ numbers, yet each sits inside every block, so the whole feature hierarchy can mo
 **You will learn to**
 - select parameters by role (bias, normalisation) and count where they sit in SwinUNETR;
 - see why a bias or a LayerNorm affine re-targets features to a new scanner's statistics;
-- train both on a non-contrast target and compare them with zero-shot.
-
-**Run time**: about 3 minutes with the `cpu` profile on 2 cores."""),
+- train both on a non-contrast target and compare them with zero-shot.""", sources=("bitfit",)),
 setup(),
 peft_parameters(),
 peft_imports("from fseft_lab.methods import affine_ln, bitfit\n"),

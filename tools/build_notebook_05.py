@@ -13,9 +13,7 @@ after training, so inference costs nothing extra.
 **You will learn to**
 - write a LoRA layer that starts as an exact copy of the frozen layer;
 - see how rank trades parameters for capacity;
-- train LoRA on the non-contrast target and compare it with zero-shot.
-
-**Run time**: about 2-3 minutes with the `cpu` profile on 2 cores."""),
+- train LoRA on the non-contrast target and compare it with zero-shot.""", sources=("lora", "arena")),
 setup(),
 peft_parameters(extra='\nresults_dir = "../results"'),
 peft_imports("from fseft_lab.methods import lora\n"),
@@ -37,7 +35,7 @@ for rank in (1, 2, 4, 8, 16):
     model = build(FoundationModel(48), "lora", [task], rank=rank)
     rank_rows.append({"rank r": rank, "trainable (F = 48)": trainable_parameters(model)})
 pd.DataFrame(rank_rows)"""),
-md("""Parameters grow linearly with $r$: $6rd$ per block ($A$: $3r \\times d$, $B$: $3d \\times 3r$), plus
+md("""Parameters grow linearly with $r$: $12rd$ per block ($A$: $3r \\times d$, $B$: $3d \\times 3r$), plus
 the head. Where they sit, next to the methods of notebook 04:"""),
 count_table(["bitfit", "affine_ln", "lora"]),
 md("""## 2. Training on the target

@@ -13,9 +13,7 @@ products, with far fewer numbers than a dense matrix.
 **You will learn to**
 - insert a zero-initialised parallel adapter into a frozen block;
 - build a weight matrix from Kronecker products and count what that saves;
-- train both on the non-contrast target and compare them with zero-shot.
-
-**Run time**: about 3 minutes with the `cpu` profile on 2 cores."""),
+- train both on the non-contrast target and compare them with zero-shot.""", sources=("adaptformer", "compacter")),
 setup(),
 peft_parameters(),
 peft_imports("from fseft_lab.methods import adaptformer, compacter\n"),

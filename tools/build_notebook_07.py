@@ -15,8 +15,7 @@ method in the encoder), and to compare that with fine-tuning **everything** and 
 - compare what decoder fine-tuning, full fine-tuning and scratch train, and what each step costs;
 - read why the foundation model's encoder is worth keeping even for structures it never saw.
 
-**Run time**: about 3 minutes with the `cpu` profile on 2 cores (a few epochs only: the results
-need the `gpu` profile)."""),
+The `cpu` profile trains a few epochs only: the results need the `gpu` profile."""),
 setup(),
 parameters("""import os
 profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto

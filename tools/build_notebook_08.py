@@ -13,9 +13,7 @@ on the query leaves a band around the support's size, and reports about one Dice
 - build a size prior from the support masks and see how much organ sizes vary between patients;
 - write the paper's hinge penalty and its smooth log-barrier cousin, and plot both;
 - adapt with and without TI, follow the predicted size during training, and read the gain honestly;
-- recognise when the prior misleads: a query that does not show the organ.
-
-**Run time**: about 3 minutes with the `cpu` profile on 2 cores."""),
+- recognise when the prior misleads: a query that does not show the organ.""", sources=("log_barrier",)),
 setup(),
 parameters("""import os
 profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto
@@ -26,7 +24,7 @@ epochs = None                                       # None: 30 on the cpu profil
 lr = 1e-3                                           # the adapter's learning rate (see section 3)
 num_test = 1                                        # query / test volumes
 data_dir = "../data"
-results_dir = "../results\""""),
+results_dir = None                                  # None: the course's committed results/ (clone or installed package)"""),
 imports("""import inspect
 import json
 import warnings
@@ -42,6 +40,7 @@ import torch
 from fseft_lab import transductive, viz
 from fseft_lab.adapt import AdaptConfig, adapt
 from fseft_lab.anatomy import BASE_ORGANS
+from fseft_lab.course_files import course_path
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.evaluate import to_masks, trunk_features
@@ -184,9 +183,10 @@ per_volume`, the reference's) in `transductive_per_volume.csv`. The first line b
 draws ran and with which protocol. We read them here; nothing is retrained."""),
 code("""from fseft_lab.models import zoo
 
-results_file = Path(results_dir) / "transductive_per_volume.csv"
+results_folder = Path(results_dir) if results_dir else course_path("results")
+results_file = results_folder / "transductive_per_volume.csv"
 if not results_file.is_file():                     # measured before the per-volume protocol existed
-    results_file = Path(results_dir) / "transductive.csv"
+    results_file = results_folder / "transductive.csv"
 if not results_file.is_file():
     print(f"{results_file} is missing: run `python benchmarks/transductive.py` from the repository root")
 else:

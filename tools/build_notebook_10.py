@@ -17,9 +17,7 @@ checkpoint's key names. Set `data` and `checkpoint` below and the same cells use
 - lay out TotalSegmentator and MSD-style folders (FLARE22, BTCV) so that the loaders read them;
 - name your label values with a small JSON or YAML file when a folder's own names do not fit;
 - fetch a public checkpoint and load it through its key remapping;
-- adapt with k labelled scans, save a kilobyte adapter, and segment a new scan on its own grid.
-
-**Run time**: about 2 minutes with the `cpu` profile on 2 cores (stand-ins)."""),
+- adapt with k labelled scans, save a kilobyte adapter, and segment a new scan on its own grid.""", sources=("swinunetr",)),
 setup(),
 parameters("""import os
 profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto
@@ -175,7 +173,26 @@ md("""## What to take away
    `fseft-lab phantom export DIR --layout msd`) and write the label map it needs.
 2. Delete one training case's spleen mask in the stand-in folder and run section 3 again: which
    message tells you, and which cases are drawn now?
-3. Re-run section 3 and compare its time with the first run: what did the cache save?"""),
+3. Re-run section 3 and compare its time with the first run: what did the cache save?
+
+<details><summary>Solutions</summary>
+
+1. `fseft-lab phantom export /tmp/msd_like --layout msd --cases 6`, then `data = "/tmp/msd_like"`:
+   its `dataset.json` names every label value, so `labels = None` reads them. A folder whose
+   `dataset.json` names its values otherwise (or not at all) needs `labels`: a template name such
+   as `"flare22"` when its values follow that challenge's, else a file like `my_labels.yaml` above,
+   one `structure: value` line per value your masks use; `read_label_map(path)` shows how it is read.
+2. Section 1's print, `cases without a spleen mask`, names the case (section 3 also warns that it
+   is left out, but that cell silences warnings). The draw is made among the cases that label the
+   spleen, so the same seed may draw other cases: `split_for(dataset, task, k, seed).support`
+   (from `fseft_lab.experiments`) lists them, before and after. The stand-in folder is shared
+   with other notebooks: delete it and run section 1 again to restore it.
+3. Time the cell both ways: delete `Path(work_dir) / "cache"`, then put `start = time.perf_counter()`
+   before `run(...)` and print `time.perf_counter() - start` after it (`import time`), and run the
+   cell twice. The second run reads each pre-processed scan from `cache_dir` instead of reading and
+   resampling its NIfTI file, so it is faster by that loading time; `result.train_seconds`, the
+   training alone, stays about the same.
+</details>"""),
 ]
 
 write(cells, "notebooks/10_your_own_data.ipynb")

@@ -1,14 +1,41 @@
 """Cells shared by the notebook builders (tools/build_notebook_*.py): one place for the set-up."""
 import nbformat as nbf
 
+from fseft_lab.notebooks import NOT_EXECUTED_YET, run_info_block
+
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 REPO = "fseft-lab/fseft_lab"
 
+#: Sources a title cell cites, by key: every notebook cites the paper, method notebooks their methods' papers.
+SOURCES = {
+    "paper": "J. Silva-Rodríguez, J. Dolz, I. Ben Ayed, *Towards Foundation Models and Few-Shot Parameter-Efficient "
+             "Fine-Tuning for Volumetric Organ Segmentation*, Medical Image Analysis 103 (2025) 103596, "
+             "[arXiv:2303.17051](https://arxiv.org/abs/2303.17051): the course's source paper",
+    "swinunetr": "A. Hatamizadeh et al., *Swin UNETR: Swin Transformers for Semantic Segmentation of Brain Tumors in "
+                 "MRI Images*, 2022, [arXiv:2201.01266](https://arxiv.org/abs/2201.01266): the foundation model's architecture",
+    "swin_ssl": "Y. Tang et al., *Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image Analysis*, CVPR 2022, "
+                "[arXiv:2111.14791](https://arxiv.org/abs/2111.14791): the self-supervised encoder the paper starts from",
+    "bitfit": "E. Ben Zaken, S. Ravfogel, Y. Goldberg, *BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based "
+              "Masked Language-models*, ACL 2022, [arXiv:2106.10199](https://arxiv.org/abs/2106.10199): BitFit",
+    "lora": "E. J. Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models*, ICLR 2022, "
+            "[arXiv:2106.09685](https://arxiv.org/abs/2106.09685): LoRA",
+    "arena": "ARENA, the source paper's follow-up, [arXiv:2507.15793](https://arxiv.org/abs/2507.15793): adaptive-rank LoRA",
+    "adaptformer": "S. Chen et al., *AdaptFormer: Adapting Vision Transformers for Scalable Visual Recognition*, NeurIPS 2022, "
+                   "[arXiv:2205.13535](https://arxiv.org/abs/2205.13535): AdaptFormer",
+    "compacter": "R. Karimi Mahabadi, J. Henderson, S. Ruder, *Compacter: Efficient Low-Rank Hypercomplex Adapter Layers*, "
+                 "NeurIPS 2021, [arXiv:2106.04647](https://arxiv.org/abs/2106.04647): Compacter",
+    "log_barrier": "H. Kervadec et al., *Constrained Deep Networks: Lagrangian Optimization via Log-Barrier Extensions*, "
+                   "[arXiv:1904.04205](https://arxiv.org/abs/1904.04205): the log-barrier",
+}
 
-def title(name: str, heading: str, body: str) -> nbf.NotebookNode:
+
+def title(name: str, heading: str, body: str, sources: tuple = ()) -> nbf.NotebookNode:
+    """The title cell: heading, Colab badge, the line ``fseft-lab notebooks run`` fills with the committed
+    outputs' profile, machine and wall time, the body, and the references (the paper, then ``sources``)."""
     badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
              f"(https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{name}.ipynb)")
-    return md(f"# {heading}\n\n{badge}\n\n{body}")
+    references = "\n".join(f"- {SOURCES[key]}" for key in ("paper", *sources))
+    return md(f"# {heading}\n\n{badge}\n\n{run_info_block(NOT_EXECUTED_YET)}\n\n{body}\n\n**References**\n{references}")
 
 
 def setup() -> nbf.NotebookNode:
@@ -34,7 +61,7 @@ P = get_profile(profile)                # budgets: epochs, crops, subjects
 G = checkpoint_geometry("phantom_cpu")  # the course model's voxel size and patch: data is made and read at them
 """ + after_profile + """torch.manual_seed(seed)
 monai.utils.set_determinism(seed)
-plt.rcParams["figure.dpi"] = 64
+plt.rcParams["figure.dpi"] = 100
 pd.set_option("display.width", 120)
 print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name} | model: {G}")""")
 
