@@ -312,6 +312,19 @@ def summary(table: pd.DataFrame, by: Sequence[str] = ("method", "k")) -> pd.Data
                                                       params=("params", "first"), seconds=("seconds", "mean"), **extra)
 
 
+def claim(scores, better: str, worse: str, about: str, margin: float = 0.0) -> str:
+    """A notebook's claim as one line a checked cell prints: does ``better`` score above ``worse``
+    by more than ``margin``? ``scores`` maps names to mean Dice (a Series or a dict); the figures
+    follow, rounded to two decimals, so the line is stable and the text can quote it.
+
+    >>> claim({"spatial_adapter": 0.412, "zero_shot": 0.138}, "spatial_adapter", "zero_shot", "the oesophagus")
+    'spatial_adapter > zero_shot on the oesophagus: True (0.41 vs 0.14)'
+    """
+    a, b = float(scores[better]), float(scores[worse])
+    by = f" by more than {margin:g}" if margin else ""
+    return f"{better} > {worse}{by} on {about}: {a - b > margin} ({a:.2f} vs {b:.2f})"
+
+
 def environment() -> dict:
     """Software and hardware a result was measured with (for a results manifest)."""
     import os

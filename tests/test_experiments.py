@@ -193,3 +193,12 @@ def test_grid_refuses_to_mix_raw_and_post_processed_rows(tmp_path):
         run_grid(None, None, out, ["liver"], ["zero_shot"], [1], [0], progress=False)
     again = run_grid(None, None, out, ["liver"], ["zero_shot"], [1], [0], progress=False, largest_component=False)
     assert len(again) == 2   # the raw table resumes: its one run is done, nothing runs
+
+
+def test_a_claim_says_whether_it_holds_with_its_figures():
+    from fseft_lab.experiments import claim
+
+    scores = pd.Series({"lora": 0.556, "zero_shot": 0.431})
+    assert claim(scores, "lora", "zero_shot", "the spleen") == "lora > zero_shot on the spleen: True (0.56 vs 0.43)"
+    assert claim(scores, "zero_shot", "lora", "the spleen").split(": ")[1].startswith("False")
+    assert "by more than 0.2: False" in claim(scores, "lora", "zero_shot", "the spleen", margin=0.2)

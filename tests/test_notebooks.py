@@ -99,3 +99,35 @@ def test_notebook_09_runs_alone_in_an_empty_folder(tmp_path):
     assert name == "09_benchmark.ipynb"
     assert not any(o.output_type == "error" for c in nbformat.read(tmp_path / name, as_version=4).cells
                    for o in c.get("outputs", []))
+
+
+# A figure in a notebook's text: a decimal number, or a number with a unit of time, size, volume or share.
+_FIGURE = re.compile(r"(?<![\w.])\d+\.\d+(?:e-?\d+)?(?![\w.])"
+                     r"|(?<![\w.])\d+(?:\.\d+)?\s?(?:s|min|minutes|seconds|hours|GB|MB|ml|%)(?!\w)")
+
+
+def quoted_figures(markdown: str) -> list[str]:
+    """The figures a markdown cell states in its prose: code spans, formulas, link targets, arXiv
+    ids and the run-info line (written by the runner, measured) are not prose."""
+    for pattern in (r"<!-- run-info -->.*?<!-- /run-info -->", r"`[^`]*`", r"\$[^$]*\$", r"\]\([^)]*\)", r"arXiv:\S+"):
+        markdown = re.sub(pattern, " ", markdown, flags=re.S)
+    return _FIGURE.findall(markdown)
+
+
+def test_quoted_figures_are_found_in_prose_only():
+    assert quoted_figures("about 60 HU darker, 8 min, 0.41 vs `0.14` and $x = 1.5$") == ["8 min", "0.41"]
+
+
+@pytest.mark.parametrize("path", find_notebooks(), ids=lambda p: p.stem)
+def test_notebook_text_quotes_no_figure_its_cells_do_not_print(path):
+    """Text and outputs once disagreed in a dozen places (hand-typed figures going stale when a
+    model or a schedule changed): every figure the prose states must appear in a cell's source or
+    output of the same notebook."""
+    nb = nbformat.read(path, as_version=4)
+    printed = " ".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            printed += " " + str(out.get("text", "")) + " ".join(str(v) for v in out.get("data", {}).values())
+    stale = [(figure, cell.source[:60]) for cell in nb.cells if cell.cell_type == "markdown"
+             for figure in quoted_figures(cell.source) if figure not in printed]
+    assert not stale, f"{path.name}: text states figures no cell prints: {stale}"

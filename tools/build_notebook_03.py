@@ -138,7 +138,7 @@ volume and the learning rate are the levers to try (exercise 1).
 2. The build runs the trunk once per banked crop: about as long as `crop_bank / crops` uncached
    epochs (8 by default). Every later epoch saves almost a whole uncached epoch, so the cache has
    paid off after about 8-9 epochs, long before the 200 it runs.
-3. 48 x 48 x 96^3 x 4 bytes = 8.2 GB per volume, 82 GB for k = 10: at that scale keep a smaller
+3. `48 * 48 * 96**3 * 4 / 1e9` GB per volume (48 crops of 48 channels of float32), ten times that for k = 10: at that scale keep a smaller
    bank, store half precision, or cache per volume instead of per crop.
 </details>
 

@@ -47,8 +47,9 @@ md("""**Merging.** After training, $W' = W + \\frac{\\alpha}{r}BA$ is one matrix
 the adapted model is exactly as fast as the foundation model, and the adapter file stores only
 $A$ and $B$ (about 70 KB on the `cpu` profile, 280 KB at F = 48).
 
-**Reading the result.** At a few CPU epochs LoRA has moved little from zero-shot; the `gpu`
-profile shows what it does with a full schedule. In the paper LoRA is among the best methods for
+**Reading the result.** The checked line says whether LoRA beat zero-shot on the non-contrast
+target, with both Dice values; the learning curve shows whether the CPU's epochs were enough, and
+the `gpu` profile runs the full schedule. In the paper LoRA is among the best methods for
 novel structures (with the decoder fine-tuned, notebook 07) but behind the spatial adapter for base
 organs at k = 1."""),
 md("""## 3. Beyond the paper: adaptive-rank LoRA

@@ -47,8 +47,9 @@ md("""## 3. Training on the target
 
 Both train at the paper's learning rate of 1e-2."""),
 *peft_training(["adaptformer", "compacter"]),
-md("""**Reading the result.** With a few CPU epochs both stay near zero-shot; the `gpu` profile is where
-they separate. In the paper AdaptFormer is a strong choice for novel structures with the decoder
+md("""**Reading the result.** The checked lines say whether each method beat zero-shot on the
+non-contrast target, with the Dice values; the learning curves show how far the CPU's epochs
+went, and the `gpu` profile runs the full schedule. In the paper AdaptFormer is a strong choice for novel structures with the decoder
 fine-tuned, and Compacter, despite the most parameters of the PEFT family (about 217,000 at
 F = 48), does not beat it.
 
