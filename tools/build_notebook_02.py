@@ -35,7 +35,7 @@ import pandas as pd
 from fseft_lab import viz
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import load_cases, run, showing
+from fseft_lab.experiments import claim, load_cases, run, showing
 from fseft_lab.methods import build, linear_probe, print_trainable_parameters, set_task_head
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
@@ -105,6 +105,9 @@ shows the masks that were scored."""),
 code("""summary = table.pivot_table(index="task", columns="method", values="dice", aggfunc="mean")[["zero_shot", "linear_probe"]]
 summary["gain"] = summary.linear_probe - summary.zero_shot
 summary.round(3)"""),
+code("""# NBVAL_CHECK_OUTPUT
+for task in tasks:
+    print(claim(summary.loc[task], "linear_probe", "zero_shot", f"the {task}, k = {k}"))"""),
 code("""task = tasks[0]
 case = load_cases(ts, [test_ids[0]], [task], G)[0]
 masks = {m: results[task, m].test_masks[test_ids[0]][0] for m in ("zero_shot", "linear_probe")}   # as scored

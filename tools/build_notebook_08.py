@@ -44,7 +44,7 @@ from fseft_lab.course_files import course_path
 from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.evaluate import to_masks, trunk_features
-from fseft_lab.experiments import load_cases, run, showing, summary
+from fseft_lab.experiments import claim, load_cases, run, showing, summary
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import TransductiveConfig
@@ -125,6 +125,10 @@ prior = results["penalty"].curve.attrs["size_prior"][task]
 print(f"prior from {split.support}: {prior:.0f} voxels ({prior * litres * 1e3:.0f} ml)")
 table.groupby("variant", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", "mean"), missed=("missed", "sum"), truth_ml=("truth_ml", "mean"),
                                          predicted_ml=("predicted_ml", "mean")).round(3)"""),
+code("""# NBVAL_CHECK_OUTPUT
+scores = table.groupby("variant").dice.mean()
+for name in ("penalty", "barrier"):
+    print(claim(scores, name, "no TI", f"the {task}, k = {k}, draw {seed}, equal schedules"))"""),
 code("""fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
 viz.plot_learning_curves({n: r.curve for n, r in results.items()}, ax=axes[0])
 viz.plot_query_sizes({n: r.curve for n, r in results.items()}, task, margin=0.3, ax=axes[1])

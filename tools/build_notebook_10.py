@@ -104,7 +104,9 @@ code("""if checkpoint is None:
     public = {"module." + k.replace("swinViT", "swin_vit").replace("classifier", "out.conv.conv"): v for k, v in own.items()}
     checkpoint = Path(work_dir) / "fseft_stand_in.pth"
     torch.save({"state_dict": public}, checkpoint)
-    entry = replace(zoo.get_checkpoint("fseft"), feature_size=12, legacy_merging=False)  # the real one: 48, MONAI < 1.5
+    # the real one: width 48, MONAI < 1.5 merging, 1.5 mm voxels and 96^3 patches; the stand-in: the phantom model's own
+    entry = replace(zoo.get_checkpoint("fseft"), feature_size=12, legacy_merging=False, spacing_mm=G.spacing_mm,
+                    patch_size=G.patch_size)
     print(f"STAND-IN CHECKPOINT: {checkpoint} holds the shipped phantom model in the FSEFT key names\\n"
           f"(e.g. {list(public)[0]}). With the real fseft.pth, set checkpoint = '/path/to/fseft.pth'.")
 else:
@@ -112,7 +114,7 @@ else:
 foundation = FoundationModel(entry.feature_size, legacy_merging=entry.legacy_merging)
 report = zoo.load_checkpoint(foundation, checkpoint, entry)
 print(f"missing keys: {report.missing or 'none'} | unexpected: {report.unexpected or 'none'} | "
-      f"head rows placed by name: {len(report.head_rows)}")"""),
+      f"head rows placed by name: {len(report.head_rows)} | run at {foundation.geometry}")"""),
 md("""## 3. Few-shot adaptation on that folder
 
 The same call as in notebooks 02-08: k labelled scans drawn from the folder's training cases,
