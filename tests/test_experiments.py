@@ -201,4 +201,4 @@ def test_a_claim_says_whether_it_holds_with_its_figures():
     scores = pd.Series({"lora": 0.556, "zero_shot": 0.431})
     assert claim(scores, "lora", "zero_shot", "the spleen") == "lora > zero_shot on the spleen: True (0.56 vs 0.43)"
     assert claim(scores, "zero_shot", "lora", "the spleen").split(": ")[1].startswith("False")
-    assert "by more than 0.2: False" in claim(scores, "lora", "zero_shot", "the spleen", margin=0.2)
+    assert "by more than 0.2 on the spleen: False" in claim(scores, "lora", "zero_shot", "the spleen", margin=0.2)
