@@ -10,22 +10,22 @@ REPO = "fseft-lab/fseft_lab"
 SOURCES = {
     "paper": "J. Silva-Rodríguez, J. Dolz, I. Ben Ayed, *Towards Foundation Models and Few-Shot Parameter-Efficient "
              "Fine-Tuning for Volumetric Organ Segmentation*, Medical Image Analysis 103 (2025) 103596, "
-             "[arXiv:2303.17051](https://arxiv.org/abs/2303.17051): the course's source paper",
+             "[arXiv](https://arxiv.org/abs/2303.17051): the course's source paper",
     "swinunetr": "A. Hatamizadeh et al., *Swin UNETR: Swin Transformers for Semantic Segmentation of Brain Tumors in "
-                 "MRI Images*, 2022, [arXiv:2201.01266](https://arxiv.org/abs/2201.01266): the foundation model's architecture",
+                 "MRI Images*, 2022, [arXiv](https://arxiv.org/abs/2201.01266): the foundation model's architecture",
     "swin_ssl": "Y. Tang et al., *Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image Analysis*, CVPR 2022, "
-                "[arXiv:2111.14791](https://arxiv.org/abs/2111.14791): the self-supervised encoder the paper starts from",
+                "[arXiv](https://arxiv.org/abs/2111.14791): the self-supervised encoder the paper starts from",
     "bitfit": "E. Ben Zaken, S. Ravfogel, Y. Goldberg, *BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based "
-              "Masked Language-models*, ACL 2022, [arXiv:2106.10199](https://arxiv.org/abs/2106.10199): BitFit",
+              "Masked Language-models*, ACL 2022, [arXiv](https://arxiv.org/abs/2106.10199): BitFit",
     "lora": "E. J. Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models*, ICLR 2022, "
-            "[arXiv:2106.09685](https://arxiv.org/abs/2106.09685): LoRA",
-    "arena": "ARENA, the source paper's follow-up, [arXiv:2507.15793](https://arxiv.org/abs/2507.15793): adaptive-rank LoRA",
+            "[arXiv](https://arxiv.org/abs/2106.09685): LoRA",
+    "arena": "ARENA, the source paper's follow-up, [arXiv](https://arxiv.org/abs/2507.15793): adaptive-rank LoRA",
     "adaptformer": "S. Chen et al., *AdaptFormer: Adapting Vision Transformers for Scalable Visual Recognition*, NeurIPS 2022, "
-                   "[arXiv:2205.13535](https://arxiv.org/abs/2205.13535): AdaptFormer",
+                   "[arXiv](https://arxiv.org/abs/2205.13535): AdaptFormer",
     "compacter": "R. Karimi Mahabadi, J. Henderson, S. Ruder, *Compacter: Efficient Low-Rank Hypercomplex Adapter Layers*, "
-                 "NeurIPS 2021, [arXiv:2106.04647](https://arxiv.org/abs/2106.04647): Compacter",
+                 "NeurIPS 2021, [arXiv](https://arxiv.org/abs/2106.04647): Compacter",
     "log_barrier": "H. Kervadec et al., *Constrained Deep Networks: Lagrangian Optimization via Log-Barrier Extensions*, "
-                   "[arXiv:1904.04205](https://arxiv.org/abs/1904.04205): the log-barrier",
+                   "[arXiv](https://arxiv.org/abs/1904.04205): the log-barrier",
 }
 
 
