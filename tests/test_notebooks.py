@@ -81,8 +81,13 @@ def test_course_path_finds_committed_files_and_names_the_rule():
 
 def test_the_wheel_carries_every_course_file(tmp_path):
     """A non-editable install (``pip install git+...`` on Colab) has no clone: its wheel must carry results/ and grids/."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
-                   check=True, cwd=tmp_path)
+    leftover = not (REPO / "build").exists()  # setuptools builds in the clone's build/: remove it after, if it was not there
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+                        str(REPO)], check=True, cwd=tmp_path)
+    finally:
+        if leftover:
+            shutil.rmtree(REPO / "build", ignore_errors=True)
     [wheel] = tmp_path.glob("fseft_lab-*.whl")
     packed = set(zipfile.ZipFile(wheel).namelist())
     committed = {f"fseft_lab/course_files/{p.relative_to(REPO).as_posix()}" for folder in COURSE_FOLDERS
@@ -131,3 +136,11 @@ def test_notebook_text_quotes_no_figure_its_cells_do_not_print(path):
     stale = [(figure, cell.source[:60]) for cell in nb.cells if cell.cell_type == "markdown"
              for figure in quoted_figures(cell.source) if figure not in printed]
     assert not stale, f"{path.name}: text states figures no cell prints: {stale}"
+
+
+@pytest.mark.parametrize("path", find_notebooks(), ids=lambda p: p.stem)
+def test_committed_notebook_is_small_and_carries_no_widget_state(path):
+    """The course convention (shared/docs/notebooks.md): a committed notebook stays well under 1 MB
+    (notebook 00's CT figures once grew it to 1.2 MB) and holds no widget state blobs."""
+    assert path.stat().st_size < 1_000_000, f"{path.name} is {path.stat().st_size / 1e6:.2f} MB; keep it under 1 MB"
+    assert "widgets" not in nbformat.read(path, as_version=4).metadata, f"{path.name} carries widget state"
