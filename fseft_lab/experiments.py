@@ -315,14 +315,17 @@ def summary(table: pd.DataFrame, by: Sequence[str] = ("method", "k")) -> pd.Data
 def claim(scores, better: str, worse: str, about: str, margin: float = 0.0) -> str:
     """A notebook's claim as one line a checked cell prints: does ``better`` score above ``worse``
     by more than ``margin``? ``scores`` maps names to mean Dice (a Series or a dict); the figures
-    follow, rounded to two decimals, so the line is stable and the text can quote it.
+    follow, rounded to two decimals, so the line is stable and the text can quote it. The verdict
+    compares those printed figures: a gain they cannot show counts as none, so a line never reads
+    "True (0.93 vs 0.93)".
 
     >>> claim({"spatial_adapter": 0.412, "zero_shot": 0.138}, "spatial_adapter", "zero_shot", "the oesophagus")
     'spatial_adapter > zero_shot on the oesophagus: True (0.41 vs 0.14)'
     """
     a, b = float(scores[better]), float(scores[worse])
     by = f" by more than {margin:g}" if margin else ""
-    return f"{better} > {worse}{by} on {about}: {a - b > margin} ({a:.2f} vs {b:.2f})"
+    holds = round(a, 2) - round(b, 2) > margin + 1e-9      # 1e-9: 0.57 - 0.56 is 0.0099999... in floats
+    return f"{better} > {worse}{by} on {about}: {holds} ({a:.2f} vs {b:.2f})"
 
 
 def environment() -> dict:

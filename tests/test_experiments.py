@@ -202,3 +202,7 @@ def test_a_claim_says_whether_it_holds_with_its_figures():
     assert claim(scores, "lora", "zero_shot", "the spleen") == "lora > zero_shot on the spleen: True (0.56 vs 0.43)"
     assert claim(scores, "zero_shot", "lora", "the spleen").split(": ")[1].startswith("False")
     assert "by more than 0.2 on the spleen: False" in claim(scores, "lora", "zero_shot", "the spleen", margin=0.2)
+    # a gain that the two printed decimals cannot show is no gain
+    assert claim({"penalty": 0.9334, "no TI": 0.9301}, "penalty", "no TI", "the spleen").endswith("False (0.93 vs 0.93)")
+    assert claim({"penalty": 0.9349, "no TI": 0.9251}, "penalty", "no TI", "the spleen").endswith("False (0.93 vs 0.93)")
+    assert claim({"penalty": 0.9351, "no TI": 0.9349}, "penalty", "no TI", "the spleen").endswith("True (0.94 vs 0.93)")
