@@ -33,6 +33,7 @@ warnings.filterwarnings("ignore")
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib_inline.backend_inline import set_matplotlib_formats
 import monai
 import numpy as np
 import pandas as pd
@@ -54,6 +55,7 @@ torch.manual_seed(seed)
 monai.utils.set_determinism(seed)
 pd.set_option("display.width", 120)
 plt.rcParams["figure.dpi"] = 100
+set_matplotlib_formats("jpeg", pil_kwargs={"quality": 85})  # noisy CT slices: JPEG is half PNG's size
 print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda.is_available()} | profile {P.name} | model geometry: {G}")"""),
 md("""## 1. CT in one paragraph
 
