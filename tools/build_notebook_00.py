@@ -75,8 +75,8 @@ abdominal window and rescales to $[0, 1]$:
 
 $$x = \frac{\operatorname{clip}(\mathrm{HU}, -175, 250) + 175}{425}.$$
 
-Everything below -175 HU (air, lung, fat) becomes 0; everything above 250 HU (bone, contrast-filled
-aorta) becomes 1. Here is one phantom subject, its intensity histogram and the window:"""),
+Everything below -175 HU (air, lung, fat) becomes 0; everything above 250 HU (bone, the aorta in the
+arterial phase) becomes 1. Here is one phantom subject, its intensity histogram and the window:"""),
 code("""volume = phantom.generate(seed, 0, "btcv_like", spacing=G.spacing_mm)
 print(f"image {volume.image.shape} voxels of {volume.spacing} mm, dtype {volume.image.dtype}")
 fig, ax = plt.subplots(figsize=(7, 2.5))
@@ -151,7 +151,7 @@ md("""> **Phantom vs real CT: what the phantom cannot show.** Its organs are smo
 > hardening, metal or motion artefacts. Pathology is limited to round lesions and cysts and to
 > absent organs; there is no cirrhosis, hydronephrosis or post-operative anatomy. Its sizes follow
 > the published spreads only as far as the table above shows: the spleen's spread comes out a little
-> narrower than published, and the pancreas and kidneys a little smaller on average. Methods that
+> narrower than published, and the pancreas and the right kidney smaller on average (the table above). Methods that
 > win on the phantom win on *this* variation; on real CT, the variation is larger and different.
 > The course says so wherever a result depends on it.
 
@@ -298,7 +298,8 @@ md("""## Exercises
    `flare_like` is a plain (non-contrast) scan with a -30 HU offset and a 1.05 scale, so its liver is
    darker than in the portal-venous `btcv_like`; the contrast phase explains most of the gap (the
    tissue table in section 1), the calibration the rest.
-2. `export_phantom(path, "msd", cases=3, template="amos")` then `open_dataset(path).structures`: the 15
+2. `path = Path(data_dir) / "amos_msd"`, `export_phantom(path, "msd", cases=3, template="amos",
+   spacing=G.spacing_mm)` then `open_dataset(path).structures`: the 15
    AMOS organs, bladder and prostate/uterus included.
 3. The mask would label other anatomy than it claims; `load` refuses it with an error naming the file
    and both affines.

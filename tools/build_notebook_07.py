@@ -15,7 +15,8 @@ method in the encoder), and to compare that with fine-tuning **everything** and 
 - compare what decoder fine-tuning, full fine-tuning and scratch train, and what each step costs;
 - read why the foundation model's encoder is worth keeping even for structures it never saw.
 
-The `cpu` profile trains a few epochs only: the results need the `gpu` profile."""),
+The `cpu` profile trains on few crops per step and scores one test volume: the `gpu` profile runs the
+fuller schedule."""),
 setup(),
 parameters("""import os
 profile = os.environ.get("FSEFT_PROFILE", "auto")  # cpu, gpu, paper or auto
@@ -96,11 +97,12 @@ for a crop never changes while the decoder trains (section 4)."""),
 md("""## 3. Learning the heart
 
 Decoder + head with the encoder cache (section 4 says what it is and what it saves), for `epochs`
-epochs, scored on the test volumes beside zero-shot (the new head rows predict nothing until they
+epochs, scored on the test volume beside zero-shot (the new head rows predict nothing until they
 are trained). One choice departs from the
 paper: on the `cpu` profile the learning rate is 1e-3, not the paper's 1e-4 for every run that
 trains the decoder. Adam moves each weight by at most about the learning rate per step, and the
-new rows must climb from the starting logit printed below; the `gpu` profile keeps the paper's rate."""),
+new rows must climb from the starting logit printed below (no single weight covers that: the climb
+sums over many decoder and head weights); the `gpu` profile keeps the paper's rate."""),
 code("""steps = epochs * k
 print(f"{steps} steps at 1e-4 move a weight by at most {steps * 1e-4:.2f}; at {lr:g}: {steps * lr:.2f}; "
       f"a new row starts at the logit {math.log(0.02 / 0.98):.1f} (p = 0.02)")"""),
@@ -139,7 +141,10 @@ its five hidden states (the skip connections); each step then ran only the decod
 forward and backward (`FoundationModel.encode` and `decode` split MONAI's `forward` in two).
 The run above logged its own seconds per epoch. Without the cache, and for full fine-tuning
 (which trains the encoder, so every step runs the whole network), two epochs each are timed
-here. Scratch trains the same network as full fine-tuning: its step costs the same."""),
+here. Scratch trains the same network as full fine-tuning: its step costs the same. With the cache
+on, `adapt` also keeps the trained decoder in channels-last layout (faster 3x3x3 convolutions on a
+CPU), so the ratio counts both. The cached run's first epoch is the dearest: it fills the bank, eight
+times a step's crops, each through the encoder."""),
 code("""per_epoch = trained.curve["seconds"].diff().iloc[1:]    # the first epoch also filled the cache
 costs = {"decoder + head, encoder cached": {"trainable": trained.trainable, "first epoch s": round(trained.curve["seconds"].iloc[0], 1),
                                             "s per epoch": round(per_epoch.median(), 2)}}
@@ -159,14 +164,14 @@ parts from one labelled volume, and how many of the five reach a Dice of 0.3. Th
 what made it affordable on a CPU: with the encoder cached, a decoder step costs a fraction of a
 full fine-tuning step, so the same minutes buy several times more epochs. The frozen encoder's
 features already separate tissues it was never told the names of; the decoder learns to draw the
-new boundaries from them. In the paper, decoder fine-tuning (plus a PEFT method in the encoder)
-leads full fine-tuning at low k, and scratch trails far behind (`results/paper_reported.csv`,
-notebook 09).
+new boundaries from them. In the paper (k = 10, `results/paper_reported.csv`, notebook 09),
+decoder fine-tuning with LoRA in the encoder leads full fine-tuning, decoder fine-tuning alone
+about ties it, and training from self-supervised weights instead of the foundation model trails.
 
 ## Exercises
 
-1. Add `"lora + decoder": ("lora", "fine-tuned")` to the timing loop of section 4. Why can it not use the encoder cache, and
-   what does that cost per epoch?
+1. Add `"lora + decoder": ("lora", "fine-tuned")` to the timing loop of section 4. Why can it not use the encoder cache
+   (the solution shows how to ask `cache_level`), and what does that cost per epoch?
 2. Use `decoder="new"` with the linear probe: the decoder re-initialised. What does that test?
 3. Train full fine-tuning for the same wall time as decoder + head: `epochs` times the ratio of
    their seconds per epoch in the cost table. Which learns the heart better in that time?
@@ -174,13 +179,15 @@ notebook 09).
 <details><summary>Solutions</summary>
 
 1. LoRA trains inside the Swin encoder, so the encoder's output changes every step and cannot be
-   cached (`adapt.cache_level` returns `None`): each step runs the whole network, at about the
-   cost of the "decoder + head, no cache" row.
+   cached (`from fseft_lab.adapt import cache_level`; `cache_level(build(foundation, "lora", structures,
+   multiclass, decoder="fine-tuned"))` returns `None`): each step runs the whole network and its
+   backward reaches into the encoder, so it costs between the "decoder + head, no cache" and the
+   "full fine-tuning" rows.
 2. Whether the pre-trained decoder matters: with a new decoder only the encoder's features are
-   reused, between "decoder + head" and "scratch".
+   reused; compare it with decoder + head, and with `run(..., "scratch", ...)` if you train that too.
 3. Compute `round(epochs * costs.loc["decoder + head, encoder cached", "s per epoch"] /
-   costs.loc["full fine-tuning", "s per epoch"])` and pass it as `AdaptConfig(epochs=...)` to
-   `run(..., "full_ft", ...)`; compare the two rows' mean Dice. Full fine-tuning gets far fewer
+   costs.loc["full fine-tuning", "s per epoch"])` and pass it as `AdaptConfig(epochs=..., lr=lr)` to
+   `run(..., "full_ft", ...)`; compare the two runs' mean Dice. Full fine-tuning gets far fewer
    steps and moves every encoder weight on one volume's crops.
 </details>
 
@@ -188,7 +195,8 @@ notebook 09).
 - A novel structure gets a new head row; the decoder option decides how much else may change.
 - With the encoder frozen, its outputs per crop can be cached: decoder fine-tuning then costs
   only the decoder and head per step.
-- Training from scratch discards what pre-training learned, and needs far more data and time.
+- Training from scratch discards what pre-training learned, and needs far more data and time (the
+  paper's finding; not run here).
 
 Next: **08 · constrained transductive inference**."""),
 ]
