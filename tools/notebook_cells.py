@@ -7,26 +7,34 @@ md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 REPO = "fseft-lab/fseft_lab"
 
 #: Sources a title cell cites, by key: every notebook cites the paper, method notebooks their methods' papers.
+#: The arXiv identifiers live on one page, docs/references.md (tools/build_references.py writes it), which each
+#: title cell links to: a notebook's text states no figure that its cells do not print.
 SOURCES = {
-    "paper": "J. Silva-Rodríguez, J. Dolz, I. Ben Ayed, *Towards Foundation Models and Few-Shot Parameter-Efficient "
-             "Fine-Tuning for Volumetric Organ Segmentation*, Medical Image Analysis 103 (2025) 103596, "
-             "[arXiv](https://arxiv.org/abs/2303.17051): the course's source paper",
-    "swinunetr": "A. Hatamizadeh et al., *Swin UNETR: Swin Transformers for Semantic Segmentation of Brain Tumors in "
-                 "MRI Images*, 2022, [arXiv](https://arxiv.org/abs/2201.01266): the foundation model's architecture",
-    "swin_ssl": "Y. Tang et al., *Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image Analysis*, CVPR 2022, "
-                "[arXiv](https://arxiv.org/abs/2111.14791): the self-supervised encoder the paper starts from",
-    "bitfit": "E. Ben Zaken, S. Ravfogel, Y. Goldberg, *BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based "
-              "Masked Language-models*, ACL 2022, [arXiv](https://arxiv.org/abs/2106.10199): BitFit",
-    "lora": "E. J. Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models*, ICLR 2022, "
-            "[arXiv](https://arxiv.org/abs/2106.09685): LoRA",
-    "arena": "ARENA, the source paper's follow-up, [arXiv](https://arxiv.org/abs/2507.15793): adaptive-rank LoRA",
-    "adaptformer": "S. Chen et al., *AdaptFormer: Adapting Vision Transformers for Scalable Visual Recognition*, NeurIPS 2022, "
-                   "[arXiv](https://arxiv.org/abs/2205.13535): AdaptFormer",
-    "compacter": "R. Karimi Mahabadi, J. Henderson, S. Ruder, *Compacter: Efficient Low-Rank Hypercomplex Adapter Layers*, "
-                 "NeurIPS 2021, [arXiv](https://arxiv.org/abs/2106.04647): Compacter",
-    "log_barrier": "H. Kervadec et al., *Constrained Deep Networks: Lagrangian Optimization via Log-Barrier Extensions*, "
-                   "[arXiv](https://arxiv.org/abs/1904.04205): the log-barrier",
+    "paper": ("J. Silva-Rodríguez, J. Dolz, I. Ben Ayed, *Towards Foundation Models and Few-Shot Parameter-Efficient "
+              "Fine-Tuning for Volumetric Organ Segmentation*, Medical Image Analysis, 2025", "2303.17051",
+              "the course's source paper"),
+    "swinunetr": ("A. Hatamizadeh et al., *Swin UNETR: Swin Transformers for Semantic Segmentation of Brain Tumors in "
+                  "MRI Images*, 2022", "2201.01266", "the foundation model's architecture"),
+    "swin_ssl": ("Y. Tang et al., *Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image Analysis*, "
+                 "CVPR 2022", "2111.14791", "the self-supervised encoder the paper starts from"),
+    "bitfit": ("E. Ben Zaken, S. Ravfogel, Y. Goldberg, *BitFit: Simple Parameter-efficient Fine-tuning for "
+               "Transformer-based Masked Language-models*, ACL 2022", "2106.10199", "BitFit"),
+    "lora": ("E. J. Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models*, ICLR 2022", "2106.09685", "LoRA"),
+    "arena": ("ARENA, the source paper's follow-up", "2507.15793", "adaptive-rank LoRA"),
+    "adaptformer": ("S. Chen et al., *AdaptFormer: Adapting Vision Transformers for Scalable Visual Recognition*, "
+                    "NeurIPS 2022", "2205.13535", "AdaptFormer"),
+    "compacter": ("R. Karimi Mahabadi, J. Henderson, S. Ruder, *Compacter: Efficient Low-Rank Hypercomplex Adapter "
+                  "Layers*, NeurIPS 2021", "2106.04647", "Compacter"),
+    "log_barrier": ("H. Kervadec et al., *Constrained Deep Networks: Lagrangian Optimization via Log-Barrier "
+                    "Extensions*", "1904.04205", "the log-barrier"),
 }
+REFERENCES_PAGE = f"https://github.com/{REPO}/blob/main/docs/references.md"
+
+
+def reference(key: str) -> str:
+    """One title-cell reference: the citation, a link to its entry (with the arXiv link) on the references page, its role."""
+    citation, _, role = SOURCES[key]
+    return f"{citation}, [link]({REFERENCES_PAGE}#{key}): {role}"
 
 
 def title(name: str, heading: str, body: str, sources: tuple = ()) -> nbf.NotebookNode:
@@ -34,7 +42,7 @@ def title(name: str, heading: str, body: str, sources: tuple = ()) -> nbf.Notebo
     outputs' profile, machine and wall time, the body, and the references (the paper, then ``sources``)."""
     badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
              f"(https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{name}.ipynb)")
-    references = "\n".join(f"- {SOURCES[key]}" for key in ("paper", *sources))
+    references = "\n".join(f"- {reference(key)}" for key in ("paper", *sources))
     return md(f"# {heading}\n\n{badge}\n\n{run_info_block(NOT_EXECUTED_YET)}\n\n{body}\n\n**References**\n{references}")
 
 
