@@ -193,6 +193,39 @@ def test_adapter_state_dict_round_trip(foundation, x, method):
         assert torch.allclose(restored(x), adapted(x), atol=1e-5)
 
 
+def test_an_adapter_file_keeps_its_options_when_a_default_changes(foundation, x, tmp_path, monkeypatch):
+    from fseft_lab.methods import load_adapter_file, save_adapter
+    from fseft_lab.methods.adaptformer import AdaptFormerConfig
+
+    adapted = _scrambled(build(foundation, "adaptformer", ["liver"])).eval()   # trained with the default branch
+    save_adapter(adapted, tmp_path / "liver.pt")
+    monkeypatch.setattr(AdaptFormerConfig, "branch_input", "normalised")      # a later release changes it
+    restored = load_adapter_file(foundation, tmp_path / "liver.pt").eval()
+    assert _adaptformer_reads(restored, x) == {"block input"}
+    with torch.no_grad():
+        assert torch.allclose(restored(x), adapted(x), atol=1e-5)
+
+
+def test_an_adapter_file_that_predates_recorded_options_loads_with_a_warning_naming_its_defaults(
+        foundation, tmp_path):
+    from fseft_lab.methods import load_adapter_file, save_adapter
+
+    save_adapter(build(foundation, "adaptformer", ["liver"]), tmp_path / "new.pt")
+    old = torch.load(tmp_path / "new.pt", weights_only=True)
+    del old["format"]
+    old["options"] = {"scale": 0.1}                        # older files held only the options set by hand
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.warns(UserWarning, match=r"old\.pt predates .*'scale': 0\.1, 'branch_input': 'block'"):
+        load_adapter_file(foundation, tmp_path / "old.pt")
+    old["options"] = {}
+    torch.save({**old, "method": "affine_ln", "state": {}}, tmp_path / "no_options.pt")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # a method without options has nothing to guess
+        with pytest.raises(ValueError, match="lacks"):     # (its tensors are missing: that error, no warning)
+            load_adapter_file(foundation, tmp_path / "no_options.pt")
+
+
 def test_task_head_rows_come_from_the_template_and_novel_rows_are_new(foundation):
     model = build(foundation, "linear_probe", ["liver", "heart_myocardium"], multiclass=True)
     assert model.task_structures == ("background", "liver", "heart_myocardium")

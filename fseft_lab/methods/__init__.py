@@ -16,7 +16,7 @@ import importlib
 import math
 import pkgutil
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
 import torch
@@ -123,8 +123,9 @@ def build(foundation: nn.Module, method: str, structures, multiclass: bool = Fal
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"{method} has no option {unknown}; its options: {sorted(names)}")
+    cfg = replace(spec.config(), **overrides)
     model = set_task_head(copy.deepcopy(foundation), structures, multiclass)
-    model = spec.apply(model, replace(spec.config(), **overrides))
+    model = spec.apply(model, cfg)
     if decoder != "frozen":
         for name in DECODER_MODULES:
             module = getattr(model, name)
@@ -133,7 +134,7 @@ def build(foundation: nn.Module, method: str, structures, multiclass: bool = Fal
                     if hasattr(m, "reset_parameters"):
                         m.reset_parameters()
             module.requires_grad_(True)
-    model.method, model.decoder, model.options = method, decoder, dict(overrides)
+    model.method, model.decoder, model.options = method, decoder, asdict(cfg)   # every option, defaults too
     return model
 
 
@@ -172,12 +173,17 @@ def load_adapter(foundation: nn.Module, state: dict[str, torch.Tensor], method: 
     return model
 
 
+ADAPTER_FILE_FORMAT = 2   # 2: "options" holds every option's value; 1 (no "format" key): only those set by hand
+
+
 def save_adapter(model: nn.Module, path, **meta) -> int:
-    """Write the adapter (trained tensors + how to rebuild the model) atomically; returns its size in bytes."""
+    """Write the adapter (trained tensors + how to rebuild the model) atomically; returns its size in bytes.
+    Every option is recorded, defaults too, so a file keeps meaning what it meant when a default changes."""
     from pathlib import Path
 
     path = Path(path)
-    state = {"method": model.method, "decoder": model.decoder, "multiclass": model.multiclass,
+    state = {"format": ADAPTER_FILE_FORMAT, "method": model.method, "decoder": model.decoder,
+             "multiclass": model.multiclass,
              "structures": [s for s in model.task_structures if s != "background" or not model.multiclass],
              "options": getattr(model, "options", {}), "meta": meta, "state": adapter_state_dict(model)}
     with atomic_write(path) as tmp:   # an error names the file; no half-written adapter is left
@@ -193,5 +199,11 @@ def load_adapter_file(foundation: nn.Module, path) -> nn.Module:
         raise ValueError(f"cannot read adapter file {path}: {err}") from err
     if not isinstance(saved, dict) or "state" not in saved or "method" not in saved:
         raise ValueError(f"{path} is not an fseft-lab adapter file (no 'method' and 'state')")
+    defaults = asdict(get_method(saved["method"]).config())
+    if "format" not in saved and set(defaults) - set(saved["options"]):
+        defaults.update(saved["options"])
+        warnings.warn(f"{path} predates adapter files that record every option: it is rebuilt with today's "
+                      f"defaults, {saved['method']} {defaults}; if it was trained with other ones, train it again",
+                      stacklevel=2)
     return load_adapter(foundation, saved["state"], saved["method"], saved["structures"], saved["multiclass"],
                         saved["decoder"], **saved["options"])
