@@ -5,7 +5,7 @@ import torch
 from monai.data import MetaTensor
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE
-from fseft_lab.evaluate import evaluate, one_piece_channels, predict, score, to_masks
+from fseft_lab.evaluate import evaluate, fused_window_attention, one_piece_channels, predict, score, to_masks
 from fseft_lab.models.foundation import FoundationModel
 
 
@@ -66,6 +66,28 @@ def test_prediction_of_a_volume_smaller_than_the_patch_is_padded_not_a_crash():
     model = torch.nn.Conv3d(1, 2, 1)
     logits = predict(model, torch.rand(1, 1, 20, 30, 40), patch_size=32)
     assert logits.shape == (1, 2, 20, 30, 40)
+
+
+def test_inference_uses_fused_window_attention_and_gives_the_explicit_attentions_logits():
+    torch.manual_seed(0)
+    model = FoundationModel(12).eval()
+    layers = [m for m in model.modules() if hasattr(m, "use_flash_attention")]
+    assert len(layers) == 8 and not any(m.use_flash_attention for m in layers)     # one per Swin block
+    seen = []
+    layers[0].register_forward_pre_hook(lambda m, args: seen.append(m.use_flash_attention))
+    image = torch.randn(1, 1, 40, 72, 64)                  # several overlapping windows, one padded
+    fused = predict(model, image, 64)
+    assert seen and all(seen), "predict ran the explicit attention"
+    assert not any(m.use_flash_attention for m in layers), "predict left the fused attention switched on"
+    seen.clear()
+    from monai.inferers import sliding_window_inference
+    with torch.no_grad():
+        explicit = sliding_window_inference(image, (64,) * 3, 2, model, overlap=0.25, mode="gaussian")
+    assert seen and not any(seen)
+    assert torch.allclose(fused, explicit, atol=1e-4), float((fused - explicit).abs().max())
+    with pytest.raises(RuntimeError), fused_window_attention(model):
+        raise RuntimeError("an error inside")
+    assert not any(m.use_flash_attention for m in layers), "an error left the fused attention on"
 
 
 def test_masks_threshold_argmax_and_largest_component():
