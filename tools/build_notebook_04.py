@@ -6,8 +6,9 @@ cells = [
 title("04_selective_peft", "04 · Selective PEFT: BitFit and Affine-LN", """\
 Black-box adapters leave the trunk untouched. **Selective** parameter-efficient fine-tuning opens
 it, but trains only a chosen sliver of its existing weights: the **biases** of the Swin encoder
-(BitFit) or the scales and shifts of its **LayerNorms** (Affine-LN). Both are a few thousand
-numbers, yet each sits inside every block, so the whole feature hierarchy can move.
+(BitFit) or the scales and shifts of its **LayerNorms** (Affine-LN). Each is a small share of the
+trunk's weights (section 1 counts them), yet each sits inside every block, so the whole feature
+hierarchy can move.
 
 **You will learn to**
 - select parameters by role (bias, normalisation) and count where they sit in SwinUNETR;
@@ -30,6 +31,11 @@ scores. They hold most of BitFit's parameters (210,739 at F = 48, against 13,009
 biases alone, the paper table's "~13,000"): `relative_position_tables=False` trains the biases
 only. (Zaken et al. 2022.)"""),
 code("""print(inspect.getsource(bitfit.apply))"""),
+code("""# NBVAL_CHECK_OUTPUT
+paper_size = FoundationModel(48)                   # the paper's SwinUNETR, F = 48
+for tables in (True, False):
+    n = trainable_parameters(build(paper_size, "bitfit", [task], relative_position_tables=tables))
+    print(f"BitFit at F = 48, relative-position tables {'trained' if tables else 'frozen'}: {n:,} trainable")"""),
 md("""## 2. Affine-LN: the normalisation's scale and shift
 
 Each block normalises its tokens twice, $\\mathrm{LN}(x) = \\gamma \\odot \\frac{x - \\mu}{\\sigma} + \\beta$.
@@ -71,7 +77,8 @@ selective methods trail the spatial adapter at k = 1 on base organs and catch up
 
 ## What you learned
 - Selective PEFT trains existing weights chosen by role: biases, or normalisation affines.
-- A few thousand such parameters reach every block of the trunk, which adapters cannot.
+- A small share of the weights, chosen by role, reaches every block of the trunk, which adapters
+  at the head cannot.
 - Opening the trunk costs a full forward and backward per step: no feature cache.
 
 Next: **05 · LoRA**, low-rank updates of the attention weights themselves."""),

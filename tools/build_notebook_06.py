@@ -76,7 +76,8 @@ F = 48), does not beat it.
 ## What you learned
 - Adapter PEFT inserts new modules into every block; zero-initialised, it starts at zero-shot.
 - PHM layers trade a dense matrix for Kronecker products: fewer numbers, same shape.
-- Parameter count alone does not rank methods: where the parameters sit matters.
+- Parameter count alone does not rank methods: compare the counts and the checked Dice lines of
+  notebooks 04-06.
 
 Next: **07 · novel structures**: decoder fine-tuning, full fine-tuning and training from scratch."""),
 ]

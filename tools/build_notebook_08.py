@@ -107,8 +107,7 @@ md("""## 3. Adapting with and without TI
 The spatial adapter at k = 1 with each variant, on the same support crops, all for the same
 schedule (no early stop: TI starts half-way). One choice differs from the earlier notebooks: a
 learning rate of 1e-3, between the paper's 1e-4 (slow in the epochs a CPU affords) and the
-reference code's TI rate of 1e-2; on this phantom all three end within half a Dice point
-(notebook 03, exercise 1)."""),
+reference code's TI rate of 1e-2 (notebook 03's exercise 1 compares rates)."""),
 code("""support = load_cases(ts, split.support, [task], G)
 config = AdaptConfig(epochs=epochs, lr=lr, stop_patience=0)
 variants = {"no TI": None, "penalty": TransductiveConfig("penalty"), "barrier": TransductiveConfig("barrier")}
@@ -230,9 +229,9 @@ hurts when it is not; entropy minimisation uses no prior and mostly sharpens wha
 already predicts.
 
 On this phantom the answer turns on one question: did the adapter get the size wrong? Where it
-did not, every variant ends about where the run without TI ends on equal schedules: after 200
-steps the spatial adapter already predicts an organ of about the right size (section 3 shows it
-on one query), so the hinge has nothing to correct. Where a one-shot adapter under- or
+did not, every variant ends about where the run without TI ends on equal schedules: the spatial
+adapter already predicts an organ of about the right size (section 3 prints the size ratios on one
+query), so the hinge has nothing to correct. Where a one-shot adapter under- or
 over-segments (look for the draw with the largest gains in the per-draw table), the penalty and
 the barrier pull the prediction towards the prior and gain the most, while entropy, which knows no
 size, gains little. Notebook 09 finds a larger gain for TI in the benchmark grid; there, though,
@@ -245,11 +244,15 @@ here.
 The per-volume protocol adapts once per query volume, so every query gets all the TI steps; the
 pooled one shares them among the queries. `benchmarks/transductive.py --protocol per_volume` and
 `--protocol pooled` ran the same draw with the same schedule (60 steps, TI from step 30, the
-penalty) on the current shipped model; the files are `ti_protocols_per_volume.csv` and
-`ti_protocols_pooled.csv`. Nothing is retrained here."""),
+penalty); the first line below names the foundation model they ran on. The files are
+`ti_protocols_per_volume.csv` and `ti_protocols_pooled.csv`. Nothing is retrained here."""),
 code("""protocols = {p: results_folder / f"ti_protocols_{p}.csv" for p in ("pooled", "per_volume")}
 if all(f.is_file() for f in protocols.values()):
     both = pd.concat([pd.read_csv(f).assign(protocol=p) for p, f in protocols.items()], ignore_index=True)
+    ran_on = json.loads(protocols["pooled"].with_suffix(".json").read_text())["checkpoint_sha256"]
+    lineage = [r["sha256"] for r in zoo.manifest("phantom_cpu")["lineage"]]
+    print(f"foundation model: run {lineage.index(ran_on) + 1} of the shipped model's {len(lineage)}" if ran_on in lineage
+          else f"foundation model: sha256 {ran_on[:12]}..., not in the shipped model's lineage")
     both["variant"] = np.where(both.transductive == "none", "no TI", "penalty, " + both.protocol)
     per_run = both.drop_duplicates(["task", "variant", "seed", "case"])      # 'no TI' ran in both files
     dice = per_run.pivot_table(index="task", columns="variant", values="dice").round(3)
@@ -284,7 +287,7 @@ on one draw: compare it with the spread between draws above before reading much 
 - A size prior from the support set constrains an unlabelled query through a differentiable
   predicted size; only the adapter and head move, so the query's features are computed once.
 - The hinge acts only outside the band, the log-barrier everywhere (smoothly), entropy needs no prior.
-- TI's gain is small and must be read against the spread across draws; a query without the organ
+- TI's gain must be read against the spread across draws and the schedule; a query without the organ
   turns the prior into a source of false positives.
 
 Next: **09 · the FSEFT benchmark**, every method across shots and seeds."""),

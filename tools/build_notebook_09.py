@@ -350,7 +350,7 @@ the grid uses the paper's 1e-4) on the same draws, on the organs where the grid 
 gains plus the spleen and the pancreas. Draw 0 is the grid's own support volume, so the table's
 "equal schedules, draw 0" and "grid, draw 0" columns differ only in the schedule: where the grid's
 column is much larger, the grid's gain is training time, not TI. A grid that wants to credit TI
-needs a baseline on the TI runs' schedule. Notebook 08 shows the pancreas draw whose adapter
-under-segmented it, the case where the size prior helps."""),
+needs a baseline on the TI runs' schedule. Notebook 08 reads the same runs draw by draw: where a
+draw's adapter got the size wrong, the size prior has something to correct."""),
 ]
 write(cells, "notebooks/09_benchmark.ipynb")
