@@ -113,8 +113,8 @@ case = load_cases(ts, [test_ids[0]], [task], G)[0]
 masks = {m: results[task, m].test_masks[test_ids[0]][0] for m in ("zero_shot", "linear_probe")}   # as scored
 _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[G.spacing_mm] * 3)"""),
 md("""**Reading the result.** Organs the foundation model already segments well on the target (the
-liver) gain little from re-learning a head: the features are fine and the head was already
-right. Organs whose zero-shot Dice is low gain more, but a linear head can only re-weight
+liver) do not gain from re-learning a head (the checked line): the features are fine and the
+head was already right. Organs whose zero-shot Dice is low gain more, but a linear head can only re-weight
 features the frozen trunk computes; where the trunk does not separate the organ from its
 neighbours, no head can. The shipped phantom model is also far smaller and less trained than the
 paper's (notebook 01 prints its mean Dice on its own source domains), which lowers every zero-shot
