@@ -69,6 +69,10 @@ class PretrainConfig:
             labelled structure equally often as the centre of positive crops).
         contrast_aug: probability that a crop's labelled structures get one intensity shift each,
             as if scanned in another contrast phase (see :func:`draw_batch`; 0: the paper's recipe).
+        negatives: share of crops centred on an unlabelled voxel, anywhere in the scan (0.2: the
+            paper's 4:1). The rest centre on labelled structures. nnU-Net forces foreground into
+            only a third of each batch (0.67 here; Isensee et al., Nat. Methods 2021): crops that
+            show the pelvis and thorax teach the model where an organ is not.
         workers: background processes that export the sources and draw crops (0: none). Needed
             to keep a GPU busy; they change the speed, never the result.
     """
@@ -90,6 +94,7 @@ class PretrainConfig:
     init: Path | None = None
     balance: str = "sources"
     contrast_aug: float = 0.0
+    negatives: float = 0.2
     workers: int = 0
 
 
@@ -178,7 +183,7 @@ CONTRAST_SHIFT = (-0.35, 0.05)
 
 
 def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_size: int, crops: int,
-               balance: str = "sources", contrast: float = 0.0) -> dict:
+               balance: str = "sources", contrast: float = 0.0, negatives: float = 0.2) -> dict:
     """The crops of one step, a pure function of (seed, step, rank): resuming redraws them exactly.
 
     ``contrast``: probability that a crop's labelled structures each get their own intensity
@@ -189,9 +194,9 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     case, targets = pick_case(data, rng, balance)
     num_classes = len(case["structures"]) + 1
     ratios = [0.0] * num_classes
-    ratios[0] = 1.0                                          # negatives: anywhere
-    for value in targets:                                    # positives: 4 shared by the target structures
-        ratios[value] = 4.0 / max(1, len(targets))
+    ratios[0] = negatives                                    # negatives: anywhere unlabelled
+    for value in targets:                                    # positives: the rest, shared by the targets
+        ratios[value] = (1.0 - negatives) / max(1, len(targets))
     cropper = RandCropByLabelClassesd(["image", "label"], "label", (patch_size,) * 3, ratios=ratios,
                                       num_classes=num_classes, num_samples=crops, warn=False)
     cropper.set_random_state(seed=int(rng.integers(2**31)))
@@ -222,7 +227,7 @@ class StepCrops(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> dict:
         batch = draw_batch(self.data, step, self.cfg.seed, self.rank, self.patch_size, self.cfg.crops_per_step,
-                           self.cfg.balance, self.cfg.contrast_aug)
+                           self.cfg.balance, self.cfg.contrast_aug, self.cfg.negatives)
         return {**batch, "target": batch["target"].to(torch.uint8)}
 
 
@@ -253,6 +258,8 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
         raise ValueError(f"workers={cfg.workers}; it must be >= 0")
     if not 0 <= cfg.contrast_aug <= 1:
         raise ValueError(f"contrast_aug={cfg.contrast_aug}; it is a probability, in [0, 1]")
+    if not 0 <= cfg.negatives < 1:
+        raise ValueError(f"negatives={cfg.negatives}; it is the share of crops centred off the organs, in [0, 1)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 

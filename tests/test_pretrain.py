@@ -93,6 +93,19 @@ def test_contrast_augmentation_shifts_each_labelled_structure_by_its_own_offset_
         pretrain(PretrainConfig(out=Path("unused"), steps=1, contrast_aug=1.5), data=data, progress=False)
 
 
+def test_negatives_set_the_share_of_crops_centred_off_the_organs():
+    data = _tiny_sources()
+
+    def labelled_centres(negatives):  # 16^3 crops of a 64^3 volume: the centre voxel is (8, 8, 8)
+        batches = [draw_batch(data, s, 0, 0, 16, 2, negatives=negatives)["target"] for s in range(40)]
+        return torch.cat([b[:, :, 8, 8, 8].any(1) for b in batches]).float().mean().item()
+
+    assert labelled_centres(0.0) == 1.0
+    assert labelled_centres(0.9) < 0.3
+    with pytest.raises(ValueError, match="negatives=1.0"):
+        pretrain(PretrainConfig(out=Path("unused"), steps=1, negatives=1.0), data=data, progress=False)
+
+
 @pytest.fixture
 def deterministic():
     """CPU convolutions reduce in parallel; deterministic kernels make two runs bit-identical."""
