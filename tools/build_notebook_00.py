@@ -91,7 +91,7 @@ Real CT cannot be downloaded here, so the course draws its own. A phantom subjec
 smooth shapes in millimetres (lobulated ellipsoids for organs, swept tubes for vessels, the bowel
 and ribs, regions bounded by the diaphragm or the body wall), with realistic sizes and positions.
 Painting the shapes one after another gives **one label per voxel**, and organs touch where later
-shapes overwrite earlier ones. Read the recipe in `fseft_lab/data/phantom.py` (`make_subject`)."""),
+shapes overwrite earlier ones. Read the recipe in `fseft_lab/data/body.py` (`make_subject`); `fseft_lab/data/phantom.py` paints it on a scan's grid."""),
 code("""structures = volume.structures_present()
 atomic = [s for s in structures if s not in anatomy.COMPOSITES]     # drop lung_right/left (unions of lobes)
 label = volume.label_map({i + 1: s for i, s in enumerate(atomic)})
