@@ -61,6 +61,7 @@ ONE_PIECE: frozenset[str] = frozenset({
     "inferior_vena_cava", "pancreas", "adrenal_gland_right", "adrenal_gland_left", "urinary_bladder",
     "prostate_or_uterus", "lung_right", "lung_left", "brain",
     *NOVEL_GROUPS["heart"], *NOVEL_GROUPS["lung_lobes"],
+    "heart",  # TotalSegmentator v2's whole heart (heart.nii.gz), which replaced v1's chambers
 })
 
 #: Label templates of the real datasets (value -> structure), as their documentation gives them.

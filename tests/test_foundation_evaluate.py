@@ -137,6 +137,7 @@ def test_one_piece_structures_lose_their_islands_and_lesions_keep_every_piece(mu
 def test_one_piece_channels_skip_background_and_lesions():
     assert one_piece_channels(("background", "liver", "kidney_cyst", "spleen")) == [1, 3]
     assert one_piece_channels(("liver_tumor",)) == []
+    assert one_piece_channels(("heart", "aorta")) == [0]  # a v2 folder's whole heart; the aorta may leave and re-enter a slab
 
 
 def test_score_hd95_in_millimetres():
