@@ -48,7 +48,7 @@ COMPOSITES: dict[str, tuple[str, ...]] = {
 ALL_STRUCTURES: tuple[str, ...] = UNIVERSAL_TEMPLATE + NOVEL_STRUCTURES
 
 #: Structures that are one connected piece in any CT that shows them, whatever slab of the body
-#: the scan covers: solid organs, each lung and lobe, the heart's parts, and two straight tubes
+#: the scan covers: solid organs, each lung and lobe, the heart and its parts, and two straight tubes
 #: (oesophagus, inferior vena cava) that a field of view can shorten but not split. Evaluation
 #: keeps only their largest connected component, which removes a prediction's stray islands.
 #: Every other structure may lawfully be several pieces and is never cut to one: lesions (any

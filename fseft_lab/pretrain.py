@@ -5,7 +5,7 @@ dataset contributes a per-class sigmoid Dice loss (smooth 1) plus binary cross-e
 multiplied by the **annotation mask** ``w[n, c]`` (1 if the dataset labels class ``c``) and
 normalised by ``sum_c w[n, c]``: classes a dataset does not label contribute nothing, neither as
 organ nor as background. Sources are sampled uniformly (balanced), crops are positive:negative
-4:1 with positives spread evenly over the labelled structures present (or, with
+4:1 (``negatives=0.2``) with positives spread evenly over the labelled structures present (or, with
 ``balance="structures"``, a labelled structure is drawn first, uniformly, then a case showing it,
 so that an organ few sources label, like the spleen, gets as many positive crops as the liver), an intensity shift of up
 to 0.1 on 20 % of crops (the paper's rot90 is left out: it swaps left and right organs), AdamW with
@@ -69,10 +69,11 @@ class PretrainConfig:
             labelled structure equally often as the centre of positive crops).
         contrast_aug: probability that a crop's labelled structures get one intensity shift each,
             as if scanned in another contrast phase (see :func:`draw_batch`; 0: the paper's recipe).
-        negatives: share of crops centred on an unlabelled voxel, anywhere in the scan (0.2: the
-            paper's 4:1). The rest centre on labelled structures. nnU-Net forces foreground into
-            only a third of each batch (0.67 here; Isensee et al., Nat. Methods 2021): crops that
-            show the pelvis and thorax teach the model where an organ is not.
+        negatives: probability that a crop is centred on an unlabelled voxel, anywhere in the
+            scan (0.2: the paper's 4:1); the others centre on labelled structures. Roughly
+            nnU-Net's recipe at 0.67: it forces foreground into a third of each batch and places
+            the rest at random (Isensee et al., Nat. Methods 2021). Crops of the pelvis and thorax
+            teach the model where an organ is not.
         workers: background processes that export the sources and draw crops (0: none). Needed
             to keep a GPU busy; they change the speed, never the result.
     """
@@ -194,9 +195,10 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     case, targets = pick_case(data, rng, balance)
     num_classes = len(case["structures"]) + 1
     ratios = [0.0] * num_classes
-    ratios[0] = negatives                                    # negatives: anywhere unlabelled
+    # weights out of 5, so that the default 0.2 gives the paper's 1 : 4 as exactly the same numbers
+    ratios[0] = 5.0 * negatives if targets else 1.0          # negatives: anywhere unlabelled
     for value in targets:                                    # positives: the rest, shared by the targets
-        ratios[value] = (1.0 - negatives) / max(1, len(targets))
+        ratios[value] = 5.0 * (1.0 - negatives) / len(targets)
     cropper = RandCropByLabelClassesd(["image", "label"], "label", (patch_size,) * 3, ratios=ratios,
                                       num_classes=num_classes, num_samples=crops, warn=False)
     cropper.set_random_state(seed=int(rng.integers(2**31)))

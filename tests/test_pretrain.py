@@ -102,6 +102,8 @@ def test_negatives_set_the_share_of_crops_centred_off_the_organs():
 
     assert labelled_centres(0.0) == 1.0
     assert labelled_centres(0.9) < 0.3
+    unlabelled = [[{**data[1][0], "label": data[1][0]["label"] * 0, "present": []}]]  # nothing to centre on
+    assert not draw_batch(unlabelled, 0, 0, 0, 16, 2, negatives=0.0)["target"].any()
     with pytest.raises(ValueError, match="negatives=1.0"):
         pretrain(PretrainConfig(out=Path("unused"), steps=1, negatives=1.0), data=data, progress=False)
 

@@ -6,7 +6,8 @@ anterior, +z = superior; z = 0 near L2), each painting one atom; :mod:`fseft_lab
 rasterises them for a scan. Who the subject is (sex, age, body frame, fat, each organ's size,
 which organs were removed) comes from :mod:`fseft_lab.data.population`. Taught in notebook 00.
 
-Deterministic: the anatomy depends on ``(seed, subject, population)`` only.
+Deterministic: the anatomy depends on ``(seed, subject, population)`` only. A change here that
+alters generated volumes bumps ``fseft_lab.data.phantom.GENERATOR_VERSION``.
 
 Sizes of the reference adult (every volume multiplier 1), which the population then spreads
 (``tests/test_phantom.py`` checks the spread against the references in

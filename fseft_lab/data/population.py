@@ -3,7 +3,7 @@
 Few-shot learning is about what one or five subjects cannot show. A subject here is a set of
 **traits** (sex, age, body frame, fat, how large each organ is, which organs were removed, how
 full the stomach and bladder are) drawn from distributions taken from CT volumetry and
-population studies; :mod:`fseft_lab.data.phantom` turns the traits into shapes. Taught in
+population studies; :mod:`fseft_lab.data.body` turns the traits into shapes. Taught in
 notebook 00, which plots the phantom's organ volumes beside the reference ranges below.
 
 Organ volumes are log-normal multipliers of the reference adult organ (the shape the phantom
