@@ -78,7 +78,7 @@ def parameter_table(model):
 print("feature size", P.geometry.feature_size)
 parameter_table(FoundationModel(P.geometry.feature_size))"""),
 md("""At the paper's feature size 48 the model has about 62 million parameters; the cpu profile's
-width 12 keeps the same structure at a sixteenth of the size."""),
+width 12 keeps the same structure at a small fraction of the size (notebook 02 prints both totals)."""),
 md(r"""## 2. Partial labels: the masked loss
 
 Sample $n$ comes from a dataset that labels a subset of the template. Its **annotation mask**
@@ -116,7 +116,8 @@ print("channels with non-zero gradient:", [anatomy.UNIVERSAL_TEMPLATE[i] for i i
 md("""## 3. A short live run
 
 `pretrain` is the whole loop: balanced sampling across source datasets, crops that are
-positive:negative 4:1 (positives spread over the structures present), AdamW with warm-up and
+positive:negative 4:1 by default (positives spread over the structures present; `--negatives`
+changes the share, as the shipped model's last run did: see its printed command), AdamW with warm-up and
 cosine decay, a CSV log, and a resumable checkpoint every few steps. Crops of step $s$ are drawn
 from a generator seeded by $(\\text{seed}, s)$, so a resumed run sees exactly the crops an
 uninterrupted one would. The same function runs on many GPUs under `torchrun`

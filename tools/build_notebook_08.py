@@ -224,8 +224,9 @@ smaller than the spread is not evidence. Where the one-shot prior is close to th
 prediction was outside the band; where sizes vary a lot, a one-shot prior can pull a correct
 prediction away. With five shots the prior is an average and the outlier rule protects it, so
 the band holds the truth more often, but the adapter also needs the help less. The barrier acts
-even inside the band (it pushes towards the prior), which helps when the prior is accurate and
-hurts when it is not; entropy minimisation uses no prior and mostly sharpens what the adapter
+even inside the band (it pushes towards the prior), which in principle helps when the prior is
+accurate and hurts when it is not (on this query, the size-ratio line shows where each variant
+ended); entropy minimisation uses no prior and mostly sharpens what the adapter
 already predicts.
 
 On this phantom the answer turns on one question: did the adapter get the size wrong? Where it
