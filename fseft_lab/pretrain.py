@@ -360,10 +360,12 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
 def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domains: tuple[str, ...] | None = None,
                        cases: int = 3, seed: int = 900, structures: tuple[str, ...] | None = None,
                        data_dir: Path = Path("data/heldout"), progress: bool = False,
-                       largest_component: bool = False):
+                       largest_component: bool | tuple[bool, ...] = False):
     """Zero-shot DSC of the foundation model on held-out phantoms of each domain (tidy table), at
     the model's own geometry: raw masks, or (``largest_component=True``) as the course scores
-    every method, each one-piece organ reduced to its largest connected component.
+    every method, each one-piece organ reduced to its largest connected component. Both,
+    ``(False, True)``: the network runs once per case (its trunk features are kept, and the linear
+    head maps them under each setting), and the ``largest_component`` column says which row is which.
 
     Held-out subjects come from population ``seed`` (the sources use 100-104, the course's
     targets 0-1), exported in MSD layout with the AMOS template, which names all nine base organs.
@@ -375,8 +377,9 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
 
     from fseft_lab.anatomy import BASE_ORGANS, template_index
     from fseft_lab.data.phantom import DOMAINS
-    from fseft_lab.evaluate import evaluate
+    from fseft_lab.evaluate import evaluate, trunk_features
 
+    settings = largest_component if isinstance(largest_component, tuple) else (largest_component,)
     geometry = resolve_geometry(model, profile)
     structures = tuple(structures or BASE_ORGANS)
     chain = preprocess(geometry.spacing_mm, geometry.patch_size)
@@ -389,8 +392,11 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
         seen = pd.DataFrame([{"case": r["case"], "structure": s, "visible": bool((r["label"] == v).any()),
                               "cut": bool((r["label"][..., [0, -1]] == v).any())}
                              for r in raw for v, s in enumerate(structures, start=1)])
-        table = evaluate(model, [chain(r) for r in raw], [template_index(s) for s in structures], geometry.patch_size,
-                         largest_component=largest_component,
-                         progress=progress, domain=domain, source=domain in SOURCES)
-        tables.append(table.merge(seen, on=["case", "structure"], how="left"))
+        prepared = [chain(r) for r in raw]
+        if len(settings) > 1:  # one sliding-window pass per case, whatever the settings
+            prepared = [{**c, "features": trunk_features(model, c["image"], geometry.patch_size)} for c in prepared]
+        for setting in settings:
+            table = evaluate(model, prepared, [template_index(s) for s in structures], geometry.patch_size,
+                             largest_component=setting, progress=progress, domain=domain, source=domain in SOURCES)
+            tables.append(table.assign(largest_component=setting).merge(seen, on=["case", "structure"], how="left"))
     return pd.concat(tables, ignore_index=True)

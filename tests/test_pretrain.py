@@ -228,3 +228,25 @@ def test_sources_exported_in_parallel_are_the_sequential_export(tmp_path):
         case_a, case_b = open_dataset(a).cases[0], open_dataset(b).cases[0]
         assert (Path(a) / "dataset.json").read_text() == (Path(b) / "dataset.json").read_text()
         assert np.array_equal(nib.load(str(case_a.image)).get_fdata(), nib.load(str(case_b.image)).get_fdata())
+
+
+def test_zero_shot_scores_raw_and_cleaned_masks_from_one_pass_of_the_network(tmp_path, monkeypatch):
+    import fseft_lab.evaluate as evaluation
+    from fseft_lab.pretrain import zero_shot_phantoms
+    from fseft_lab.profiles import Geometry
+
+    torch.manual_seed(0)
+    model = FoundationModel(12, geometry=Geometry(12.0, 64, 12)).eval()
+    torch.nn.init.zeros_(model.classifier.bias)     # an untrained head that marks about half the voxels:
+    passes = []                                     # masks in pieces, so cleaning them changes the Dice
+    windows = evaluation.sliding_window_inference
+    monkeypatch.setattr(evaluation, "sliding_window_inference", lambda *a, **k: passes.append(1) or windows(*a, **k))
+    kwargs = dict(domains=("btcv_like",), cases=1, data_dir=tmp_path)
+    alone = {lc: zero_shot_phantoms(model, largest_component=lc, **kwargs) for lc in (False, True)}
+    assert len(passes) == 2
+    both = zero_shot_phantoms(model, largest_component=(False, True), **kwargs)
+    assert len(passes) == 3                         # one sliding-window pass for both settings
+    assert (alone[False].dice != alone[True].dice).any()
+    for lc in (False, True):
+        rows = both[both.largest_component == lc].reset_index(drop=True)
+        np.testing.assert_allclose(rows.dice, alone[lc].dice, atol=1e-3)

@@ -71,9 +71,9 @@ def evaluate(model, cases: int, table_csv: Path) -> tuple[dict, dict, pd.DataFra
     ``zero_shot_dice`` and ``check_case`` sections, the per-domain table, the seconds it took.
     Raw masks, and again as the course scores every method (largest component of one-piece organs)."""
     start = time.perf_counter()
-    table = zero_shot_phantoms(model, cases=cases, progress=True)
+    both = zero_shot_phantoms(model, cases=cases, progress=True, largest_component=(False, True))
+    table, cleaned = both[~both.largest_component], both[both.largest_component]
     table.to_csv(table_csv, index=False)
-    cleaned = zero_shot_phantoms(model, cases=cases, progress=True, largest_component=True)
     cleaned.to_csv(table_csv.with_name(table_csv.stem + "_largest_component.csv"), index=False)
     cleaned = cleaned[cleaned.visible & ~cleaned.cut]
     shown = table[table.visible]                       # absent organs and organs outside the field of view have no Dice
