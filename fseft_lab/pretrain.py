@@ -364,8 +364,8 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
     """Zero-shot DSC of the foundation model on held-out phantoms of each domain (tidy table), at
     the model's own geometry: raw masks, or (``largest_component=True``) as the course scores
     every method, each one-piece organ reduced to its largest connected component. Both,
-    ``(False, True)``: the network runs once per case (its trunk features are kept, and the linear
-    head maps them under each setting), and the ``largest_component`` column says which row is which.
+    ``(False, True)``: the network runs once per case (its trunk features are kept while the linear
+    head maps them under each setting). The ``largest_component`` column says which setting a row has.
 
     Held-out subjects come from population ``seed`` (the sources use 100-104, the course's
     targets 0-1), exported in MSD layout with the AMOS template, which names all nine base organs.
@@ -379,7 +379,7 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
     from fseft_lab.data.phantom import DOMAINS
     from fseft_lab.evaluate import evaluate, trunk_features
 
-    settings = largest_component if isinstance(largest_component, tuple) else (largest_component,)
+    settings = tuple(largest_component) if isinstance(largest_component, (tuple, list)) else (largest_component,)
     geometry = resolve_geometry(model, profile)
     structures = tuple(structures or BASE_ORGANS)
     chain = preprocess(geometry.spacing_mm, geometry.patch_size)
@@ -392,11 +392,12 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
         seen = pd.DataFrame([{"case": r["case"], "structure": s, "visible": bool((r["label"] == v).any()),
                               "cut": bool((r["label"][..., [0, -1]] == v).any())}
                              for r in raw for v, s in enumerate(structures, start=1)])
-        prepared = [chain(r) for r in raw]
-        if len(settings) > 1:  # one sliding-window pass per case, whatever the settings
-            prepared = [{**c, "features": trunk_features(model, c["image"], geometry.patch_size)} for c in prepared]
-        for setting in settings:
-            table = evaluate(model, prepared, [template_index(s) for s in structures], geometry.patch_size,
-                             largest_component=setting, progress=progress, domain=domain, source=domain in SOURCES)
-            tables.append(table.assign(largest_component=setting).merge(seen, on=["case", "structure"], how="left"))
+        for case in tqdm(raw, desc=f"zero-shot, {domain}", disable=not progress, leave=False):
+            case = chain(case)
+            if len(settings) > 1:  # one sliding-window pass, whatever the settings; one case's features at a time
+                case["features"] = trunk_features(model, case["image"], geometry.patch_size)
+            for setting in settings:
+                table = evaluate(model, [case], [template_index(s) for s in structures], geometry.patch_size,
+                                 largest_component=setting, progress=False, domain=domain, source=domain in SOURCES)
+                tables.append(table.assign(largest_component=setting).merge(seen, on=["case", "structure"], how="left"))
     return pd.concat(tables, ignore_index=True)

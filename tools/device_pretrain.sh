@@ -2,7 +2,8 @@
 # Pre-train the shipped cpu-profile foundation model on an offline GPU machine within
 # BUDGET seconds, then leave the weights, log and command in $OUT. Options after the script name go
 # to `fseft-lab pretrain` (default: the recipe of the shipped model's latest runs, continued from
-# its weights, with a batch of 4 and a seed no run has used). With STEPS set, the probe that
+# its weights, with the GPU runs' batch of 4 crops and 24 cases per source; give each new run a seed
+# its lineage has not used). With STEPS set, the probe that
 # measures seconds per step is skipped (saves its start-up) and STEPS steps run, stopped at BUDGET.
 #     BUDGET=470 bash tools/device_pretrain.sh [pretrain options]
 #     STEPS=2400 BUDGET=330 SKIP_SPEED=1 bash tools/device_pretrain.sh [pretrain options]
