@@ -92,7 +92,7 @@ print(f"{len(table)} rows: {list(table.columns)[:8]} ...")"""),
 md("""## 4. The learning curve
 
 The training Dice loss per epoch (over the crops of that epoch). With one support volume an epoch is
-one step; 200 epochs take seconds on cached features."""),
+one step, and on cached features all the epochs the curve shows take seconds."""),
 code("""ax = viz.plot_learning_curves({f"linear probe, {task}": results[task, "linear_probe"].curve for task in tasks})
 _ = ax.set_title(f"k = {k}, seed {seed}")"""),
 md("""## 5. Dice on the test volumes
@@ -113,8 +113,9 @@ case = load_cases(ts, [test_ids[0]], [task], G)[0]
 masks = {m: results[task, m].test_masks[test_ids[0]][0] for m in ("zero_shot", "linear_probe")}   # as scored
 _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[G.spacing_mm] * 3)"""),
 md("""**Reading the result.** Organs the foundation model already segments well on the target (the
-liver) do not gain from re-learning a head (the checked line): the features are fine and the
-head was already right. Organs whose zero-shot Dice is low gain more, but a linear head can only re-weight
+liver) have little room to gain from re-learning a head, because the features are fine and the head
+was already close: the checked line puts the probe within a hundredth or two of zero-shot, a gap one
+draw cannot sign. Organs whose zero-shot Dice is low have more room to gain, but a linear head can only re-weight
 features the frozen trunk computes; where the trunk does not separate the organ from its
 neighbours, no head can. The shipped phantom model is also far smaller and less trained than the
 paper's (notebook 01 prints its mean Dice on its own source domains), which lowers every zero-shot

@@ -114,7 +114,7 @@ code("""case = load_cases(ts, [test_ids[0]], [task], G)[0]
 masks = {m: results[m].test_masks[test_ids[0]][0] for m in results}   # as scored
 _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[G.spacing_mm] * 3)"""),
 md("""The two paths agree. The cached path stores the features in another memory layout (channels
-last: three times faster 3x3x3 convolutions on a CPU), so sums run in another order and the
+last, in which 3x3x3 convolutions run faster on a CPU), so sums run in another order and the
 weights differ by float rounding, which Adam can enlarge: its step is about $\pm$ lr wherever a
 gradient is nearly zero, whatever that gradient's last digits.
 
@@ -150,7 +150,7 @@ the learning rate are the levers to try (exercise 1).
 ## What you learned
 - A black-box adapter needs only the trunk's output; zero-initialised, it starts at zero-shot.
 - Cached features turn epochs from seconds into milliseconds without changing the result.
-- Capacity (1x1x1 vs 3x3x3) and learning rate decide how far an adapter moves from zero-shot.
+- Capacity (1x1x1 vs 3x3x3) and learning rate set how far an adapter can move from zero-shot; this draw shows where it ended up.
 
 Next: **04 · selective PEFT: BitFit and Affine-LN**, which open the trunk itself."""),
 ]

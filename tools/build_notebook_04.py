@@ -55,7 +55,7 @@ md("""**Reading the result.** The checked lines say whether each method beat zer
 target, and by how much: the non-contrast scanner is where the foundation model is weakest, and a
 few epochs of tuning a sliver of the trunk's own weights to one labelled volume already move the
 organ's Dice. The learning curves show whether the epochs were enough; on the `gpu` profile
-(100 epochs) the comparison with the adapters of notebook 03 is the interesting one. In the paper,
+(more epochs) the comparison with the adapters of notebook 03 is the interesting one. In the paper,
 selective methods trail the spatial adapter at k = 1 on base organs and catch up as k grows.
 
 ## Exercises

@@ -45,7 +45,7 @@ multiplies activations, so large steps on $B$ quickly move every attention map."
 *peft_training(["lora"]),
 md("""**Merging.** After training, $W' = W + \\frac{\\alpha}{r}BA$ is one matrix of the original size:
 the adapted model is exactly as fast as the foundation model, and the adapter file stores only
-$A$ and $B$ (about 70 KB on the `cpu` profile, 280 KB at F = 48).
+the trained tensors ($A$, $B$ and the task head): four bytes per trainable parameter of the table above.
 
 **Reading the result.** The checked line says whether LoRA beat zero-shot on the non-contrast
 target, with both Dice values; the learning curve shows whether the CPU's epochs were enough, and
@@ -100,7 +100,7 @@ $\\eta(1 - \\lambda)$ per step, the others are pulled to zero.
 **On the model.** `benchmarks/adaptive_lora.py` trains LoRA (rank 4) and adaptive-rank LoRA
 (up to rank 8, $\\lambda = 0.5$) on a novel structure with the decoder fine-tuned (notebook 07's
 set-up) on the same draws, and commits the Dice and the learned ranks per layer. The committed
-cpu run is small (one draw, 30 epochs) and used an earlier, less trained shipped phantom model
+cpu run is small (the first line below prints its draws and epochs) and used an earlier, less trained shipped phantom model
 (`results/adaptive_lora.json` records its checksum): neither method had learned the lobe yet, so
 read the ranks, not the Dice. We read them:"""),
 code("""results_file = Path(results_dir) / "adaptive_lora.csv"
@@ -109,7 +109,8 @@ if not results_file.is_file():
 else:
     from fseft_lab.experiments import summary
     bench = pd.read_csv(results_file)
-    print(bench.task.iloc[0], "| k =", bench.k.iloc[0], "| decoder", bench.decoder.iloc[0])
+    print(bench.task.iloc[0], "| k =", bench.k.iloc[0], "| decoder", bench.decoder.iloc[0], "|",
+          bench.seed.nunique(), "draw(s), epochs:", ", ".join(str(e) for e in sorted(bench.epochs.unique())))
     display(summary(bench).round(3))
     ranks = pd.read_csv(results_file.with_name("adaptive_lora_ranks.csv"))
     ax = ranks.pivot(index="layer", columns="seed", values="rank").plot.bar(figsize=(8, 3))
