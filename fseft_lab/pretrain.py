@@ -31,11 +31,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from monai.transforms import RandCropByLabelClassesd
+from monai.transforms import GaussianSmooth, RandCropByLabelClassesd
 from tqdm.auto import tqdm
 
 from fseft_lab.data.layouts import export_phantom, open_dataset
-from fseft_lab.data.transforms import UniversalTargetd, preprocess
+from fseft_lab.data.transforms import HU_WINDOW, UniversalTargetd, preprocess
 from fseft_lab.models.foundation import FoundationModel, resolve_geometry
 from fseft_lab.models.zoo import GEOMETRY_KEY, geometry_state
 from fseft_lab.profiles import Geometry, get_profile
@@ -69,6 +69,8 @@ class PretrainConfig:
             labelled structure equally often as the centre of positive crops).
         contrast_aug: probability that a crop's labelled structures get one intensity shift each,
             as if scanned in another contrast phase (see :func:`draw_batch`; 0: the paper's recipe).
+        phase_aug: probability that a whole crop is made to look unenhanced, labelled or not (see
+            :func:`de_enhance`; 0: the paper's recipe).
         negatives: probability that a crop is centred on an unlabelled voxel, anywhere in the
             scan (0.2: the paper's 4:1); the others centre on labelled structures. Roughly
             nnU-Net's recipe at 0.67: it forces foreground into a third of each batch and places
@@ -95,6 +97,7 @@ class PretrainConfig:
     init: Path | None = None
     balance: str = "sources"
     contrast_aug: float = 0.0
+    phase_aug: float = 0.0
     negatives: float = 0.2
     workers: int = 0
 
@@ -182,14 +185,43 @@ def pick_case(data: list[list[dict]], rng: np.random.Generator, balance: str = "
 #: +20 HU, the gap between enhanced and plain blood (150-300 vs 40 HU) or liver (110 vs 60 HU).
 CONTRAST_SHIFT = (-0.35, 0.05)
 
+#: Plain CT's soft tissue (HU): ``de_enhance`` pulls brighter tissue toward it. Unenhanced liver,
+#: spleen, pancreas, muscle and blood sit at 40-60 HU (``scanner.TISSUE_HU``, first column).
+PLAIN_SOFT_TISSUE_HU = 40.0
+#: Range of ``de_enhance``'s strength: the share of (tissue - 40 HU) removed that brings the scanner
+#: table's enhanced organs and blood (those that gain more than 30 HU, above the sources' noise)
+#: back to their plain values, for patients whose enhancement is within two SD of the table's
+#: (liver, portal phase, weak enhancement: 0.7; veins: 1).
+PHASE_STRENGTH = (0.7, 1.0)
+
+
+def de_enhance(image: torch.Tensor, strength: float, sigma: float = 0.75) -> torch.Tensor:
+    """A crop as if scanned without contrast: ``image - strength * (local mean - 40 HU)`` where
+    the local mean (Gaussian, ``sigma`` voxels) is above 40 HU.
+
+    The correction follows the local mean, not each voxel, so most of the noise and texture
+    survive; ``sigma`` is small so that vessels a few voxels wide are corrected too. Voxels at
+    the window's top (bone, arterial blood above 250 HU) stay as they are and are left out of
+    their neighbours' means (normalised convolution), so bone leaves no dark halo around it.
+    Window units (``HU_WINDOW`` -> [0, 1]); ``image`` is one channel-first crop.
+    """
+    level = (PLAIN_SOFT_TISSUE_HU - HU_WINDOW[0]) / (HU_WINDOW[1] - HU_WINDOW[0])
+    soft = (image < 1.0).float()
+    smooth = GaussianSmooth(sigma)
+    local = smooth(image * soft) / smooth(soft).clamp_min(1e-3)
+    return image - strength * soft * (local - level).clamp_min(0.0)
+
 
 def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_size: int, crops: int,
-               balance: str = "sources", contrast: float = 0.0, negatives: float = 0.2) -> dict:
+               balance: str = "sources", contrast: float = 0.0, negatives: float = 0.2, phase: float = 0.0) -> dict:
     """The crops of one step, a pure function of (seed, step, rank): resuming redraws them exactly.
 
     ``contrast``: probability that a crop's labelled structures each get their own intensity
     shift (``CONTRAST_SHIFT``), a stand-in for another contrast phase: an organ that is only
-    labelled in contrast-enhanced sources is then still recognised in plain CT. Not in the paper.
+    labelled in contrast-enhanced sources is then still recognised in plain CT. ``phase``:
+    probability that a whole crop is made to look unenhanced (:func:`de_enhance`), the labelled
+    organ's neighbours included, with a strength drawn from ``PHASE_STRENGTH``. Neither is in
+    the paper; each draws from its own generator, so that turning one on keeps every other draw.
     """
     rng = np.random.default_rng([seed, step, rank])
     case, targets = pick_case(data, rng, balance)
@@ -212,6 +244,11 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
             if rng.uniform() < contrast:
                 for c in s["annotated"].nonzero().flatten().tolist():
                     image[0][s["target"][c] > 0] += float(rng.uniform(*CONTRAST_SHIFT))
+    if phase > 0:
+        phase_rng = np.random.default_rng([seed, step, rank, 1])
+        for b in range(len(images)):
+            if phase_rng.uniform() < phase:
+                images[b] = de_enhance(images[b], float(phase_rng.uniform(*PHASE_STRENGTH)))
     return {"image": images,
             "target": torch.stack([s["target"] for s in samples]),
             "annotated": torch.stack([s["annotated"] for s in samples])}
@@ -229,7 +266,7 @@ class StepCrops(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> dict:
         batch = draw_batch(self.data, step, self.cfg.seed, self.rank, self.patch_size, self.cfg.crops_per_step,
-                           self.cfg.balance, self.cfg.contrast_aug, self.cfg.negatives)
+                           self.cfg.balance, self.cfg.contrast_aug, self.cfg.negatives, self.cfg.phase_aug)
         return {**batch, "target": batch["target"].to(torch.uint8)}
 
 
@@ -260,6 +297,8 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
         raise ValueError(f"workers={cfg.workers}; it must be >= 0")
     if not 0 <= cfg.contrast_aug <= 1:
         raise ValueError(f"contrast_aug={cfg.contrast_aug}; it is a probability, in [0, 1]")
+    if not 0 <= cfg.phase_aug <= 1:
+        raise ValueError(f"phase_aug={cfg.phase_aug}; it is a probability, in [0, 1]")
     if not 0 <= cfg.negatives < 1:
         raise ValueError(f"negatives={cfg.negatives}; it is the share of crops centred off the organs, in [0, 1)")
     out = Path(cfg.out)

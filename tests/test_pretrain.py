@@ -10,8 +10,10 @@ import torch.multiprocessing as mp
 from monai.data import MetaTensor
 
 from fseft_lab.models.foundation import FoundationModel
-from fseft_lab.pretrain import (CONTRAST_SHIFT, PretrainConfig, draw_batch, half_precision, masked_partial_label_loss, pretrain,
-                               warmup_cosine)
+from fseft_lab.data.scanner import TISSUE_HU
+from fseft_lab.data.transforms import HU_WINDOW
+from fseft_lab.pretrain import (CONTRAST_SHIFT, PHASE_STRENGTH, PLAIN_SOFT_TISSUE_HU, PretrainConfig, de_enhance, draw_batch,
+                               half_precision, masked_partial_label_loss, pretrain, warmup_cosine)
 
 
 def test_unannotated_classes_get_no_gradient_and_do_not_change_the_loss():
@@ -91,6 +93,67 @@ def test_contrast_augmentation_shifts_each_labelled_structure_by_its_own_offset_
             assert diff[b][outside].abs().max() == 0
     with pytest.raises(ValueError, match="contrast_aug=1.5"):
         pretrain(PretrainConfig(out=Path("unused"), steps=1, contrast_aug=1.5), data=data, progress=False)
+
+
+def test_phase_strength_spans_what_brings_the_scanner_tables_enhanced_tissues_back_to_plain():
+    # strength s that takes an enhanced tissue E back to its plain value P: E - s (E - 40) = P, for
+    # enhancement factors within two SD of the scanner's (lognormal, SD 0.15); tissues that gain
+    # more than 30 HU (above the sources' noise SD, 12-22 HU), whose plain value is above 40 HU (kidney, 35 HU, cannot go below 40) and
+    # whose enhanced value is inside the window (above it, bone and arterial blood are left alone)
+    needs = []
+    for plain, *enhanced in TISSUE_HU.values():
+        for value in enhanced:
+            for factor in np.exp([-0.3, 0.0, 0.3]):
+                e = plain + factor * (value - plain)
+                if e - plain > 30 and plain >= PLAIN_SOFT_TISSUE_HU and e < HU_WINDOW[1]:
+                    needs.append((e - plain) / (e - PLAIN_SOFT_TISSUE_HU))
+    assert PHASE_STRENGTH[0] <= min(needs) < PHASE_STRENGTH[0] + 0.05, min(needs)
+    assert max(needs) <= PHASE_STRENGTH[1] <= 1.0
+
+
+def _window(hu):
+    return (np.clip(hu, *HU_WINDOW) - HU_WINDOW[0]) / (HU_WINDOW[1] - HU_WINDOW[0])
+
+
+def test_de_enhance_brings_an_enhanced_organ_to_plain_values_keeps_its_noise_and_leaves_bone_and_fat():
+    rng = np.random.default_rng(0)
+    hu = np.full((40, 40, 40), -100.0)                  # fat
+    hu[4:24, 4:36, 4:36] = 115.0                        # liver, portal phase (plain: 58 HU)
+    hu[28:36, 4:36, 4:20] = 55.0                        # muscle ...
+    hu[28:36, 4:36, 20:36] = 600.0                      # ... beside bone, above the window
+    hu[:24] += rng.normal(0, 15, hu[:24].shape)
+    image = torch.from_numpy(_window(hu)).float()[None]
+    out = de_enhance(image, 0.76)
+    to_hu = lambda t: t * (HU_WINDOW[1] - HU_WINDOW[0]) + HU_WINDOW[0]  # noqa: E731
+    liver = (slice(None), slice(8, 20), slice(8, 32), slice(8, 32))
+    assert float(to_hu(out[liver]).mean()) == pytest.approx(58.0, abs=4.0)
+    assert float(out[liver].std()) > 0.6 * float(image[liver].std())             # texture survives
+    assert torch.equal(out[0, 28:36, 4:36, 20:36], image[0, 28:36, 4:36, 20:36])  # bone unchanged
+    assert torch.equal(out[0, 37:], image[0, 37:])                                # fat unchanged
+    # no halo: muscle touching the bone moves like muscle far from it (no bone in its local mean)
+    near, far = to_hu(out[0, 29:35, 8:32, 19]), to_hu(out[0, 29:35, 8:32, 8])
+    assert float((near - far).abs().max()) < 1.0
+    assert float(far.mean()) == pytest.approx(55.0 - 0.76 * 15.0, abs=1.0)
+
+
+def test_phase_augmentation_changes_whole_crops_and_nothing_else_is_drawn_differently():
+    data = _tiny_sources()
+    for source in data:  # unlabelled tissue brighter than plain soft tissue, as enhanced neighbours are
+        for case in source:
+            case["image"] = case["image"] + 0.4
+    changed = 0
+    for step in range(6):
+        plain = draw_batch(data, step, 0, 0, 64, 2, contrast=0.5)
+        phased = draw_batch(data, step, 0, 0, 64, 2, contrast=0.5, phase=1.0)
+        assert torch.equal(plain["target"], phased["target"])
+        for b in range(2):
+            diff = (plain["image"][b] - phased["image"][b])[0]
+            assert (diff >= -1e-6).all()                        # only ever darker
+            background = plain["target"][b].sum(0) == 0
+            changed += bool((diff[background] > 1e-3).any())   # the organ's neighbours too
+    assert changed >= 6
+    with pytest.raises(ValueError, match="phase_aug=-0.1"):
+        pretrain(PretrainConfig(out=Path("unused"), steps=1, phase_aug=-0.1), data=data, progress=False)
 
 
 def test_negatives_set_the_share_of_crops_centred_off_the_organs():

@@ -151,8 +151,8 @@ def _pretrain(args) -> None:
     cfg = PretrainConfig(out=args.out, profile=args.profile or "cpu", steps=args.steps, crops_per_step=args.crops,
                          lr=args.lr, warmup_steps=args.warmup, cases_per_source=args.cases, data_dir=args.data_dir,
                          seed=args.seed, checkpoint_every=args.checkpoint_every, resume=args.resume, init=args.init,
-                         balance=args.balance, contrast_aug=args.contrast_aug, negatives=args.negatives,
-                         workers=args.workers)
+                         balance=args.balance, contrast_aug=args.contrast_aug, phase_aug=args.phase_aug,
+                         negatives=args.negatives, workers=args.workers)
     pretrain(cfg)
     print(f"weights: {Path(args.out) / 'model.pt'} | log: {Path(args.out) / 'log.csv'}")
 
@@ -231,6 +231,8 @@ def add_tools(sub) -> None:
                    help="sample source datasets uniformly (the paper) or labelled structures uniformly")
     p.add_argument("--contrast-aug", type=float, default=0.0, metavar="P",
                    help="probability per crop of shifting each labelled structure's intensity, as in another contrast phase")
+    p.add_argument("--phase-aug", type=float, default=0.0, metavar="P",
+                   help="probability per crop of making the whole crop look unenhanced (plain CT), organs and neighbours")
     p.add_argument("--negatives", type=float, default=0.2, metavar="SHARE",
                    help="share of crops centred off the labelled organs (0.2: the paper's 4:1; nnU-Net: 0.67)")
     p.add_argument("--workers", type=int, default=0,
