@@ -399,7 +399,7 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
 def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domains: tuple[str, ...] | None = None,
                        cases: int = 3, seed: int = 900, structures: tuple[str, ...] | None = None,
                        data_dir: Path = Path("data/heldout"), progress: bool = False,
-                       largest_component: bool | tuple[bool, ...] = False):
+                       largest_component: bool | tuple[bool, ...] = False, masks_out: dict | None = None):
     """Zero-shot DSC of the foundation model on held-out phantoms of each domain (tidy table), at
     the model's own geometry: raw masks, or (``largest_component=True``) as the course scores
     every method, each one-piece organ reduced to its largest connected component. Both,
@@ -410,7 +410,9 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
     targets 0-1), exported in MSD layout with the AMOS template, which names all nine base organs.
     Each row says whether the structure is ``visible`` (any voxel in the scan: absent organs and
     organs outside the field of view are not) and ``cut`` (it touches the scan's first or last
-    slice: labelled only as far as the field of view goes).
+    slice: labelled only as far as the field of view goes). ``masks_out``, if given, receives each
+    case's (S, X, Y, Z) predicted masks (``structures`` order, the last setting) by (domain, case id),
+    so that a figure can show what was scored without running the network again.
     """
     import pandas as pd
 
@@ -436,7 +438,11 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
             if len(settings) > 1:  # one sliding-window pass, whatever the settings; one case's features at a time
                 case["features"] = trunk_features(model, case["image"], geometry.patch_size)
             for setting in settings:
+                masks: dict = {}
                 table = evaluate(model, [case], [template_index(s) for s in structures], geometry.patch_size,
-                                 largest_component=setting, progress=False, domain=domain, source=domain in SOURCES)
+                                 largest_component=setting, progress=False, masks_out=masks, domain=domain,
+                                 source=domain in SOURCES)
+                if masks_out is not None:
+                    masks_out[(domain, case["case"])] = masks[case["case"]]
                 tables.append(table.assign(largest_component=setting).merge(seen, on=["case", "structure"], how="left"))
     return pd.concat(tables, ignore_index=True)

@@ -313,3 +313,18 @@ def test_zero_shot_scores_raw_and_cleaned_masks_from_one_pass_of_the_network(tmp
     for lc in (False, True):
         rows = both[both.largest_component == lc].reset_index(drop=True)
         np.testing.assert_allclose(rows.dice, alone[lc].dice, atol=1e-3)
+
+    # the masks handed out are the ones scored: their Dice against the truth is the table's
+    from fseft_lab.anatomy import BASE_ORGANS
+    from fseft_lab.data.layouts import open_dataset
+    from fseft_lab.data.transforms import preprocess
+    from fseft_lab.evaluate import score
+
+    masks = {}
+    raw = zero_shot_phantoms(model, masks_out=masks, **kwargs)
+    assert len(passes) == 4
+    ds = open_dataset(next(tmp_path.glob("btcv_like_*")))
+    case = preprocess(12.0, 64)(ds.load(ds.cases[0], BASE_ORGANS))
+    truth = torch.stack([case["label"][0] == i + 1 for i in range(len(BASE_ORGANS))])[None].float()
+    dice = score(masks[("btcv_like", case["case"])][None].float(), truth, [12.0] * 3)["dice"]
+    np.testing.assert_allclose(dice, raw.dice, atol=1e-6)
