@@ -69,8 +69,8 @@ class PretrainConfig:
             labelled structure equally often as the centre of positive crops).
         contrast_aug: probability that a crop's labelled structures get one intensity shift each,
             as if scanned in another contrast phase (see :func:`draw_batch`; 0: the paper's recipe).
-        phase_aug: probability that a whole crop is made to look unenhanced, labelled or not (see
-            :func:`de_enhance`; 0: the paper's recipe).
+        phase_aug: probability that a whole crop's enhanced tissue, labelled or not, is pulled
+            toward plain CT's values (see :func:`de_enhance`; 0: the paper's recipe).
         negatives: probability that a crop is centred on an unlabelled voxel, anywhere in the
             scan (0.2: the paper's 4:1); the others centre on labelled structures. Roughly
             nnU-Net's recipe at 0.67: it forces foreground into a third of each batch and places
@@ -190,23 +190,31 @@ CONTRAST_SHIFT = (-0.35, 0.05)
 PLAIN_SOFT_TISSUE_HU = 40.0
 #: Range of ``de_enhance``'s strength: the share of (tissue - 40 HU) removed that brings the scanner
 #: table's enhanced organs and blood (those that gain more than 30 HU, above the sources' noise)
-#: back to their plain values, for patients whose enhancement is within two SD of the table's
-#: (liver, portal phase, weak enhancement: 0.7; veins: 1).
-PHASE_STRENGTH = (0.7, 1.0)
+#: back to their plain values, for every timing drift the scanner draws (0-30 % toward the other
+#: phase) and patients whose enhancement is within two SD of the table's (from liver, portal phase,
+#: weak enhancement, drifted toward arterial: 0.65, to veins: 1).
+PHASE_STRENGTH = (0.6, 1.0)
 
 
 def de_enhance(image: torch.Tensor, strength: float, sigma: float = 0.75) -> torch.Tensor:
-    """A crop as if scanned without contrast: ``image - strength * (local mean - 40 HU)`` where
-    the local mean (Gaussian, ``sigma`` voxels) is above 40 HU.
+    """Pull a crop's enhanced soft tissue toward plain CT's values: ``image - strength * (local
+    mean - 40 HU)`` wherever the local mean (Gaussian, ``sigma`` voxels) is above 40 HU.
 
-    The correction follows the local mean, not each voxel, so most of the noise and texture
-    survive; ``sigma`` is small so that vessels a few voxels wide are corrected too. Voxels at
-    the window's top (bone, arterial blood above 250 HU) stay as they are and are left out of
-    their neighbours' means (normalised convolution), so bone leaves no dark halo around it.
-    Window units (``HU_WINDOW`` -> [0, 1]); ``image`` is one channel-first crop.
+    A stand-in for a scan without contrast, not a simulation of one: one strength for the whole
+    crop keeps the tissues' order (enhanced spleen stays brighter than liver, where plain CT has it
+    darker), tissue that does not enhance (muscle, discs) is pulled below its plain value too, and
+    so are crops that were plain already. The correction follows the local mean, not each voxel,
+    so most of the noise and texture survive; ``sigma`` is small so that vessels a few voxels wide
+    are corrected too. Voxels at the window's top (bone, arterial blood above 250 HU) and those
+    within two voxels of them (bone's texture and partial-volume rim below 250 HU) stay as they
+    are and are left out of the others' means (normalised convolution), so bone is neither eaten
+    away nor leaves a dark halo. Window units
+    (``HU_WINDOW`` -> [0, 1]) as ``preprocess`` made them, before any shift; ``image`` is one
+    channel-first crop.
     """
     level = (PLAIN_SOFT_TISSUE_HU - HU_WINDOW[0]) / (HU_WINDOW[1] - HU_WINDOW[0])
-    soft = (image < 1.0).float()
+    top = (image >= 1.0 - 1e-6).float()
+    soft = 1.0 - F.max_pool3d(top[None], 5, stride=1, padding=2)[0]     # neither at the top nor 2 voxels from it
     smooth = GaussianSmooth(sigma)
     local = smooth(image * soft) / smooth(soft).clamp_min(1e-3)
     return image - strength * soft * (local - level).clamp_min(0.0)
@@ -219,8 +227,8 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     ``contrast``: probability that a crop's labelled structures each get their own intensity
     shift (``CONTRAST_SHIFT``), a stand-in for another contrast phase: an organ that is only
     labelled in contrast-enhanced sources is then still recognised in plain CT. ``phase``:
-    probability that a whole crop is made to look unenhanced (:func:`de_enhance`), the labelled
-    organ's neighbours included, with a strength drawn from ``PHASE_STRENGTH``. Neither is in
+    probability that a whole crop's enhanced tissue is pulled toward plain CT (:func:`de_enhance`),
+    the labelled organ's neighbours included, with a strength drawn from ``PHASE_STRENGTH``. Neither is in
     the paper; each draws from its own generator, so that turning one on keeps every other draw.
     """
     rng = np.random.default_rng([seed, step, rank])
@@ -238,17 +246,18 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     samples = [target({**c, "structures": case["structures"]})
                for c in cropper({"image": case["image"], "label": case["label"]})]
     shift = torch.as_tensor(rng.uniform(-0.1, 0.1, len(samples)) * (rng.uniform(size=len(samples)) < 0.2))
-    images = torch.stack([s["image"].as_tensor() for s in samples]).float() + shift.float().view(-1, 1, 1, 1, 1)
+    images = torch.stack([s["image"].as_tensor() for s in samples]).float()
+    if phase > 0:  # first, on the crops as preprocess() windowed them
+        phase_rng = np.random.default_rng([seed, step, rank, 1])
+        for b in range(len(images)):
+            if phase_rng.uniform() < phase:
+                images[b] = de_enhance(images[b], float(phase_rng.uniform(*PHASE_STRENGTH)))
+    images = images + shift.float().view(-1, 1, 1, 1, 1)
     if contrast > 0:  # drawn only when asked, so that runs without it keep their crops
         for image, s in zip(images, samples):
             if rng.uniform() < contrast:
                 for c in s["annotated"].nonzero().flatten().tolist():
                     image[0][s["target"][c] > 0] += float(rng.uniform(*CONTRAST_SHIFT))
-    if phase > 0:
-        phase_rng = np.random.default_rng([seed, step, rank, 1])
-        for b in range(len(images)):
-            if phase_rng.uniform() < phase:
-                images[b] = de_enhance(images[b], float(phase_rng.uniform(*PHASE_STRENGTH)))
     return {"image": images,
             "target": torch.stack([s["target"] for s in samples]),
             "annotated": torch.stack([s["annotated"] for s in samples])}

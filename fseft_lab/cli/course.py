@@ -232,7 +232,7 @@ def add_tools(sub) -> None:
     p.add_argument("--contrast-aug", type=float, default=0.0, metavar="P",
                    help="probability per crop of shifting each labelled structure's intensity, as in another contrast phase")
     p.add_argument("--phase-aug", type=float, default=0.0, metavar="P",
-                   help="probability per crop of making the whole crop look unenhanced (plain CT), organs and neighbours")
+                   help="probability per crop of pulling all its enhanced tissue toward plain CT's values, organs and neighbours")
     p.add_argument("--negatives", type=float, default=0.2, metavar="SHARE",
                    help="share of crops centred off the labelled organs (0.2: the paper's 4:1; nnU-Net: 0.67)")
     p.add_argument("--workers", type=int, default=0,
