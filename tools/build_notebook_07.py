@@ -163,8 +163,9 @@ md("""**Reading the result.** The checked lines above say whether decoder + head
 parts from one labelled volume, and how many of the five reach a Dice of 0.3. The cost table says
 what made it affordable on a CPU: with the encoder cached, a decoder step costs a fraction of a
 full fine-tuning step, so the same minutes buy several times more epochs. The frozen encoder's
-features already separate tissues it was never told the names of; the decoder learns to draw the
-new boundaries from them. In the paper (k = 10, `results/paper_reported.csv`, notebook 09),
+features already separate tissues it was never told the names of; the decoder learns to draw
+new boundaries from them, and the per-part table and the count line above show which parts it
+reached in these epochs and which it missed. In the paper (k = 10, `results/paper_reported.csv`, notebook 09),
 decoder fine-tuning with LoRA in the encoder leads full fine-tuning, decoder fine-tuning alone
 about ties it, and training from self-supervised weights instead of the foundation model trails.
 

@@ -167,9 +167,9 @@ print(f"query {cut['case']}: voxels wrongly labelled {task}: {false_voxels} "
 _ = viz.plot_query_sizes({"penalty, query without the organ": misled.curve}, task, margin=0.3)"""),
 md("""Read the two counts against the band. The prior can only say "this many voxels", never
 "the organ is absent": if the model without TI predicts less than the band on such a scan, the
-penalty's gradient pushes the false positives up, towards the band (at $\\lambda = 0.1$ and one
-TI step per epoch the pull is gentle, perhaps too small to show in the two counts; the curve shows
-how far it got); if
+penalty's gradient pulls the predicted size up, towards the band (at $\\lambda = 0.1$ and one TI
+step per epoch the pull is gentle, and the two runs' other differences can outweigh it: the two
+counts need not move in its direction at all; the curve shows how far the size got); if
 it already predicts an organ-sized region (a one-shot adapter can over-segment), the hinge is
 silent and TI can neither cause nor flag the error. Either way the size prior cannot help on a
 query without the organ. In practice: use TI only when the query is known to contain the

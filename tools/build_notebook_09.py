@@ -167,7 +167,7 @@ mean over draws. Frozen-trunk methods first compute the trunk's features of thei
 every method at the paper's configuration on a GPU (does it fit a 16 GB Colab T4?) is measured
 by `benchmarks/method_costs.py` and kept in `results/method_costs.md` (printed in the appendix). Seconds
 compare only within one device, and only when the runs had the machine to themselves: the
-manifest's notes say when they did not (the cpu rows here ran two at a time on two cores)."""),
+manifest's notes say when they did not (the cpu rows here shared two cores with other runs: the run log's workers column)."""),
 code("""per_run = flare.groupby(["device", "spec", "k", "seed"], sort=False).agg(seconds=("train_seconds", "first"),
                                                                        epochs=("epochs", "first"))
 costs_per_k = per_run.groupby(["device", "spec", "k"], sort=False).mean().unstack("k").round(1)

@@ -17,7 +17,7 @@ BUDGET=${BUDGET:-480}; RUN=${RUN:-runs/phantom_cpu_device}
 [ "${SKIP_SPEED:-}" ] || python3 benchmarks/pretrain_speed.py --profiles cpu gpu paper --steps 5 --crops 4 2>&1 | tee "$OUT/pretrain_speed.txt"
 if [ $# -eq 0 ]; then  # the shipped model's current recipe (its manifest's command), on a GPU's batch
   set -- --profile cpu --cases 24 --crops 4 --lr 5e-4 --warmup 20 --balance structures --contrast-aug 0.5 \
-         --negatives 0.67 --seed 20 --init fseft_lab/models/weights/phantom_cpu.pt --workers 12 --checkpoint-every 100000
+         --phase-aug 0.5 --negatives 0.67 --seed 20 --init fseft_lab/models/weights/phantom_cpu.pt --workers 12 --checkpoint-every 100000
 fi
 left=$((BUDGET - $(date +%s) + t0))
 if [ "${STEPS:-}" ]; then
