@@ -76,7 +76,7 @@ def parameter_table(model):
 
 print("feature size", P.geometry.feature_size)
 parameter_table(FoundationModel(P.geometry.feature_size))"""),
-md("""At the paper's feature size 48 the model has about 62 million parameters; the cpu profile's
+md("""The paper's feature size is 48; the cpu profile's
 width 12 keeps the same structure at a small fraction of the size (notebook 02 prints both totals)."""),
 md(r"""## 2. Partial labels: the masked loss
 

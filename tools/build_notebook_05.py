@@ -6,8 +6,8 @@ cells = [
 title("05_lora", "05 · LoRA: low-rank updates of the attention weights", """\
 LoRA (Hu et al. 2022) keeps every pre-trained weight matrix $W$ frozen and learns a low-rank
 correction beside it, $W + \\frac{\\alpha}{r} BA$. In SwinUNETR it sits on each attention block's
-`qkv` projection, the matrix that decides what each window attends to. With rank 4 that is 69,169
-trainable parameters at the paper's size, 0.1 % of the model; the update can be merged into $W$
+`qkv` projection, the matrix that decides what each window attends to. With rank 4 that is about a
+thousandth of the model at the paper's size (the table below prints the count); the update can be merged into $W$
 after training, so inference costs nothing extra.
 
 **You will learn to**

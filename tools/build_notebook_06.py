@@ -50,8 +50,8 @@ Both train at the paper's learning rate of 1e-2."""),
 md("""**Reading the result.** The checked lines say whether each method beat zero-shot on the
 non-contrast target, with the Dice values; the learning curves show how far the CPU's epochs
 went, and the `gpu` profile runs the full schedule. In the paper AdaptFormer is a strong choice for novel structures with the decoder
-fine-tuned, and Compacter, despite the most parameters of the PEFT family (about 217,000 at
-F = 48), does not beat it. That ranking is for novel structures; the checked lines above print both
+fine-tuned, and Compacter, despite the most parameters of the PEFT family (its row at
+F = 48 in the table above), does not beat it. That ranking is for novel structures; the checked lines above print both
 methods' Dice on this base organ, where they need not agree with it.
 
 ## Exercises

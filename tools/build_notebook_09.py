@@ -267,8 +267,8 @@ md("""**Why the phantom agrees or not.**
 - *Finding 1 does not hold here, and the reason is instructive.* It fails on both blocks: in the
   binary TotalSegmentator-like block, the paper's own setting, full fine-tuning from one volume
   beats the linear probe and the spatial adapter organ by organ (section 5). The paper's full
-  fine-tuning updates 62 M parameters from one volume and collapses. Our cpu-profile model has
-  4 M (the `trainable` column), and the phantom population is far more regular than real
+  fine-tuning updates a model 48 channels wide from one volume and collapses. Our cpu-profile
+  model is 12 wide, many times smaller (the `trainable` column), and the phantom population is far more regular than real
   patients: one phantom subject shows nearly every shape and size the test subjects have, so
   there is little to overfit to. The target shift is also mostly an intensity shift (another
   contrast phase, another scanner), which a model that can move every weight absorbs at once.
