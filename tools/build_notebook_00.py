@@ -60,7 +60,7 @@ print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda
 md("""## 1. CT in one paragraph
 
 A CT volume is a 3-D array of **Hounsfield units** (HU): X-ray attenuation relative to water, so
-that water is 0 HU and air -1000 HU. Each voxel has a physical size (the *spacing*, in mm), and an
+that water is 0 HU and air -1000 HU (the phantom's `water` tissue below is body fluid, bile or urine, at 10 HU). Each voxel has a physical size (the *spacing*, in mm), and an
 **affine** matrix maps voxel indices to patient coordinates. The course works in **RAS**: +x
 towards the patient's Right, +y Anterior, +z Superior. Figures use the radiological convention:
 the patient's right is on the left of the screen.
@@ -75,8 +75,8 @@ abdominal window and rescales to $[0, 1]$:
 
 $$x = \frac{\operatorname{clip}(\mathrm{HU}, -175, 250) + 175}{425}.$$
 
-Everything below -175 HU (air, lung, fat) becomes 0; everything above 250 HU (bone, the aorta in the
-arterial phase) becomes 1. Here is one phantom subject, its intensity histogram and the window:"""),
+Everything below -175 HU (air, lung) becomes 0, fat (-100 HU) lands near the bottom of the window,
+and everything above 250 HU (bone, the aorta in the arterial phase) becomes 1. Here is one phantom subject, its intensity histogram and the window:"""),
 code("""volume = phantom.generate(seed, 0, "btcv_like", spacing=G.spacing_mm)
 print(f"image {volume.image.shape} voxels of {volume.spacing} mm, dtype {volume.image.dtype}")
 fig, ax = plt.subplots(figsize=(7, 2.5))
@@ -121,7 +121,7 @@ plt.tight_layout()
 plt.show()"""),
 md("""How much do organs vary? Below, 60 subjects measured on whole bodies (at 5 mm to keep it quick)
 beside the published adult ranges. The **coefficient of variation** (CV = SD / mean) is the
-number to read: the first version of this phantom was one patient cloned, its CVs far below these ranges."""),
+number to read: a phantom made of one patient cloned would have CVs near 0."""),
 code("""population = phantom.census(seed, 60, spacing=5.0)
 organs = ["liver", "spleen", "kidney_right", "pancreas", "stomach", "gallbladder", "urinary_bladder", "body"]
 present = population[organs].replace(0.0, np.nan)       # an absent organ has no size
@@ -150,8 +150,8 @@ md("""> **Phantom vs real CT: what the phantom cannot show.** Its organs are smo
 > vessels inside organs. Textures are filtered noise, not tissue; there are no streaks, beam
 > hardening, metal or motion artefacts. Pathology is limited to round lesions and cysts and to
 > absent organs; there is no cirrhosis, hydronephrosis or post-operative anatomy. Its sizes follow
-> the published spreads only as far as the table above shows: the spleen's spread comes out a little
-> narrower than published, and the pancreas and the right kidney smaller on average (the table above). Methods that
+> the published spreads only as far as the table above shows: the spleen's spread comes out
+> narrower than published and the liver's wider, and the pancreas and the right kidney smaller on average (the table above). Methods that
 > win on the phantom win on *this* variation; on real CT, the variation is larger and different.
 > The course says so wherever a result depends on it.
 
@@ -229,7 +229,7 @@ phantom read the real thing (notebook 10):
   and `dataset.json` naming the values (FLARE22: 1 liver, 2 right kidney, 3 spleen, ...).
 
 Exports are atomic (written to a temporary folder, then renamed) and reused when the same dataset
-already exists, so re-running this cell is instant (`overwrite=True` replaces the course cache when a profile asks for a different one)."""),
+already exists, so re-running this cell is instant (each profile has its own folder; `overwrite=True` replaces a folder that holds another dataset, e.g. one an older phantom generator wrote)."""),
 code("""ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
                     seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
 flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=G.spacing_mm,

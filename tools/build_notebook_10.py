@@ -122,8 +122,8 @@ its test cases scored. `cache_dir` keeps each pre-processed scan on disk, so a s
 folder of a thousand scans) skips reading and resampling; an entry is re-made when its source file
 changes. `save_adapter_to` writes only the trained tensors. `largest_component` (on by default)
 keeps the largest connected blob of each structure that is anatomically one piece, which removes
-stray islands far from the organ (they are what makes HD95, a distance, jump to hundreds of
-millimetres). `nsd`, the normalised surface Dice, is the fraction of both surfaces that lies
+stray islands far from the organ (one far island sets HD95, a distance, to how far it lies from
+the organ). `nsd`, the normalised surface Dice, is the fraction of both surfaces that lies
 within 3 mm of the other: 1 when every boundary voxel is within that tolerance."""),
 code("""adapter = Path(work_dir) / f"{task}_{method}_k{k}.pt"
 test = showing(dataset, dataset.test_ids, [task])[:num_test]  # test scans whose field of view holds the structure
@@ -179,7 +179,8 @@ md("""## What to take away
 
 <details><summary>Solutions</summary>
 
-1. `fseft-lab phantom export /tmp/msd_like --layout msd --cases 6`, then `data = "/tmp/msd_like"`:
+1. `fseft-lab phantom export /tmp/msd_like --layout msd --cases 6 --spacing 3` (the course model's
+   voxels; the domain's own 0.8 x 0.8 x 2.5 mm is slow to export and resample on a laptop), then `data = "/tmp/msd_like"`:
    its `dataset.json` names every label value, so `labels = None` reads them. A folder whose
    `dataset.json` names its values otherwise (or not at all) needs `labels`: a template name such
    as `"flare22"` when its values follow that challenge's, else a file like `my_labels.yaml` above,
