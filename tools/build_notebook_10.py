@@ -180,7 +180,7 @@ md("""## What to take away
 <details><summary>Solutions</summary>
 
 1. `fseft-lab phantom export /tmp/msd_like --layout msd --cases 6 --spacing 3` (the course model's
-   voxels; the domain's own 0.8 x 0.8 x 2.5 mm is slow to export and resample on a laptop), then `data = "/tmp/msd_like"`:
+   voxels; the domain's own, much finer voxels are slow to export and resample on a laptop), then `data = "/tmp/msd_like"`:
    its `dataset.json` names every label value, so `labels = None` reads them. A folder whose
    `dataset.json` names its values otherwise (or not at all) needs `labels`: a template name such
    as `"flare22"` when its values follow that challenge's, else a file like `my_labels.yaml` above,
