@@ -92,8 +92,12 @@ print(f"{len(table)} rows: {list(table.columns)[:8]} ...")"""),
 md("""## 4. The learning curve
 
 The training Dice loss per epoch (over the crops of that epoch). With one support volume an epoch is
-one step, and on cached features all the epochs the curve shows take seconds."""),
-code("""ax = viz.plot_learning_curves({f"linear probe, {task}": results[task, "linear_probe"].curve for task in tasks})
+one step, and on cached features all the epochs the curve shows, with the trunk's passes over the crop bank,
+take seconds (printed above the figure)."""),
+code("""for task in tasks:
+    probe = results[task, "linear_probe"]
+    print(f"{task}: {probe.epochs_run} epochs in {probe.train_seconds:.1f} s")
+ax = viz.plot_learning_curves({f"linear probe, {task}": results[task, "linear_probe"].curve for task in tasks})
 _ = ax.set_title(f"k = {k}, seed {seed}")"""),
 md("""## 5. Dice on the test volumes
 
@@ -114,8 +118,8 @@ masks = {m: results[task, m].test_masks[test_ids[0]][0] for m in ("zero_shot", "
 _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spacing=[G.spacing_mm] * 3)"""),
 md("""**Reading the result.** Organs the foundation model already segments well on the target (the
 liver) have little room to gain from re-learning a head, because the features are fine and the head
-was already close: the checked line puts the probe within a hundredth or two of zero-shot, a gap one
-draw cannot sign. Organs whose zero-shot Dice is low have more room to gain, but a linear head can only re-weight
+was already close: the checked line prints the probe and zero-shot within about a hundredth of each other on
+the liver, a difference that one draw scored on two test volumes cannot settle either way. Organs whose zero-shot Dice is low have more room to gain, but a linear head can only re-weight
 features the frozen trunk computes; where the trunk does not separate the organ from its
 neighbours, no head can. The shipped phantom model is also far smaller and less trained than the
 paper's (notebook 01 prints its mean Dice on its own source domains), which lowers every zero-shot
@@ -135,7 +139,7 @@ features: black-box adapters.
 
 1. With more shots the probe sees more positive crops and its Dice rises and varies less across
    draws; zero-shot does not use the labels, so it stays where it was.
-2. At 1e-3 the head barely moves in 200 steps; at 1e-1 the loss typically oscillates. A head on
+2. At 1e-3 the head barely moves in at most 200 steps (`result.epochs_run` says how many ran); at 1e-1 the loss typically oscillates. A head on
    fixed features is a logistic regression, a convex problem that tolerates a large rate; full
    fine-tuning moves millions of weights whose effects compound, so it needs a small one.
 3. Compare the epoch where the validation Dice flattens with the epoch where the training loss

@@ -297,7 +297,8 @@ on one draw: compare it with the spread between draws above before reading much 
   predicted size; only the adapter and head move, so the query's features are computed once.
 - The hinge acts only outside the band, the log-barrier everywhere (smoothly), entropy needs no prior.
 - TI's gain must be read against the spread across draws and the schedule; a query without the organ
-  turns the prior into a source of false positives.
+  leaves the prior nothing true to pull toward: it can only push toward an organ-sized region, and
+  cannot flag the organ's absence.
 
 Next: **09 · the FSEFT benchmark**, every method across shots and seeds."""),
 ]

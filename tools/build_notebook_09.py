@@ -43,7 +43,10 @@ md("""## 1. What was run, where, and on which model
 The grid file says what the benchmark should run; the manifest says what did run. A benchmark
 that stops at a deadline and resumes later may have run on several machines: each invocation is
 recorded with its command, hardware, software and wall time (the run log, in the appendix). The
-seconds a run took depend on the machine, so every row carries its `device` too."""),
+seconds a run took depend on the machine, so every row carries its `device` too. Where the check
+below prints False, the benchmark ran on an earlier `phantom_cpu` than the one shipped now (the
+manifest's sha256): every Dice in this notebook, zero-shot included, is then that model's; the
+comparisons between methods are comparisons on it, and notebook 01 scores the shipped one."""),
 code("""blocks = read_grid(course_path(manifest["grid"]))  # the grid file the manifest names, e.g. grids/fseft_phantom_short.toml
 print(f"grid {manifest['grid']}, profile {manifest['profile']}: {manifest['runs_done']} of {manifest['runs_in_grid']} runs done")
 print(f"foundation model: {manifest['checkpoint']} (weights sha256 {manifest['weights_sha256'][:12]}...)")
@@ -127,8 +130,8 @@ md("""## 4. Past the mean: organ by organ
 
 A mean over nine organs hides where a method helps. At five shots, per organ (mean over draws
 and test volumes): the large, high-contrast organs (liver, kidney, spleen) are already found
-zero-shot; the gain is in the small and thin ones (oesophagus, aorta, duodenum) and the stomach,
-whose appearance the domain shift changes most."""),
+zero-shot; the gain is largest in the thin ones (oesophagus, aorta), then in the stomach, the
+gallbladder and the duodenum, whose appearance the domain shift changes most."""),
 code("""k_shown = 5 if 5 in flare.k.values else int(flare.k.max())
 per_organ = flare[flare.k == k_shown].groupby(["structure", "spec"]).dice.mean().unstack("spec")
 per_organ = per_organ[[s for s in paper_table(flare).index if s in per_organ]]
@@ -178,7 +181,8 @@ md("""## 7. Against the paper, point by point
 `paper_facts.md`. The paper's targets are real CT; ours are phantoms, and our model is a
 4-million-parameter cpu-profile SwinUNETR, not the 62-million one. Absolute Dice values are
 therefore not comparable; the **direction** of each finding is. Each check below is computed from
-the table, so it stays true when the benchmark is re-run."""),
+the table, so it stays true when the benchmark is re-run; until then, it describes the model the
+manifest names (section 1)."""),
 code("""def mean_dice(block_task, spec, k):
     part = table[block_task & (table.spec == spec) & (table.k == k)]
     return part.groupby("seed").dice.mean().mean() if len(part) else np.nan

@@ -124,7 +124,8 @@ changes. `save_adapter_to` writes only the trained tensors. `largest_component` 
 keeps the largest connected blob of each structure that is anatomically one piece, which removes
 stray islands far from the organ (one far island sets HD95, a distance, to how far it lies from
 the organ). `nsd`, the normalised surface Dice, is the fraction of both surfaces that lies
-within 3 mm of the other: 1 when every boundary voxel is within that tolerance."""),
+within 3 mm of the other: 1 when every boundary voxel is within that tolerance. With one labelled
+scan, two test scans can score very differently: the table gives each one its row."""),
 code("""adapter = Path(work_dir) / f"{task}_{method}_k{k}.pt"
 test = showing(dataset, dataset.test_ids, [task])[:num_test]  # test scans whose field of view holds the structure
 with warnings.catch_warnings():
