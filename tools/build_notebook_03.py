@@ -121,7 +121,7 @@ gradient is nearly zero, whatever that gradient's last digits.
 **Reading the result.** The spatial adapter has the capacity to reshape the features locally
 (a 3x3x3 neighbourhood at every voxel) and the paper finds it the best black-box method at low k.
 At the paper's learning rate of 1e-4 an adapter moves slowly from its zero-initialised start: with one support volume and two crops per
-step the training loss stays noisy near its start, and the early-stopping rule (a 10-epoch moving
+step the training loss stays noisy, how far it falls differs by adapter (the learning curves show it), and the early-stopping rule (a 10-epoch moving
 average that must keep improving over 20 epochs) can end training early. The checked lines above
 say how far each adapter got from zero-shot in that time; `k`, the number of crops per volume and
 the learning rate are the levers to try (exercise 1).

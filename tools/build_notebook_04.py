@@ -52,7 +52,7 @@ few epochs (`epochs`); on a GPU the profile's full schedule runs. Learning rate 
 (the paper's)."""),
 *peft_training(["bitfit", "affine_ln"]),
 md("""**Reading the result.** The checked lines say whether each method beat zero-shot on this
-target, and by how much: the non-contrast scanner is where the foundation model is weakest (the lowest mean in notebook 01's zero-shot table), and a
+target, and by how much: the non-contrast scanner is where the foundation model is weakest (the lowest score in most columns of notebook 01's zero-shot table), and a
 few epochs of tuning a sliver of the trunk's own weights to one labelled volume already move the
 organ's Dice. The learning curves show whether the epochs were enough; on the `gpu` profile
 (more epochs) the comparison with the adapters of notebook 03 is the interesting one. In the paper,

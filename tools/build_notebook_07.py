@@ -143,7 +143,7 @@ The run above logged its own seconds per epoch. Without the cache, and for full 
 (which trains the encoder, so every step runs the whole network), two epochs each are timed
 here. Scratch trains the same network as full fine-tuning: its step costs the same. With the cache
 on, `adapt` also keeps the trained decoder in channels-last layout (faster 3x3x3 convolutions on a
-CPU), so the ratio counts both. The cached run's first epoch is the dearest: it fills the bank, eight
+CPU), so the ratio counts both. The cached run's first epoch costs more than its later ones: it fills the bank, eight
 times a step's crops, each through the encoder."""),
 code("""per_epoch = trained.curve["seconds"].diff().iloc[1:]    # the first epoch also filled the cache
 costs = {"decoder + head, encoder cached": {"trainable": trained.trainable, "first epoch s": round(trained.curve["seconds"].iloc[0], 1),
@@ -182,8 +182,8 @@ about ties it, and training from self-supervised weights instead of the foundati
 1. LoRA trains inside the Swin encoder, so the encoder's output changes every step and cannot be
    cached (`from fseft_lab.adapt import cache_level`; `cache_level(build(foundation, "lora", structures,
    multiclass, decoder="fine-tuned"))` returns `None`): each step runs the whole network and its
-   backward reaches into the encoder, so it costs between the "decoder + head, no cache" and the
-   "full fine-tuning" rows.
+   backward reaches into the encoder, so its seconds per epoch are of the order of the two uncached rows ("decoder + head, no cache" and
+   "full fine-tuning"), not the cached row's fraction of them.
 2. Whether the pre-trained decoder matters: with a new decoder only the encoder's features are
    reused; compare it with decoder + head, and with `run(..., "scratch", ...)` if you train that too.
 3. Compute `round(epochs * costs.loc["decoder + head, encoder cached", "s per epoch"] /

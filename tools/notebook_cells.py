@@ -134,7 +134,7 @@ def flare_data() -> list:
     return [md("""## The target: a non-contrast scanner
 
 These methods change the trunk itself, so we take them where zero-shot transfer is weakest
-(the lowest mean in notebook 01's zero-shot table, and its lowest spleen score): the
+(the lowest score in most columns of notebook 01's zero-shot table, the spleen's among them): the
 FLARE-like phantom target, a plain (non-contrast) CT whose organs are closer in HU to their
 neighbours than in the contrast-enhanced sources (notebook 00). Same protocol as before: k support
 volumes, a validation volume, fixed test volumes."""),
