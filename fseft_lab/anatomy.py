@@ -116,6 +116,13 @@ def is_novel(name: str) -> bool:
     return name not in UNIVERSAL_TEMPLATE
 
 
+#: Structures a scan can hold whole: the one-piece ones less the two straight tubes (oesophagus,
+#: inferior vena cava) that nearly every field of view shortens. A support volume must show them
+#: whole (:func:`fseft_lab.data.fewshot.support_ready`): a liver cut to a sliver at the scan's end
+#: teaches "liver only at the edge", and its size is no prior for a whole one.
+BOUNDED: frozenset[str] = ONE_PIECE - {"esophagus", "inferior_vena_cava"}
+
+
 def is_one_piece(name: str) -> bool:
     """True if ``name`` is anatomically one connected piece (:data:`ONE_PIECE`), so that a
     prediction may be cut to its largest component: ``is_one_piece('liver')`` but not

@@ -17,13 +17,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from fseft_lab.adapt import AdaptConfig, Adapted, adapt, frozen_trunk
 from fseft_lab.anatomy import is_one_piece, task_structures
 from fseft_lab.data.cache import CachedCases
-from fseft_lab.data.fewshot import FewShotSplit, default_num_test, few_shot_split
+from fseft_lab.data.fewshot import Extent, FewShotSplit, default_num_test, extents, few_shot_split, not_a_support
 from fseft_lab.data.layouts import CaseFolder
 from fseft_lab.data.transforms import preprocess
 from fseft_lab.evaluate import evaluate, trunk_features
@@ -63,22 +64,32 @@ def _check_labelled(dataset: CaseFolder, support: list[dict], structures: Sequen
                              f"of {dataset.root}: check the label map, or that these scans show the structure")
 
 
-_SHOWN: dict[tuple, bool] = {}
+_EXTENTS: dict[tuple, dict[str, Extent]] = {}
+
+
+def case_extents(dataset: CaseFolder, case: str, structures: Sequence[str]) -> dict[str, Extent]:
+    """How the case shows each structure (:class:`~fseft_lab.data.fewshot.Extent`: mL, cut by the
+    scan's end), from its label files at their own voxel size; read once per (folder, case, structures)."""
+    key = (str(dataset.root), case, tuple(structures))
+    if key not in _EXTENTS:
+        label = dataset.load(case, tuple(structures))["label"]
+        voxel_ml = float(np.prod(np.linalg.norm(np.asarray(label.affine)[:3, :3], axis=0))) / 1000.0
+        _EXTENTS[key] = extents(label.numpy(), voxel_ml, structures)
+    return _EXTENTS[key]
 
 
 def showing(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequence[str]) -> list[str]:
     """The cases whose labels show at least one of ``structures``: an organ may be absent
     (removed by surgery) or outside the scan's field of view, as in TotalSegmentator, whose masks
-    are then empty. Support, validation and test volumes are drawn among these, as the paper's
-    task splits hold volumes that show their structure. Read once per (folder, case, structures)."""
-    shown = []
-    for case in case_ids:
-        key = (str(dataset.root), case, tuple(structures))
-        if key not in _SHOWN:
-            _SHOWN[key] = bool((dataset.load(case, tuple(structures))["label"] > 0).any())
-        if _SHOWN[key]:
-            shown.append(case)
-    return shown
+    are then empty. Test volumes are drawn among these, as the paper's task splits hold volumes
+    that show their structure."""
+    return [c for c in case_ids if any(e.ml > 0 for e in case_extents(dataset, c, structures).values())]
+
+
+def supports(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequence[str]) -> list[str]:
+    """The cases that may be support or validation volumes: they show every structure whole
+    (:func:`~fseft_lab.data.fewshot.not_a_support`)."""
+    return [c for c in case_ids if not_a_support(case_extents(dataset, c, structures)) is None]
 
 
 def trunk_key(foundation, dataset: CaseFolder, case_id: str) -> tuple:
@@ -106,20 +117,24 @@ def task_cases(dataset: CaseFolder, task: str, warn: bool = True) -> list[str]:
 
 
 def split_for(dataset: CaseFolder, task: str, k: int, seed: int, test_split: Sequence[str] | int | None = None,
-              warn: bool = True) -> FewShotSplit:
+              warn: bool = True, whole: bool = True) -> FewShotSplit:
     """A run's few-shot split among the cases the task can use (:func:`task_cases`).
 
     ``test_split``: the test cases by name, or their number (the last N; 0 scores nothing), or
-    ``None``: the cases the dataset marks as test cases, else :func:`default_num_test` of them."""
+    ``None``: the cases the dataset marks as test cases, else :func:`default_num_test` of them.
+    Support and validation volumes show the task's structures whole (:func:`supports`);
+    ``whole=False`` lifts that rule, for a method that learns nothing from them (zero-shot)."""
+    structures, _ = task_structures(task, dataset.structures)
     usable = task_cases(dataset, task, warn)
+    pool = supports(dataset, usable, structures) if whole else None
     if isinstance(test_split, int):
-        return few_shot_split(usable, k, seed, num_test=test_split)
+        return few_shot_split(usable, k, seed, num_test=test_split, supports=pool)
     if test_split is not None:
-        return few_shot_split(usable, k, seed, test=list(test_split))
+        return few_shot_split(usable, k, seed, test=list(test_split), supports=pool)
     marked = [c for c in dataset.test_ids if c in usable]
     if marked and len(marked) < len(usable):
-        return few_shot_split(usable, k, seed, test=marked)
-    return few_shot_split(usable, k, seed, num_test=default_num_test(len(usable)))
+        return few_shot_split(usable, k, seed, test=marked, supports=pool)
+    return few_shot_split(usable, k, seed, num_test=default_num_test(len(usable)), supports=pool)
 
 
 def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: int, *, decoder: str = "frozen",
@@ -153,14 +168,16 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     structures, multiclass = task_structures(task, dataset.structures)
     geometry = resolve_geometry(foundation, profile, spacing_mm, patch_size)
     get_method(method)  # an unknown method fails before any data is loaded
-    split = split_for(dataset, task, k, seed, test_split)
+    trains = method != "zero_shot"   # zero-shot learns nothing from the support volumes
+    split = split_for(dataset, task, k, seed, test_split, whole=trains)
     test_ids = list(test) if test is not None else split.test
     seen = sorted(set(test_ids) & set(split.support))
     if seen:
         raise ValueError(f"test cases {seen} are in the support set of draw seed={seed}, k={k} ({', '.join(split.support)}): "
                          "a test volume must be one the adaptation never saw")
-    support = load_cases(dataset, split.support, structures, geometry, cache_dir)
-    _check_labelled(dataset, support, structures)
+    support = load_cases(dataset, split.support, structures, geometry, cache_dir) if trains else []
+    if trains:
+        _check_labelled(dataset, support, structures)
     validation = load_cases(dataset, split.validation, structures, geometry, cache_dir) if validate else []
     test_cases = load_cases(dataset, test_ids, structures, geometry, cache_dir)
     if transductive is not None:  # the query volumes' trunk features are needed during training
@@ -193,11 +210,14 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
                                epochs=result.epochs_run, cached=result.cached,
                                peak_memory_mb=round(result.peak_memory_mb, 1)))
         results.append(result)
+    table = pd.concat(tables, ignore_index=True)
+    # a structure the test scan cuts at its end is scored, and flagged: tables give whole and cut apart
+    table["cut"] = [case_extents(dataset, c, structures)[s].cut for c, s in zip(table["case"], table["structure"])]
     result = results[0]
     result.test_masks.update(masks)
     if per_volume:
         result.per_volume = {group[0]["case"]: r for group, r in zip(groups, results)}
-    return pd.concat(tables, ignore_index=True), result
+    return table, result
 
 
 def _attach_trunk_features(foundation, dataset: CaseFolder, cases: list[dict], trunk_cache: dict | None,

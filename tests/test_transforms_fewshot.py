@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE, template_index
-from fseft_lab.data.fewshot import FewShotSplit, default_num_test, few_shot_split, leave_one_out
+from fseft_lab.data.fewshot import (MIN_SUPPORT_ML, Extent, FewShotSplit, default_num_test, extents, few_shot_split,
+                                    leave_one_out, not_a_support)
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.data.transforms import UniversalTargetd, preprocess, training_crops
 
@@ -177,3 +178,45 @@ def test_few_shot_split_bad_test_cases():
     with pytest.raises(ValueError, match="num_test=25"):
         few_shot_split(POOL, k=1, seed=0, num_test=25)
     assert few_shot_split(POOL, k=np.int64(2), seed=0).k == 2
+
+
+# ----------------------------------------------------------------------------- the support rule
+def test_extents_measure_volume_and_whether_the_scan_cuts_a_structure():
+    label = np.zeros((6, 6, 8), np.uint8)
+    label[1:3, 1:3, 0:2] = 1          # touches the first slice: cut
+    label[2:5, 2:5, 3:5] = 2          # inside the scan
+    label[0, 0, 7] = 3                # one voxel on the last slice
+    shown = extents(label[None], voxel_ml=0.5, structures=["liver", "spleen", "aorta", "pancreas"])
+    assert shown == {"liver": Extent(4.0, True), "spleen": Extent(9.0, False), "aorta": Extent(0.5, True),
+                     "pancreas": Extent(0.0, False)}
+
+
+def test_a_support_shows_every_structure_whole():
+    whole = Extent(1500.0, cut=False)
+    assert not_a_support({"liver": whole, "spleen": Extent(200.0, False)}) is None
+    assert not_a_support({"liver": Extent(10.0, cut=True)}) == "liver touches the end of the scan (10.0 mL shown)"
+    assert "spleen has 0.0 mL" in not_a_support({"liver": whole, "spleen": Extent(0.0, False)})   # absent
+    assert "below 1 mL" in not_a_support({"adrenal_gland_left": Extent(MIN_SUPPORT_ML / 2, False)})  # a speck
+    assert not_a_support({"aorta": Extent(80.0, cut=True), "esophagus": Extent(20.0, cut=True)}) is None  # tubes run on
+
+
+def test_supports_restrict_the_draw_but_not_the_test_set():
+    allowed = POOL[3:8]
+    for seed in range(20):
+        split = few_shot_split(POOL, k=2, seed=seed, supports=allowed)
+        assert set(split.support + split.validation) <= set(allowed)
+        assert split.test == tuple(POOL[20:])
+    with pytest.raises(ValueError, match=r"k=1 needs 1 labelled volumes.*pool has 0 .*20 more show a structure cut"):
+        few_shot_split(POOL, k=1, seed=0, supports=POOL[21:])
+
+
+def test_a_sliver_is_never_drawn_as_support_but_stays_a_test_volume(tmp_path):
+    from fseft_lab.experiments import case_extents, split_for
+
+    # population seed 0: s0002 is a thorax scan whose liver is a 14 mL sliver on its last slices
+    ts = export_phantom(tmp_path / "ts", "totalsegmentator", cases=4, num_test=1, seed=0, spacing=6.0, progress=False)
+    assert case_extents(ts, "s0002", ("liver",))["liver"].cut
+    drawn = {c for seed in range(12) for c in (lambda s: s.support + s.validation)(split_for(ts, "liver", 1, seed))}
+    assert drawn == {"s0000", "s0001"}
+    assert "s0002" in split_for(ts, "liver", 1, 0, test_split=["s0002"]).test   # scored when asked, never learnt from
+    assert any("s0002" in split_for(ts, "liver", 1, s, whole=False).support for s in range(12))  # without the rule
