@@ -179,7 +179,7 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
           decoder: str = "frozen", validation: Sequence[dict] = (), config: AdaptConfig | None = None,
           profile: str | None = None, bank_cache: dict | None = None, query: Sequence[dict] = (),
           transductive: TransductiveConfig | None = None, progress: bool = True, patch_size: int | None = None,
-          **options) -> Adapted:
+          structures: Sequence[str] = (), **options) -> Adapted:
     """Adapt ``foundation`` to the task the support volumes are labelled for.
 
     Args:
@@ -202,6 +202,8 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
             the query term starts part-way through.
         patch_size: crop and sliding-window size; default: the foundation model's own
             (:func:`~fseft_lab.models.foundation.resolve_geometry`).
+        structures: the task's structures, needed only when ``support`` is empty: zero-shot
+            learns nothing from support volumes and may be given none.
         options: the method's own options (e.g. ``rank=8`` for LoRA).
     """
     cfg, prof = config or AdaptConfig(), get_profile(profile)
@@ -209,7 +211,7 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
     crops = cfg.crops_per_volume or prof.crops_per_volume
     if not 0.0 <= cfg.pos_fraction <= 1.0:
         raise ValueError(f"pos_fraction={cfg.pos_fraction} must lie in [0, 1]")
-    structures = check_support(support)
+    structures = check_support(support) if support or not structures else tuple(structures)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     model = build(foundation, method, structures, multiclass, decoder, **options).to(device)
@@ -218,6 +220,7 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
     if not params:  # zero-shot: nothing to train
         return Adapted(model.eval(), pd.DataFrame(columns=["epoch", "loss", "dice_loss", "lr", "seconds", "val_dice"]),
                        0.0, 0, False, 0, False, _peak_memory_mb(device), 0.0)
+    check_support(support)  # a method that trains needs support volumes
     level = cache_level(model) if cfg.feature_cache is not False else None
     if cfg.feature_cache and level is None:
         raise ValueError(f"feature_cache needs a frozen encoder, but {method} (decoder {decoder}) trains the Swin encoder")

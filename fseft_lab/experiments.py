@@ -193,7 +193,7 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
                        patch_size=geometry.patch_size,
                        bank_cache=None if trunk_cache is None else trunk_cache.setdefault(("banks", str(dataset.root)), {}),
                        query=[{k: v for k, v in c.items() if k != "label"} for c in group] if transductive else (),
-                       transductive=transductive, **options)
+                       transductive=transductive, structures=structures, **options)
         if save_adapter_to:
             path = Path(save_adapter_to)
             path = path.with_name(f"{path.stem}_{group[0]['case']}{path.suffix}") if len(groups) > 1 else path

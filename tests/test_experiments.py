@@ -68,6 +68,21 @@ def test_run_refuses_test_cases_from_the_support_set(dataset):
             test=list(dataset.case_ids), progress=False)
 
 
+@pytest.mark.slow
+def test_zero_shot_asks_nothing_of_a_support_and_rows_flag_cut_structures(tmp_path):
+    from fseft_lab.data.layouts import export_phantom
+    from fseft_lab.experiments import run, split_for
+
+    # population seed 0: s0002 is a thorax scan with a 14 mL sliver of liver and no spleen
+    ts = export_phantom(tmp_path / "ts", "totalsegmentator", cases=4, num_test=1, seed=0, spacing=6.0, progress=False)
+    seed = next(s for s in range(20) if split_for(ts, "liver,spleen", 1, s, whole=False).support == ("s0002",))
+    rows, result = run(load_foundation("phantom_cpu"), ts, "liver,spleen", "zero_shot", 1, seed, profile="cpu",
+                       test_split=["s0002", "s0003"], progress=False)
+    assert result.trainable == 0
+    cut = rows.set_index(["case", "structure"]).cut
+    assert cut["s0002", "liver"] and not cut["s0003", "liver"] and not cut["s0003", "spleen"]
+
+
 def test_grid_resumes_without_repeating_runs(dataset, tmp_path):
     foundation = load_foundation("phantom_cpu")
     out = tmp_path / "grid.csv"
