@@ -268,7 +268,8 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
     for epoch in range(epochs):
         model.train()
         losses, dices = [], []
-        for v in np.random.default_rng([cfg.seed, epoch]).permutation(len(support)):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(support))
+        for step, v in enumerate(order):
             rng = np.random.default_rng([cfg.seed, epoch, int(v)])
             if banks:  # the bank holds its positive crops first: pick positives and negatives stratified
                 x, label = pick_from_bank(banks[v], rng, crops, cfg.pos_fraction)
@@ -299,18 +300,22 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
             scaler.step(optimizer)
             scaler.update()
             proximal_step(model, scheduler.get_last_lr()[0])
-            scheduler.step()
+            if step < len(order) - 1:  # the epoch's last step moves the rate on after the query step below
+                scheduler.step()
             losses.append(loss.item())
             dices.append(d.item())
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "dice_loss": float(np.mean(dices)),
-               "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - start, "val_dice": math.nan}
-        if term is not None and epoch >= term.start_epoch:  # one query step per epoch, at the current rate
+        query_loss = None
+        if term is not None and epoch >= term.start_epoch:  # one query step per epoch, at the last support step's rate
             query_loss = term.loss(model.classifier, epoch)
             if term.config.weight > 0:  # lambda = 0 only logs: an Adam step on a zero gradient still moves
                 optimizer.zero_grad(set_to_none=True)
                 query_loss.backward()
                 optimizer.step()
                 proximal_step(model, scheduler.get_last_lr()[0])
+        scheduler.step()
+        row = {"epoch": epoch, "loss": float(np.mean(losses)), "dice_loss": float(np.mean(dices)),
+               "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - start, "val_dice": math.nan}
+        if query_loss is not None:
             row["query_loss"] = query_loss.item()
         if term is not None and ((cfg.validate_every and epoch % cfg.validate_every == 0) or epoch == epochs - 1):
             row.update(term.logged_sizes(model.classifier))  # every query volume: as often as validation

@@ -20,7 +20,7 @@ Three ways to use it (``TransductiveConfig.mode``):
   confident on the query); the baseline the prior has to beat.
 
 The term is weighted by lambda (``weight``, 0.1) and takes one optimiser step per epoch,
-interleaved with the support epochs, from ``start`` x epochs on (the paper: after half of
+after the epoch's support steps and at the last one's learning rate, from ``start`` x epochs on (the paper: after half of
 them). Only the adapter and head train, so the query's trunk features are computed once
 (average-pooled x2, as the paper's code does) and every query step costs only the head.
 

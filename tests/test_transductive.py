@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from fseft_lab.adapt import AdaptConfig, adapt
 from fseft_lab.evaluate import predict
@@ -176,3 +177,19 @@ def test_query_size_plot_draws_each_run_relative_to_its_prior(foundation):
     line = ax.get_lines()[-1]
     expected = logged["query_size/liver"] / result.curve.attrs["size_prior"]["liver"]
     assert list(line.get_xdata()) == [0, 2, 4] and list(line.get_ydata()) == pytest.approx(list(expected))
+
+
+def test_every_query_step_runs_at_its_epochs_last_support_rate(foundation):
+    """Issue 35: the query step ran after the scheduler's step, at the next step's rate (0 after the last one)."""
+    rates = []
+    hook = register_optimizer_step_pre_hook(
+        lambda optimizer, args, kwargs: rates.append(optimizer.param_groups[0]["lr"]))
+    try:
+        adapt(foundation, "linear_probe", [_case(1), _case(3)], query=[_case(2)], config=_cfg(epochs=4), profile="cpu",
+              progress=False, transductive=TransductiveConfig(weight=1.0, start=0.0))
+    finally:
+        hook.remove()
+    assert len(rates) == 4 * 3                          # each epoch: two support steps, then one query step
+    last_support, query = rates[1::3], rates[2::3]
+    assert all(r > 0 for r in query), query
+    assert query == last_support
