@@ -12,6 +12,10 @@ os.environ.setdefault("FSEFT_PROFILE", "cpu")
 for key, value in MALLOC_ENV.items():
     os.environ.setdefault(key, value)
 
+# notebooks/NN_x.py are the notebooks' jupytext twins (CONTRIBUTING.md), not test modules: nbval
+# collects the .ipynb; importing a twin (``pytest notebooks/00_data.py``) would run the notebook.
+collect_ignore_glob = ["notebooks/*.py"]
+
 
 def pytest_collection_modifyitems(config, items):
     """Every notebook cell (nbval) is marked ``notebooks`` and ``slow``: a notebook runs for minutes
