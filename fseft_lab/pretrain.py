@@ -181,19 +181,32 @@ def pick_case(data: list[list[dict]], rng: np.random.Generator, balance: str = "
     return case, [case["structures"].index(name) + 1]
 
 
-#: Per-structure intensity shifts of ``contrast_aug`` (window units: 1 = 425 HU): about -150 to
-#: +20 HU, the gap between enhanced and plain blood (150-300 vs 40 HU) or liver (110 vs 60 HU).
-CONTRAST_SHIFT = (-0.35, 0.05)
+#: Soft tissue before and after intravenous contrast (HU), portal venous phase, as published for
+#: adults at usual doses: structure -> (plain, enhanced low, enhanced high). Blood 40 HU plain,
+#: aorta and portal vein 150-200 HU, hepatic enhancement 40-65 HU: Bae KT, "Intravenous contrast
+#: medium administration and scan timing at CT", Radiology 2010;256:32-61. Plain liver 55-65 HU,
+#: spleen about 10 HU below the liver: Boll DT, Merkle EM, "Diffuse liver disease: strategies for
+#: hepatic CT and MR imaging", RadioGraphics 2009;29:1591-1614. Kidney 30-40 HU plain, 150-200 HU
+#: nephrographic; pancreas 40-50 HU plain, 90-120 HU portal: Bae 2010, tables of organ
+#: enhancement. The augmentations below take their ranges from these figures, never from the
+#: phantom's scanner tables: a model trained on real CT knows no scanner's table.
+PUBLISHED_PORTAL_HU: dict[str, tuple[float, float, float]] = {
+    "blood": (40.0, 150.0, 200.0), "liver": (60.0, 100.0, 125.0), "spleen": (50.0, 110.0, 130.0),
+    "pancreas": (45.0, 90.0, 120.0), "kidney": (35.0, 150.0, 200.0),
+}
 
-#: Plain CT's soft tissue (HU): ``de_enhance`` pulls brighter tissue toward it. Unenhanced liver,
-#: spleen, pancreas, muscle and blood sit at 40-60 HU (``scanner.TISSUE_HU``, first column).
+#: Per-structure intensity shifts of ``contrast_aug`` (window units: 1 = 425 HU): -166 to +21 HU,
+#: down to the largest published gap between an enhanced and a plain structure (kidney, 200 vs
+#: 35 HU) and a little up, as a plain organ beside a bright one.
+CONTRAST_SHIFT = (-0.39, 0.05)
+
+#: Plain CT's soft tissue (HU): ``de_enhance`` pulls brighter tissue toward it (plain blood, and
+#: the low end of the published plain organs).
 PLAIN_SOFT_TISSUE_HU = 40.0
-#: Range of ``de_enhance``'s strength: the share of (tissue - 40 HU) removed that brings the scanner
-#: table's enhanced organs and blood (those that gain more than 30 HU, above the sources' noise)
-#: back to their plain values, for every timing drift the scanner draws (0-30 % toward the other
-#: phase) and patients whose enhancement is within two SD of the table's (from liver, portal phase,
-#: weak enhancement, drifted toward arterial: 0.65, to veins: 1).
-PHASE_STRENGTH = (0.6, 1.0)
+#: Range of ``de_enhance``'s strength s: ``E - s (E - 40) = P`` takes a published enhanced value E
+#: back to its plain value P. Over ``PUBLISHED_PORTAL_HU`` s runs from 0.67 (liver, weakly enhanced)
+#: to 1 (blood; the kidney would need 1.05 and ends 5 HU above its plain value).
+PHASE_STRENGTH = (0.65, 1.0)
 
 
 def de_enhance(image: torch.Tensor, strength: float, sigma: float = 0.75) -> torch.Tensor:
