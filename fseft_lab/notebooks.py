@@ -5,8 +5,13 @@
 ``auto`` default instead of a hard-coded profile, then strips widget state and papermill's
 per-cell metadata so that committed notebooks stay small and diffs stay readable. After a clean
 run it writes the run's profile, machine and measured wall time into the notebook's title cell,
-between the markers of :func:`run_info_block` (the builders' title cells carry them), so the
+between the markers of :func:`run_info_block` (each notebook's title cell carries them), so the
 line that says what made the committed outputs is measured, never typed.
+
+Each course notebook is a jupytext pair (CONTRIBUTING.md): ``NN_x.ipynb`` with its outputs and
+``NN_x.py``, the same cells as percent-format text. A run in place refuses a pair out of step
+(:func:`pair_differences`: the .py edited, the .ipynb not synced, would execute stale cells) and
+rewrites the .py from the executed notebook, so the stamped title cell reaches both.
 """
 from __future__ import annotations
 
@@ -72,6 +77,43 @@ def find_notebooks(names: list[str] | None = None, folder: Path = NOTEBOOK_DIR) 
     return chosen
 
 
+def twin(path: Path) -> Path:
+    """The notebook's jupytext twin: ``NN_x.py`` beside ``NN_x.ipynb``."""
+    return Path(path).with_suffix(".py")
+
+
+def _jupytext():
+    try:
+        import jupytext
+    except ImportError as error:
+        raise ImportError("the course notebooks are jupytext pairs (CONTRIBUTING.md): pip install jupytext "
+                          "(in the [lab] and [dev] extras)") from error
+    return jupytext
+
+
+def pair_differences(notebook: Path, text: Path) -> list[str]:
+    """Where two files of a jupytext pair disagree, one line each (empty when in step): the cell
+    count, then per cell its type, source and tags, each file read with ``jupytext.read``."""
+    jupytext = _jupytext()
+    a, b = jupytext.read(notebook), jupytext.read(text)
+    names = f"{Path(notebook).name} vs {Path(text).name}"
+    found = [] if len(a.cells) == len(b.cells) else [f"{names}: {len(a.cells)} cells vs {len(b.cells)}"]
+    for i, (x, y) in enumerate(zip(a.cells, b.cells)):
+        first_line = (x.source.splitlines() or [""])[0][:50]
+        for what, u, v in (("type", x.cell_type, y.cell_type), ("source", x.source, y.source),
+                           ("tags", x.metadata.get("tags", []), y.metadata.get("tags", []))):
+            if u != v:
+                found.append(f"{names}: cell {i} ({first_line!r}) differs in {what}")
+    return found
+
+
+def write_twin(path: Path) -> Path:
+    """Rewrite the notebook's percent-format twin from the .ipynb (its cells, tags and header)."""
+    jupytext = _jupytext()
+    jupytext.write(jupytext.read(path), twin(path), fmt="py:percent")
+    return twin(path)
+
+
 def clean(path: Path) -> None:
     """Strip widget state and papermill metadata; keep outputs and execution counts."""
     nb = nbformat.read(path, as_version=4)
@@ -90,8 +132,16 @@ def clean(path: Path) -> None:
 def run(names: list[str] | None = None, profile: str | None = None, out: Path | None = None,
         kernel: str = "python3", folder: Path = NOTEBOOK_DIR) -> list[tuple[str, float]]:
     """Execute notebooks headless, stamping each with its run's profile, machine and wall time
-    (:func:`stamp_run_info`); returns (name, seconds) per notebook."""
+    (:func:`stamp_run_info`); returns (name, seconds) per notebook. Run in place, a notebook with a
+    jupytext twin must be in step with it first, and the twin is rewritten after the run."""
     import papermill
+
+    paths = find_notebooks(names, folder)
+    if not out:  # in place: check every pair before minutes of execution
+        stale = [line for path in paths if twin(path).exists() for line in pair_differences(path, twin(path))]
+        if stale:
+            raise ValueError("notebook and .py out of step; run `jupytext --sync` on the notebook first "
+                             "(CONTRIBUTING.md):\n" + "\n".join(stale))
 
     env = {**{k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()},  # faster CPU kernels (see profiles)
            "FSEFT_HEADLESS": "1", **({"FSEFT_PROFILE": profile} if profile else {})}
@@ -100,7 +150,7 @@ def run(names: list[str] | None = None, profile: str | None = None, out: Path | 
     timings = []
     try:
         profile_name, machine = get_profile().name, machine_description()  # as the kernels will resolve them
-        for path in find_notebooks(names, folder):
+        for path in paths:
             target = (Path(out) / path.name) if out else path
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp()) / path.name  # the target is replaced only after a clean run
@@ -110,6 +160,8 @@ def run(names: list[str] | None = None, profile: str | None = None, out: Path | 
             stamp_run_info(tmp, run_info_line(profile_name, seconds, machine, datetime.date.today()))
             clean(tmp)
             shutil.move(tmp, target)
+            if not out and twin(path).exists():
+                write_twin(target)
             timings.append((path.name, seconds))
     finally:
         for k, v in saved.items():
