@@ -1,4 +1,5 @@
 """The generic method suite: every registered method is checked here, with no test edits needed."""
+import copy
 import io
 
 import pytest
@@ -175,6 +176,41 @@ def test_the_adaptformer_placement_check_catches_the_normalised_input_with_the_s
     model = build(foundation, "adaptformer", ["liver"], branch_input="normalised").eval()
     assert trainable_parameters(model) == trainable_parameters(build(foundation, "adaptformer", ["liver"]))
     assert _adaptformer_reads(model, x) == {"other"}
+
+
+def _with_checkpointing(model):
+    """The same model with activation checkpointing switched on in every Swin block (as
+    ``FoundationModel(use_checkpoint=True)`` builds it)."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if hasattr(module, "use_checkpoint"):
+            module.use_checkpoint = True
+    return model
+
+
+def _checkpoint_calls(model, x, monkeypatch) -> int:
+    """How many times one forward and backward pass calls ``torch.utils.checkpoint.checkpoint``."""
+    real, calls = torch.utils.checkpoint.checkpoint, []
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    model(x).sum().backward()
+    monkeypatch.undo()
+    return len(calls)
+
+
+def test_adaptformer_honours_activation_checkpointing_with_the_same_output(foundation, x, monkeypatch):
+    """Issue 35: AdaptFormer called its blocks' halves itself and so never checkpointed (0 calls against LoRA's 16)."""
+    plain = _with_checkpointing(foundation).train()
+    lora = _with_checkpointing(build(foundation, "lora", ["liver"])).train()
+    adaptformer = _scrambled(build(foundation, "adaptformer", ["liver"])).train()
+    checkpointed = _with_checkpointing(adaptformer)
+    counts = {name: _checkpoint_calls(m, x, monkeypatch) for name, m in
+              [("plain", plain), ("lora", lora), ("adaptformer", checkpointed)]}
+    assert counts["adaptformer"] > 0 and counts["adaptformer"] == counts["lora"] == counts["plain"], counts
+    adaptformer(x).sum().backward()
+    assert torch.allclose(checkpointed(x), adaptformer(x), atol=1e-6)
+    for (name, p), q in zip(adaptformer.named_parameters(), checkpointed.parameters()):
+        if p.requires_grad:
+            assert torch.allclose(p.grad, q.grad, atol=1e-5), name
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in ("zero_shot",)])

@@ -11,6 +11,7 @@ them *before* the second LayerNorm (the course first read the normalised ``norm2
 from dataclasses import dataclass
 
 from torch import nn
+from torch.utils import checkpoint
 
 from fseft_lab.methods import freeze, register, swin_modules
 
@@ -41,10 +42,17 @@ class AdaptFormerBlock(nn.Module):
 
     def forward(self, x, mask_matrix):                                        # x: (B, X, Y, Z, d)
         block = self.base_layer
-        x = x + block.drop_path(block.forward_part1(x, mask_matrix))          # (B, X, Y, Z, d) attention half
+        x = x + block.drop_path(self._run(block.forward_part1, x, mask_matrix))  # (B, X, Y, Z, d) attention half
         branch = x if self.branch_input == "block" else block.norm2(x)        # (B, X, Y, Z, d)
         adapter = self.scale * self.up(nn.functional.relu(self.down(branch)))  # (B, X, Y, Z, d)
-        return x + block.forward_part2(x) + adapter                           # (B, X, Y, Z, d)
+        return x + self._run(block.forward_part2, x) + adapter                # (B, X, Y, Z, d)
+
+    def _run(self, part, *args):
+        """One half of the wrapped block, under activation checkpointing when the block has it on,
+        as MONAI's ``SwinTransformerBlock.forward`` runs it (recomputed in backward, not stored)."""
+        if self.base_layer.use_checkpoint:
+            return checkpoint.checkpoint(part, *args, use_reentrant=False)
+        return part(*args)
 
 
 @register("adaptformer", AdaptFormerConfig, lr=1e-2,
