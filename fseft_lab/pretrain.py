@@ -421,7 +421,8 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
 def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domains: tuple[str, ...] | None = None,
                        cases: int = 3, seed: int = 900, structures: tuple[str, ...] | None = None,
                        data_dir: Path = Path("data/heldout"), progress: bool = False,
-                       largest_component: bool | tuple[bool, ...] = False, masks_out: dict | None = None):
+                       largest_component: bool | tuple[bool, ...] = False, masks_out: dict | None = None,
+                       spacing: str = "model"):
     """Zero-shot DSC of the foundation model on held-out phantoms of each domain (tidy table), at
     the model's own geometry: raw masks, or (``largest_component=True``) as the course scores
     every method, each one-piece organ reduced to its largest connected component. Both,
@@ -435,6 +436,12 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
     slice: labelled only as far as the field of view goes). ``masks_out``, if given, receives each
     case's (S, X, Y, Z) predicted masks (``structures`` order, the last setting) by (domain, case id),
     so that a figure can show what was scored without running the network again.
+
+    ``spacing``: ``"model"`` exports the subjects at the model's own voxel size; ``"native"`` at
+    each domain's own (e.g. 0.8 x 0.8 x 2.5 mm, slices as thick as the site reconstructs), as real
+    downloads come, then resampled to the model's like any user's scan. Either way the masks are
+    scored at the model's voxel size, as ``fseft-lab adapt`` scores them; the ``spacing`` column
+    says which export a row comes from.
     """
     import pandas as pd
 
@@ -448,9 +455,13 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
     chain = preprocess(geometry.spacing_mm, geometry.patch_size)
     model.eval()
     tables = []
+    if spacing not in ("model", "native"):
+        raise ValueError(f"spacing={spacing!r}; choose 'model' (the model's voxel size) or 'native' (each domain's own)")
     for domain in domains or tuple(DOMAINS):
-        ds = export_phantom(Path(data_dir) / f"{domain}_{geometry.spacing_mm:g}mm_seed{seed}_{cases}cases", "msd", cases=cases,
-                            seed=seed, domain=domain, spacing=geometry.spacing_mm, template="amos", num_test=0, progress=False)
+        mm = geometry.spacing_mm if spacing == "model" else None
+        folder = f"{domain}_{f'{mm:g}mm' if mm else 'native'}_seed{seed}_{cases}cases"
+        ds = export_phantom(Path(data_dir) / folder, "msd", cases=cases, seed=seed, domain=domain, spacing=mm,
+                            template="amos", num_test=0, progress=False)
         raw = [ds.load(c, structures) for c in ds.cases]
         seen = pd.DataFrame([{"case": r["case"], "structure": s, "visible": bool((r["label"] == v).any()),
                               "cut": bool((r["label"][..., [0, -1]] == v).any())}
@@ -466,5 +477,6 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
                                  source=domain in SOURCES)
                 if masks_out is not None:
                     masks_out[(domain, case["case"])] = masks[case["case"]]
-                tables.append(table.assign(largest_component=setting).merge(seen, on=["case", "structure"], how="left"))
+                tables.append(table.assign(largest_component=setting, spacing=spacing)
+                              .merge(seen, on=["case", "structure"], how="left"))
     return pd.concat(tables, ignore_index=True)
