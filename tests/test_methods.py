@@ -262,6 +262,27 @@ def test_an_adapter_file_that_predates_recorded_options_loads_with_a_warning_nam
             load_adapter_file(foundation, tmp_path / "no_options.pt")
 
 
+@pytest.mark.parametrize("kind", ["csv", "truncated", "random"])
+def test_an_adapter_that_is_not_a_checkpoint_fails_in_one_line_without_torchs_unsafe_hint(foundation, tmp_path, kind):
+    """Issue 35: the loader shares the zoo's, which never passes on torch's advice to unpickle the file."""
+    from fseft_lab.methods import load_adapter_file
+
+    path = tmp_path / "adapter.pt"
+    if kind == "csv":
+        path.write_text("case,structure,dice\nc1,liver,0.91\n")
+    elif kind == "truncated":  # a download cut short
+        torch.save({"method": "lora", "state": {"lora_A": torch.arange(256.0)}}, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(bytes(torch.randint(0, 256, (300,), generator=torch.Generator().manual_seed(0)).tolist()))
+    with pytest.raises(ValueError) as caught:
+        load_adapter_file(foundation, path)
+    text = str(caught.value)
+    assert text.startswith(f"cannot read adapter file {path} (") and "weights_only" not in text and "\n" not in text
+    assert f"{path.stat().st_size:,} bytes" in text and repr(path.read_bytes()[:16]) in text
+    assert "not a PyTorch checkpoint (a zip archive)" in text and caught.value.__cause__ is None
+
+
 def test_task_head_rows_come_from_the_template_and_novel_rows_are_new(foundation):
     model = build(foundation, "linear_probe", ["liver", "heart_myocardium"], multiclass=True)
     assert model.task_structures == ("background", "liver", "heart_myocardium")

@@ -1,4 +1,5 @@
 """Model zoo: every public naming scheme loads into FoundationModel; bad files fail clearly."""
+import argparse
 import dataclasses
 
 import pytest
@@ -103,6 +104,44 @@ def test_truncated_and_missing_files(tmp_path, source):
         zoo.load_checkpoint(fresh(), path, tiny("fseft"))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         zoo.load_checkpoint(fresh(), tmp_path / "absent.pt", tiny("fseft"))
+
+
+def not_checkpoints(folder) -> dict:
+    """Files that are not PyTorch checkpoints: a results table, a download cut in half, random bytes."""
+    table = folder / "results.csv"
+    table.write_text("case,structure,dice\nc1,liver,0.91\n")
+    truncated = folder / "truncated.pt"
+    torch.save({"weight": torch.arange(256.0), "bias": torch.zeros(8)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    noise = folder / "noise.bin"
+    noise.write_bytes(torch.randint(0, 256, (300,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes())
+    garbled = folder / "garbled.pt"
+    garbled.write_bytes(b"\x80\x02R.")  # a pickle whose unpickling fails with IndexError, not UnpicklingError
+    return {"csv": table, "truncated": truncated, "random": noise, "garbled": garbled}
+
+
+@pytest.mark.parametrize("kind", ["csv", "truncated", "random", "garbled"])
+def test_a_file_that_is_not_a_checkpoint_fails_in_one_line_without_torchs_unsafe_hint(tmp_path, kind):
+    """Issue 35: torch's own error advised re-running torch.load with weights_only=False, which runs
+    whatever code a pickle holds; the error says what the file is instead, and nothing of torch's."""
+    path = not_checkpoints(tmp_path)[kind]
+    for load in (zoo.read_state_dict, zoo.load_foundation):
+        with pytest.raises(ValueError) as caught:
+            load(path)
+        err = caught.value
+        text = str(err)
+        assert "weights_only" not in text and "\n" not in text, text
+        assert str(path) in text and f"{path.stat().st_size:,} bytes" in text and repr(path.read_bytes()[:16]) in text
+        assert "not a PyTorch checkpoint (a zip archive)" in text
+        assert err.__cause__ is None and err.__suppress_context__  # torch's text is not shown below it either
+
+
+def test_a_checkpoint_holding_other_objects_is_not_unpickled_and_says_so(tmp_path):
+    path = tmp_path / "pickled.pt"
+    torch.save({"args": argparse.Namespace(lr=1e-3), "weight": torch.zeros(3)}, path)  # as some training scripts save
+    with pytest.raises(ValueError, match=r"pickled.pt \(.* bytes\): a zip archive, but holds objects other than") as caught:
+        zoo.read_state_dict(path)
+    assert "weights_only" not in str(caught.value) and caught.value.__cause__ is None
 
 
 def test_download_is_atomic_and_checks_the_checksum(tmp_path, monkeypatch, source):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE, check_structure
+from fseft_lab.models.zoo import read_state_dict
 from fseft_lab.outputs import atomic_write
 
 DECODER_MODULES = ("encoder1", "encoder2", "encoder3", "encoder4", "encoder10",
@@ -193,10 +194,7 @@ def save_adapter(model: nn.Module, path, **meta) -> int:
 
 def load_adapter_file(foundation: nn.Module, path) -> nn.Module:
     """Rebuild an adapted model from a file written by :func:`save_adapter`."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read adapter file {path}: {err}") from err
+    saved = read_state_dict(path, "adapter file")
     if not isinstance(saved, dict) or "state" not in saved or "method" not in saved:
         raise ValueError(f"{path} is not an fseft-lab adapter file (no 'method' and 'state')")
     defaults = asdict(get_method(saved["method"]).config())

@@ -22,6 +22,7 @@ import os
 import re
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def weights_sha256(path: Path) -> str:
         else:
             digest.update(f"{prefix}|{value!r}|".encode())
 
-    add("", torch.load(path, map_location="cpu", weights_only=True))
+    add("", read_state_dict(path))
     return digest.hexdigest()
 
 
@@ -235,15 +236,30 @@ class LoadReport:
                 f"{len(self.head_rows)} head rows from the checkpoint")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)`` with clear errors for missing and truncated files."""
+def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)`` of a checkpoint (or adapter file: ``what`` names it in errors).
+
+    A missing file raises ``FileNotFoundError``; one torch cannot load safely, a one-line
+    ``ValueError`` with its path, size in bytes and first 16 bytes. torch's own message is dropped:
+    it advises loading again with ``weights_only=False``, which runs whatever code the file pickles.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(f"no {what} at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, pickle of arbitrary objects, not a checkpoint at all
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+    except PermissionError:
+        raise
+    except Exception:  # over arbitrary bytes: UnpicklingError, RuntimeError, OSError, EOFError, IndexError, KeyError...
+        size = path.stat().st_size
+        if zipfile.is_zipfile(path):  # a whole archive: a checkpoint of more than tensors, or another zip
+            raise ValueError(f"cannot read {what} {path} ({size:,} bytes): a zip archive, but holds objects other than "
+                             "tensors, numbers, strings and plain containers, or is no PyTorch archive; such objects "
+                             "are not unpickled here, as that could run code from the file") from None
+        with open(path, "rb") as f:
+            head = f.read(16)
+        raise ValueError(f"cannot read {what} {path} ({size:,} bytes, starting {head!r}): not a PyTorch checkpoint "
+                         "(a zip archive); a download cut short, or another kind of file") from None
 
 
 def remap(state: dict, entry: Checkpoint) -> tuple[dict[str, torch.Tensor], list[str]]:
