@@ -31,9 +31,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from monai.transforms import GaussianSmooth, RandCropByLabelClassesd
+from monai.transforms import RandCropByLabelClassesd
 from tqdm.auto import tqdm
 
+from fseft_lab.data import augment
+from fseft_lab.data.augment import CONTRAST_SHIFT, PHASE_STRENGTH, SPATIAL_MARGIN, de_enhance
 from fseft_lab.data.layouts import export_phantom, open_dataset
 from fseft_lab.data.transforms import HU_WINDOW, UniversalTargetd, preprocess
 from fseft_lab.models.foundation import FoundationModel, resolve_geometry
@@ -76,6 +78,8 @@ class PretrainConfig:
             nnU-Net's recipe at 0.67: it forces foreground into a third of each batch and places
             the rest at random (Isensee et al., Nat. Methods 2021). Crops of the pelvis and thorax
             teach the model where an organ is not.
+        nnunet_aug: probability that a crop goes through nnU-Net's default augmentation, spatial
+            and intensity (see :func:`draw_batch`; 0: the paper's recipe).
         workers: background processes that export the sources and draw crops (0: none). Needed
             to keep a GPU busy; they change the speed, never the result.
     """
@@ -99,6 +103,7 @@ class PretrainConfig:
     contrast_aug: float = 0.0
     phase_aug: float = 0.0
     negatives: float = 0.2
+    nnunet_aug: float = 0.0
     workers: int = 0
 
 
@@ -181,67 +186,24 @@ def pick_case(data: list[list[dict]], rng: np.random.Generator, balance: str = "
     return case, [case["structures"].index(name) + 1]
 
 
-#: Soft tissue before and after intravenous contrast (HU), portal venous phase, as published for
-#: adults at usual doses: structure -> (plain, enhanced low, enhanced high). Blood 40 HU plain,
-#: aorta and portal vein 150-200 HU, hepatic enhancement 40-65 HU: Bae KT, "Intravenous contrast
-#: medium administration and scan timing at CT", Radiology 2010;256:32-61. Plain liver 55-65 HU,
-#: spleen about 10 HU below the liver: Boll DT, Merkle EM, "Diffuse liver disease: strategies for
-#: hepatic CT and MR imaging", RadioGraphics 2009;29:1591-1614. Kidney 30-40 HU plain, 150-200 HU
-#: nephrographic; pancreas 40-50 HU plain, 90-120 HU portal: Bae 2010, tables of organ
-#: enhancement. The augmentations below take their ranges from these figures, never from the
-#: phantom's scanner tables: a model trained on real CT knows no scanner's table.
-PUBLISHED_PORTAL_HU: dict[str, tuple[float, float, float]] = {
-    "blood": (40.0, 150.0, 200.0), "liver": (60.0, 100.0, 125.0), "spleen": (50.0, 110.0, 130.0),
-    "pancreas": (45.0, 90.0, 120.0), "kidney": (35.0, 150.0, 200.0),
-}
-
-#: Per-structure intensity shifts of ``contrast_aug`` (window units: 1 = 425 HU): -166 to +21 HU,
-#: down to the largest published gap between an enhanced and a plain structure (kidney, 200 vs
-#: 35 HU) and a little up, as a plain organ beside a bright one.
-CONTRAST_SHIFT = (-0.39, 0.05)
-
-#: Plain CT's soft tissue (HU): ``de_enhance`` pulls brighter tissue toward it (plain blood, and
-#: the low end of the published plain organs).
-PLAIN_SOFT_TISSUE_HU = 40.0
-#: Range of ``de_enhance``'s strength s: ``E - s (E - 40) = P`` takes a published enhanced value E
-#: back to its plain value P. Over ``PUBLISHED_PORTAL_HU`` s runs from 0.67 (liver, weakly enhanced)
-#: to 1 (blood; the kidney would need 1.05 and ends 5 HU above its plain value).
-PHASE_STRENGTH = (0.65, 1.0)
-
-
-def de_enhance(image: torch.Tensor, strength: float, sigma: float = 0.75) -> torch.Tensor:
-    """Pull a crop's enhanced soft tissue toward plain CT's values: ``image - strength * (local
-    mean - 40 HU)`` wherever the local mean (Gaussian, ``sigma`` voxels) is above 40 HU.
-
-    A stand-in for a scan without contrast, not a simulation of one: one strength for the whole
-    crop keeps the tissues' order (enhanced spleen stays brighter than liver, where plain CT has it
-    darker), tissue that does not enhance (muscle, discs) is pulled below its plain value too, and
-    so are crops that were plain already. The correction follows the local mean, not each voxel,
-    so most of the noise and texture survive; ``sigma`` is small so that vessels a few voxels wide
-    are corrected too. Voxels at the window's top (bone, arterial blood above 250 HU) and those
-    within two voxels of them (bone's texture and partial-volume rim below 250 HU) stay as they
-    are and are left out of the others' means (normalised convolution), so bone is neither eaten
-    away nor leaves a dark halo. Window units
-    (``HU_WINDOW`` -> [0, 1]) as ``preprocess`` made them, before any shift; ``image`` is one
-    channel-first crop.
-    """
-    level = (PLAIN_SOFT_TISSUE_HU - HU_WINDOW[0]) / (HU_WINDOW[1] - HU_WINDOW[0])
-    top = (image >= 1.0 - 1e-6).float()
-    soft = 1.0 - F.max_pool3d(top[None], 5, stride=1, padding=2)[0]     # neither at the top nor 2 voxels from it
-    smooth = GaussianSmooth(sigma)
-    local = smooth(image * soft) / smooth(soft).clamp_min(1e-3)
-    return image - strength * soft * (local - level).clamp_min(0.0)
+#: Label value of the margin padded around a scan for wider crops: no class, so never a crop's centre.
+OUTSIDE = 255
 
 
 def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_size: int, crops: int,
-               balance: str = "sources", contrast: float = 0.0, negatives: float = 0.2, phase: float = 0.0) -> dict:
+               balance: str = "sources", contrast: float = 0.0, negatives: float = 0.2, phase: float = 0.0,
+               nnunet: float = 0.0) -> dict:
     """The crops of one step, a pure function of (seed, step, rank): resuming redraws them exactly.
 
     ``contrast``: probability that a crop's labelled structures each get their own intensity
     shift (``CONTRAST_SHIFT``), a stand-in for another contrast phase: an organ that is only
     labelled in contrast-enhanced sources is then still recognised in plain CT. ``phase``:
     probability that a whole crop's enhanced tissue is pulled toward plain CT (:func:`de_enhance`),
-    the labelled organ's neighbours included, with a strength drawn from ``PHASE_STRENGTH``. Neither is in
+    the labelled organ's neighbours included, with a strength drawn from ``PHASE_STRENGTH``. ``nnunet``:
+    probability that a crop goes through nnU-Net's default augmentation (:mod:`fseft_lab.data.augment`:
+    scaling and rotation, for other habitus and positions; noise, blur, brightness, contrast, low
+    resolution and gamma, for other scanners and slice thicknesses; each with nnU-Net's own
+    probability), cut from a crop ``SPATIAL_MARGIN`` times wider about the same centre. None is in
     the paper; each draws from its own generator, so that turning one on keeps every other draw.
     """
     rng = np.random.default_rng([seed, step, rank])
@@ -252,14 +214,26 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     ratios[0] = 5.0 * negatives if targets else 1.0          # negatives: anywhere unlabelled
     for value in targets:                                    # positives: the rest, shared by the targets
         ratios[value] = 5.0 * (1.0 - negatives) / len(targets)
-    cropper = RandCropByLabelClassesd(["image", "label"], "label", (patch_size,) * 3, ratios=ratios,
+    # with nnU-Net's augmentation, wider crops about the same centres: the scan padded by the extra
+    # margin, its label there OUTSIDE, which no crop centres on (a centre drawn as before)
+    margin = (math.ceil(patch_size * SPATIAL_MARGIN / 2) * 2 - patch_size) // 2 if nnunet > 0 else 0
+    volume = {"image": F.pad(torch.as_tensor(case["image"]), (margin,) * 6),
+              "label": F.pad(torch.as_tensor(case["label"]), (margin,) * 6, value=OUTSIDE)}
+    cropper = RandCropByLabelClassesd(["image", "label"], "label", (patch_size + 2 * margin,) * 3, ratios=ratios,
                                       num_classes=num_classes, num_samples=crops, warn=False)
     cropper.set_random_state(seed=int(rng.integers(2**31)))
+    cropped = cropper(volume)
+    augmented = [False] * len(cropped)
+    if nnunet > 0:
+        nnunet_rng = np.random.default_rng([seed, step, rank, 2])
+        augmented = [bool(nnunet_rng.uniform() < nnunet) for _ in cropped]
+        for c, on in zip(cropped, augmented):
+            c["image"], c["label"] = augment.spatial(c["image"], c["label"], nnunet_rng if on else None, patch_size)
+            c["label"][c["label"] == OUTSIDE] = 0
     target = UniversalTargetd()  # cases were padded to a patch by preprocess()
-    samples = [target({**c, "structures": case["structures"]})
-               for c in cropper({"image": case["image"], "label": case["label"]})]
+    samples = [target({**c, "structures": case["structures"]}) for c in cropped]
     shift = torch.as_tensor(rng.uniform(-0.1, 0.1, len(samples)) * (rng.uniform(size=len(samples)) < 0.2))
-    images = torch.stack([s["image"].as_tensor() for s in samples]).float()
+    images = torch.stack([s["image"].as_subclass(torch.Tensor) for s in samples]).float()
     if phase > 0:  # first, on the crops as preprocess() windowed them
         phase_rng = np.random.default_rng([seed, step, rank, 1])
         for b in range(len(images)):
@@ -271,6 +245,9 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
             if rng.uniform() < contrast:
                 for c in s["annotated"].nonzero().flatten().tolist():
                     image[0][s["target"][c] > 0] += float(rng.uniform(*CONTRAST_SHIFT))
+    for b, on in enumerate(augmented):  # last, as nnU-Net orders them: intensities after the geometry
+        if on:
+            images[b] = augment.acquisition(images[b], nnunet_rng)
     return {"image": images,
             "target": torch.stack([s["target"] for s in samples]),
             "annotated": torch.stack([s["annotated"] for s in samples])}
@@ -288,7 +265,8 @@ class StepCrops(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> dict:
         batch = draw_batch(self.data, step, self.cfg.seed, self.rank, self.patch_size, self.cfg.crops_per_step,
-                           self.cfg.balance, self.cfg.contrast_aug, self.cfg.negatives, self.cfg.phase_aug)
+                           self.cfg.balance, self.cfg.contrast_aug, self.cfg.negatives, self.cfg.phase_aug,
+                           self.cfg.nnunet_aug)
         return {**batch, "target": batch["target"].to(torch.uint8)}
 
 
@@ -319,8 +297,9 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
         raise ValueError(f"workers={cfg.workers}; it must be >= 0")
     if not 0 <= cfg.contrast_aug <= 1:
         raise ValueError(f"contrast_aug={cfg.contrast_aug}; it is a probability, in [0, 1]")
-    if not 0 <= cfg.phase_aug <= 1:
-        raise ValueError(f"phase_aug={cfg.phase_aug}; it is a probability, in [0, 1]")
+    for name in ("phase_aug", "nnunet_aug"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ValueError(f"{name}={getattr(cfg, name)}; it is a probability, in [0, 1]")
     if not 0 <= cfg.negatives < 1:
         raise ValueError(f"negatives={cfg.negatives}; it is the share of crops centred off the organs, in [0, 1)")
     out = Path(cfg.out)

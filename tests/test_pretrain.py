@@ -10,10 +10,8 @@ import torch.multiprocessing as mp
 from monai.data import MetaTensor
 
 from fseft_lab.models.foundation import FoundationModel
-from fseft_lab.data.transforms import HU_WINDOW
-from fseft_lab.pretrain import (CONTRAST_SHIFT, PHASE_STRENGTH, PLAIN_SOFT_TISSUE_HU, PUBLISHED_PORTAL_HU, PretrainConfig,
-                               de_enhance, draw_batch,
-                               half_precision, masked_partial_label_loss, pretrain, warmup_cosine)
+from fseft_lab.data.augment import CONTRAST_SHIFT
+from fseft_lab.pretrain import PretrainConfig, draw_batch, half_precision, masked_partial_label_loss, pretrain, warmup_cosine
 
 
 def test_unannotated_classes_get_no_gradient_and_do_not_change_the_loss():
@@ -93,59 +91,6 @@ def test_contrast_augmentation_shifts_each_labelled_structure_by_its_own_offset_
             assert diff[b][outside].abs().max() == 0
     with pytest.raises(ValueError, match="contrast_aug=1.5"):
         pretrain(PretrainConfig(out=Path("unused"), steps=1, contrast_aug=1.5), data=data, progress=False)
-
-
-def test_augmentation_ranges_undo_every_published_enhancement_and_no_more():
-    """What the augmentations do to published values (no phantom table): for each enhanced tissue,
-    some strength in the range takes a uniform block of it back to within 6 HU of its plain value,
-    the weakest enhancement needs the range's low end, and the shift reaches the largest gap."""
-    needed = []
-    for name, (plain, *enhanced) in PUBLISHED_PORTAL_HU.items():
-        for e in enhanced:
-            block = torch.full((1, 12, 12, 12), float(_window(e)))
-            strengths = np.linspace(*PHASE_STRENGTH, 36)
-            errors = [abs(float(_hu(de_enhance(block, s)[0, 6, 6, 6])) - plain) for s in strengths]
-            assert min(errors) < 6.0, (name, e, min(errors))
-            needed.append(strengths[int(np.argmin(errors))])
-    assert min(needed) < PHASE_STRENGTH[0] + 0.05 and max(needed) == PHASE_STRENGTH[1]
-    gaps = [plain - high for plain, _, high in PUBLISHED_PORTAL_HU.values()]
-    assert CONTRAST_SHIFT[0] * (HU_WINDOW[1] - HU_WINDOW[0]) == pytest.approx(min(gaps), abs=2.0)
-
-
-def _window(hu):
-    return (np.clip(hu, *HU_WINDOW) - HU_WINDOW[0]) / (HU_WINDOW[1] - HU_WINDOW[0])
-
-
-def _hu(window):
-    return window * (HU_WINDOW[1] - HU_WINDOW[0]) + HU_WINDOW[0]
-
-
-def test_de_enhance_brings_an_enhanced_organ_to_plain_values_keeps_its_noise_and_leaves_bone_and_fat():
-    from scipy import ndimage
-
-    rng = np.random.default_rng(0)
-    hu = np.full((40, 40, 40), -100.0)                  # fat
-    hu[4:24, 4:36, 4:36] = 115.0                        # liver, portal phase (published plain: 55-65 HU)
-    hu[28:36, 4:36, 4:20] = 55.0                        # muscle ...
-    bone = np.zeros_like(hu, dtype=bool)
-    bone[28:36, 4:36, 20:36] = True                     # ... beside cancellous bone: 270 HU, textured, as the scanner
-    hu[bone] = 270.0 + 60.0 * ndimage.gaussian_filter(rng.standard_normal(hu.shape), 1.0)[bone] / 0.2
-    hu = ndimage.gaussian_filter(hu, 0.8)               # blur: a partial-volume rim below 250 HU around the bone
-    hu[:24] += rng.normal(0, 15, hu[:24].shape)
-    image = torch.from_numpy(_window(hu)).float()[None]
-    out = de_enhance(image, 0.76)
-    liver = (slice(None), slice(8, 20), slice(8, 32), slice(8, 32))
-    assert float(_hu(out[liver]).mean()) == pytest.approx(58.0, abs=4.0)
-    assert float(out[liver].std()) > 0.6 * float(image[liver].std())             # texture survives
-    assert torch.equal(out[0, 37:], image[0, 37:])                                # fat unchanged
-    inside = torch.from_numpy(ndimage.binary_erosion(bone, iterations=1))
-    assert 0.3 > float((image[0][inside] < 1).float().mean()) > 0.02              # some bone is below 250 HU ...
-    assert float((_hu(image[0]) - _hu(out[0]))[inside].max()) < 20.0              # ... and is not eaten away
-    # no halo: muscle three voxels from the bone (nearer, it is left alone) moves like muscle far
-    # from it, with no bone in its local mean
-    near, far = _hu(out[0, 30:34, 8:32, 17]), _hu(out[0, 30:34, 8:32, 8])
-    assert float((near.mean() - far.mean()).abs()) < 2.0
-    assert float(far.mean()) == pytest.approx(55.0 - 0.76 * 15.0, abs=1.0)
 
 
 def test_phase_augmentation_darkens_whole_crops_and_changes_no_other_draw():
@@ -344,3 +289,23 @@ def test_zero_shot_scores_raw_and_cleaned_masks_from_one_pass_of_the_network(tmp
     truth = torch.stack([case["label"][0] == i + 1 for i in range(len(BASE_ORGANS))])[None].float()
     dice = score(masks[("btcv_like", case["case"])][None].float(), truth, [12.0] * 3)["dice"]
     np.testing.assert_allclose(dice, raw.dice, atol=1e-6)
+
+
+def test_nnunet_augmentation_crops_about_the_same_centres_and_changes_no_other_draw(monkeypatch):
+    from fseft_lab.data import augment
+
+    data = _tiny_sources()
+    plain = [draw_batch(data, step, 0, 0, 32, 2, contrast=0.5, phase=0.5) for step in range(4)]
+    with monkeypatch.context() as m:  # the wider crop's centre, no transform drawn: the very same crops
+        m.setattr(augment, "SCALING", (0.0, (1.0, 1.0)))
+        m.setattr(augment, "ROTATION", (0.0, 0.0))
+        m.setattr(augment, "ACQUISITION", {})
+        still = [draw_batch(data, step, 0, 0, 32, 2, contrast=0.5, phase=0.5, nnunet=1.0) for step in range(4)]
+    for a, b in zip(plain, still):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
+    augmented = [draw_batch(data, step, 0, 0, 32, 2, contrast=0.5, phase=0.5, nnunet=1.0) for step in range(4)]
+    assert any(not torch.equal(a["image"], b["image"]) for a, b in zip(plain, augmented))
+    assert all(b["image"].shape == (2, 1, 32, 32, 32) and torch.equal(a["annotated"], b["annotated"])
+               for a, b in zip(plain, augmented))
+    with pytest.raises(ValueError, match="nnunet_aug=2"):
+        pretrain(PretrainConfig(out=Path("unused"), steps=1, nnunet_aug=2), data=data, progress=False)

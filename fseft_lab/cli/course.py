@@ -152,7 +152,7 @@ def _pretrain(args) -> None:
                          lr=args.lr, warmup_steps=args.warmup, cases_per_source=args.cases, data_dir=args.data_dir,
                          seed=args.seed, checkpoint_every=args.checkpoint_every, resume=args.resume, init=args.init,
                          balance=args.balance, contrast_aug=args.contrast_aug, phase_aug=args.phase_aug,
-                         negatives=args.negatives, workers=args.workers)
+                         negatives=args.negatives, nnunet_aug=args.nnunet_aug, workers=args.workers)
     pretrain(cfg)
     print(f"weights: {Path(args.out) / 'model.pt'} | log: {Path(args.out) / 'log.csv'}")
 
@@ -235,6 +235,9 @@ def add_tools(sub) -> None:
                    help="probability per crop of pulling all its enhanced tissue toward plain CT's values, organs and neighbours")
     p.add_argument("--negatives", type=float, default=0.2, metavar="SHARE",
                    help="share of crops centred off the labelled organs (0.2: the paper's 4:1; nnU-Net: 0.67)")
+    p.add_argument("--nnunet-aug", type=float, default=0.0, metavar="P",
+                   help="probability per crop of nnU-Net's default augmentation: scaling, rotation, noise, blur, "
+                        "brightness, contrast, low resolution, gamma (no mirroring)")
     p.add_argument("--workers", type=int, default=0,
                    help="background processes that export sources and draw crops (use several on a GPU; same result)")
     p.set_defaults(func=_pretrain)
