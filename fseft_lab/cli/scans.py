@@ -101,21 +101,18 @@ def _adapt(args) -> None:
 
 
 def _predict(args) -> None:
-    import torch
     from tqdm.auto import tqdm
 
     from fseft_lab.methods import load_adapter_file
-    from fseft_lab.models.zoo import load_foundation
+    from fseft_lab.models.zoo import load_foundation, read_state_dict
     from fseft_lab.outputs import writable_file
     from fseft_lab.predict import plan_outputs, segment_file
 
     jobs = plan_outputs(args.input, args.out)
     for _, out in jobs:          # every output, before the model is even loaded
         writable_file(out)
-    try:
-        meta = torch.load(args.adapter, map_location="cpu", weights_only=True).get("meta", {})
-    except Exception as err:
-        raise ValueError(f"cannot read adapter file {args.adapter}: {err}") from err
+    saved = read_state_dict(args.adapter, "adapter file")   # one line for a file that is no checkpoint
+    meta = saved.get("meta", {}) if isinstance(saved, dict) else {}
     checkpoint = args.checkpoint or meta.get("checkpoint", "phantom_cpu")
     profile = args.profile or meta.get("profile")
     model = load_adapter_file(load_foundation(checkpoint, args.scheme or meta.get("scheme")), args.adapter)
