@@ -63,9 +63,9 @@ import monai
 import pandas as pd
 
 from fseft_lab import viz
-from fseft_lab.data.fewshot import few_shot_split
+from fseft_lab.data.fewshot import not_a_support
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import claim, load_cases, run, showing
+from fseft_lab.experiments import case_extents, claim, load_cases, run, split_for
 from fseft_lab.methods import build, linear_probe, print_trainable_parameters, set_task_head
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
@@ -87,16 +87,34 @@ print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda
 # The paper adapts with k in {1, 5, 10, all} labelled volumes. A **draw** (a seed) picks k + 1
 # volumes from the training pool: k **support** volumes to train on and one **validation** volume;
 # the **test** volumes are fixed per task, so every method and draw is scored on the same scans.
+#
+# **Which scans may be support volumes.** A support volume is the only example a method learns the
+# organ from, so it must show the organ whole. Some scans of the TotalSegmentator-like population
+# cover the thorax or the pelvis: their field of view cuts the liver to a sliver at the scan's end,
+# or misses the spleen. Trained on a sliver that touches the end of the scan, a method can learn
+# "liver only at the edge", and a size prior drawn from it (notebook 08) would describe a sliver,
+# not a liver. The protocol therefore draws support and validation volumes only among scans that
+# show every structure of the task, at least 1 mL of it, with no organ touching either end of the
+# scan (`fewshot.not_a_support`; vessels and the oesophagus run on through any field of view and
+# may). Test volumes need only show the structure: one the scan cuts is still scored, and flagged
+# in the results' `cut` column, so that tables can give whole and cut organs apart.
 
 # %%
 ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
                     seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
-shown = showing(ts, ts.case_ids, tasks)  # scans whose field of view holds the task's structure
-split = few_shot_split(shown, k, seed, test=[c for c in ts.test_ids if c in shown])
-test_ids = list(split.test[:num_test])
+splits = {task: split_for(ts, task, k, seed) for task in tasks}   # the draws run() makes below
+test_ids = [c for c in splits[tasks[0]].test if all(c in s.test for s in splits.values())][:num_test]
 foundation = load_foundation("phantom_cpu")
 trunk_cache = {}  # trunk features of the test volumes, shared by every frozen-trunk method below
-print(f"support {split.support} | validation {split.validation} | test {test_ids}")
+for task, split in splits.items():
+    print(f"{task}: support {split.support} | validation {split.validation} | test {test_ids}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# how each scan shows the liver, and whether it may be a support volume
+shown = {case: case_extents(ts, case, ["liver"])["liver"] for case in ts.case_ids}
+pd.DataFrame({"liver_ml": [round(e.ml) for e in shown.values()], "cut": [e.cut for e in shown.values()],
+              "support?": [not_a_support({"liver": e}) or "yes" for e in shown.values()]}, index=list(shown))
 
 # %% [markdown]
 # ## 2. Zero-shot: the head row the foundation model already has

@@ -65,9 +65,8 @@ import torch
 
 from fseft_lab import viz
 from fseft_lab.adapt import AdaptConfig
-from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import claim, load_cases, run, showing
+from fseft_lab.experiments import claim, load_cases, run, split_for
 from fseft_lab.methods import build, trainable_parameters
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
@@ -96,8 +95,7 @@ print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda
 # %%
 flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=G.spacing_mm,
                        num_test=2, overwrite=True, progress=False)
-shown = showing(flare, flare.case_ids, [task])  # scans that hold the task's organ
-split = few_shot_split(shown, k, seed, test=[c for c in flare.test_ids if c in shown])
+split = split_for(flare, task, k, seed)  # support volumes show the organ whole; test volumes show it
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
 trunk_cache = {}

@@ -71,9 +71,8 @@ import torch
 
 from fseft_lab import anatomy, viz
 from fseft_lab.adapt import AdaptConfig, adapt
-from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import claim, load_cases, run, showing
+from fseft_lab.experiments import claim, load_cases, run, split_for
 from fseft_lab.methods import DECODER_MODULES, build, scratch, trainable_parameters
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
@@ -105,8 +104,7 @@ print(f"task {task!r}: {len(structures)} structures, {'one softmax' if multiclas
 # %%
 ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
                     seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
-shown = showing(ts, ts.case_ids, structures)  # scans whose field of view holds the heart
-split = few_shot_split(shown, k, seed, test=[c for c in ts.test_ids if c in shown])
+split = split_for(ts, task, k, seed)  # support volumes show every part whole; test volumes show the heart
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
 print(f"support {split.support} | validation {split.validation} | test {test_ids}")

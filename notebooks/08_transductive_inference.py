@@ -72,10 +72,9 @@ from fseft_lab import transductive, viz
 from fseft_lab.adapt import AdaptConfig, adapt
 from fseft_lab.anatomy import BASE_ORGANS
 from fseft_lab.course_files import course_path
-from fseft_lab.data.fewshot import few_shot_split
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.evaluate import to_masks, trunk_features
-from fseft_lab.experiments import claim, load_cases, run, showing, summary
+from fseft_lab.experiments import claim, load_cases, run, split_for, summary
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import TransductiveConfig
@@ -93,8 +92,7 @@ print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda
 # %%
 ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
                     seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
-shown = showing(ts, ts.case_ids, [task])  # scans whose field of view holds the task's structure
-split = few_shot_split(shown, k, seed, test=[c for c in ts.test_ids if c in shown])
+split = split_for(ts, task, k, seed)  # support volumes show the organ whole; test volumes show it
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
 trunk_cache = {}  # trunk features of the test volumes, shared by every frozen-trunk method below
