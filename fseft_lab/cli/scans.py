@@ -26,7 +26,7 @@ def _plan(args, dataset) -> list[tuple[int, int, object]]:
                              f"{args.task} (1 test + {max(ks)} support); there are {len(usable)}")
     plan = [(k, seed, test) for k in ks for seed in args.seeds for test in tests]
     for k, seed, test in plan:
-        split = split_for(dataset, args.task, k, seed, test, warn=False)
+        split = split_for(dataset, args.task, k, seed, test, warn=False, whole=args.method != "zero_shot")
         if not split.test and not args.save_adapter:
             raise ValueError(f"k={k} leaves no test volume to score among the {len(usable)} that show {args.task}: "
                              "keep the adapter with --save-adapter (and --deploy), or lower --k")
