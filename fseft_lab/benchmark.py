@@ -43,6 +43,7 @@ from fseft_lab.anatomy import task_structures
 from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
 from fseft_lab.experiments import check_post_processing, done_runs, environment, run_grid, run_key, write_csv
 from fseft_lab.methods import DECODER_OPTIONS, get_method
+from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import MODES, PROTOCOLS, TransductiveConfig
 
@@ -273,9 +274,8 @@ def record_invocation(out_csv: Path, grid, profile: str, checkpoint: str, checks
                 "runs_in_grid": sum(b.runs for b in read_grid(grid)), "runs_done": len(done_runs(table)),
                 "invocations": old.get("invocations", []) + [{**invocation, "runs_done_after": len(done_runs(table)),
                                                               "date": time.strftime("%Y-%m-%d %H:%M"), **environment()}]}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

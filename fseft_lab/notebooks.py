@@ -25,6 +25,7 @@ from pathlib import Path
 
 import nbformat
 
+from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import MALLOC_ENV, get_profile
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -124,9 +125,8 @@ def clean(path: Path) -> None:
         cell.metadata.pop("execution", None)
         for out in cell.get("outputs", []):
             out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
-    tmp = path.with_suffix(".tmp.ipynb")
-    nbformat.write(nb, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        nbformat.write(nb, tmp)
 
 
 def run(names: list[str] | None = None, profile: str | None = None, out: Path | None = None,
@@ -153,13 +153,18 @@ def run(names: list[str] | None = None, profile: str | None = None, out: Path | 
         for path in paths:
             target = (Path(out) / path.name) if out else path
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp()) / path.name  # the target is replaced only after a clean run
-            start = time.perf_counter()
-            papermill.execute_notebook(str(path), str(tmp), kernel_name=kernel, cwd=str(path.parent), progress_bar=False)
-            seconds = time.perf_counter() - start
-            stamp_run_info(tmp, run_info_line(profile_name, seconds, machine, datetime.date.today()))
-            clean(tmp)
-            shutil.move(tmp, target)
+            # executed in a scratch folder (papermill saves after every cell: no half-run notebook
+            # among the course's); the target is replaced only after a clean run
+            with tempfile.TemporaryDirectory() as scratch:
+                executed = Path(scratch) / path.name
+                start = time.perf_counter()
+                papermill.execute_notebook(str(path), str(executed), kernel_name=kernel, cwd=str(path.parent),
+                                           progress_bar=False)
+                seconds = time.perf_counter() - start
+                stamp_run_info(executed, run_info_line(profile_name, seconds, machine, datetime.date.today()))
+                clean(executed)
+                with atomic_write(target) as tmp:
+                    shutil.copyfile(executed, tmp)
             if not out and twin(path).exists():
                 write_twin(target)
             timings.append((path.name, seconds))

@@ -4,7 +4,8 @@ A command that trains for an hour and then cannot write its results has lost the
 output path (a CSV, an adapter file, an export folder) is checked first with
 :func:`writable_folder` or :func:`writable_file`, and written through :func:`atomic_write`: into
 a temporary file beside it, renamed over the target at the end, so a failure never leaves half a
-file. Every error here is one line that names the path.
+file (or, for a folder written file by file, into a temporary folder). Every error here is one
+line that names the path.
 
 >>> with atomic_write("results/table.csv") as tmp:         # doctest: +SKIP
 ...     table.to_csv(tmp, index=False)
@@ -12,6 +13,7 @@ file. Every error here is one line that names the path.
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,24 +54,53 @@ def writable_file(path: str | Path) -> Path:
     return path
 
 
+def _is_write_error(err: BaseException) -> bool:
+    """A failure to write: an OSError (a full disk, a read-only folder) but not a ConnectionError,
+    which is about what was being fetched; or torch.save's RuntimeError from its C++ writer
+    (``[enforce fail at inline_container.cc...]`` on a full disk, ``File ... cannot be opened.``)."""
+    if isinstance(err, OSError):
+        return not isinstance(err, ConnectionError)
+    return isinstance(err, RuntimeError) and ("enforce fail" in str(err) or "cannot be opened" in str(err))
+
+
 @contextmanager
-def atomic_write(path: str | Path):
+def atomic_write(path: str | Path, folder: bool = False):
     """Yield a temporary path beside ``path``; when the block ends without error it replaces
     ``path``, else it is removed. A failure to write (a full disk, torch's ``enforce fail``) is
-    raised as :class:`OutputError` naming ``path``."""
+    raised as :class:`OutputError` naming ``path``; any other error (a ``ValueError``, a
+    ``ConnectionError``, an interrupted computation) passes unchanged.
+
+    With ``folder=True`` the temporary path is an empty folder, and a folder already at ``path``
+    is replaced whole: moved aside, the new one renamed in, the old one deleted.
+    """
     path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    if folder:
+        suffix = ""
+    else:   # the temporary file keeps the extension, for writers that go by it (nibabel, nbformat)
+        suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     tmp = path.with_name(f".{path.name.removesuffix(suffix)}.tmp-{os.getpid()}{suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if folder:
+            shutil.rmtree(tmp, ignore_errors=True)   # left by a killed process of the same pid
+            tmp.mkdir()
         yield tmp
-        tmp.replace(path)
+        if folder and path.exists():   # a rename cannot replace a folder that holds files
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.replace(path)
     except (OSError, RuntimeError) as err:
-        if isinstance(err, OutputError):
+        if isinstance(err, OutputError) or not _is_write_error(err):
             raise
         raise OutputError(f"cannot write {path}: {_reason(err)}") from err
     finally:
         try:
-            tmp.unlink(missing_ok=True)
+            if folder:
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
         except OSError:      # its folder could not be made: there is nothing to remove
             pass

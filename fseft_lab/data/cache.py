@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +25,7 @@ import torch
 
 from fseft_lab.data.layouts import Case, CaseFolder
 from fseft_lab.data.transforms import preprocess
+from fseft_lab.outputs import OutputError, atomic_write
 from fseft_lab.profiles import Geometry
 
 #: Bumped when pre-processing changes, so that older entries are not served.
@@ -83,11 +83,9 @@ class CachedCases(torch.utils.data.Dataset):
 
     @staticmethod
     def _save(item: dict, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(item, tmp)
-            os.replace(tmp, path)
-        except OSError as e:  # disk full, read-only folder...: go on without this entry
-            tmp.unlink(missing_ok=True)
-            warnings.warn(f"cannot write cache entry {path} ({e.strerror or e}); going on without caching it", stacklevel=3)
+            with atomic_write(path) as tmp:
+                torch.save(item, tmp)
+        except OutputError as e:  # disk full, read-only folder...: go on without this entry
+            reason = getattr(e.__cause__, "strerror", None) or e.__cause__ or e
+            warnings.warn(f"cannot write cache entry {path} ({reason}); going on without caching it", stacklevel=3)

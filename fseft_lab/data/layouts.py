@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import UNSIDED, check_structure, dataset_template
 from fseft_lab.data.fewshot import default_num_test
-from fseft_lab.outputs import writable_folder
+from fseft_lab.outputs import atomic_write, writable_folder
 
 LAYOUTS = ("totalsegmentator", "msd")
 MANIFEST = "fseft_phantom.json"
@@ -337,10 +336,7 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
             what = f"a different phantom dataset ({existing})" if existing.is_file() else "files that are not this dataset"
             raise FileExistsError(f"{out} already holds {what}; choose another folder or pass overwrite=True (--overwrite)")
     writable_folder(out.parent)   # before any case is generated
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_write(out, folder=True) as tmp:   # an existing dataset is replaced only once the new one is whole
         prefix = {"flare22": "FLARE22_Tr"}.get(template, domain)  # FLARE-like cases carry FLARE22's names
         ids = [f"s{i:04d}" if layout == "totalsegmentator" else f"{prefix}_{i + 1:04d}" for i in range(cases)]
         splits = ["test" if i >= cases - num_test else "train" for i in range(cases)]
@@ -363,16 +359,6 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
                     "fseft_test": [c for c, s in zip(ids, splits) if s == "test"]}
             (tmp / "dataset.json").write_text(json.dumps(info, indent=1))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return open_dataset(out)
 
 

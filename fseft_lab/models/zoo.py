@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import DATASET_TEMPLATES, UNIVERSAL_TEMPLATE
 from fseft_lab.models.foundation import FoundationModel, LegacyPatchMerging  # noqa: F401  (re-exported)
+from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import PHANTOM, Geometry
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -181,23 +182,19 @@ def download(name: str, progress: bool = True, timeout: float = 30.0) -> Path:
         raise FileNotFoundError(f"{name} ships with the package but {target} is missing: reinstall fseft_lab")
     if entry.manual:
         raise RuntimeError(f"{name} is published as a web page, not a file: open {entry.url}, download it and save it as {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(tmp, "wb") as f:
-            total = int(response.headers.get("Content-Length", 0)) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    f.write(block)
-                    bar.update(len(block))
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
-        tmp.unlink(missing_ok=True)
-        raise ConnectionError(f"could not download {name} from {entry.url} ({err}). Offline? Download it by hand and "
-                              f"save it as {target}") from err
-    if entry.sha256 and sha256(tmp) != entry.sha256:
-        tmp.unlink()
-        raise ValueError(f"checksum mismatch for {name}: expected {entry.sha256}; the download was discarded")
-    os.replace(tmp, target)
+    with atomic_write(target) as tmp:   # a ConnectionError or ValueError in the block passes as it is
+        try:
+            with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(tmp, "wb") as f:
+                total = int(response.headers.get("Content-Length", 0)) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        f.write(block)
+                        bar.update(len(block))
+        except (urllib.error.URLError, TimeoutError, OSError) as err:
+            raise ConnectionError(f"could not download {name} from {entry.url} ({err}). Offline? Download it by hand "
+                                  f"and save it as {target}") from err
+        if entry.sha256 and sha256(tmp) != entry.sha256:
+            raise ValueError(f"checksum mismatch for {name}: expected {entry.sha256}; the download was discarded")
     return target
 
 
