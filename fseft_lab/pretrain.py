@@ -39,7 +39,8 @@ from fseft_lab.data.augment import CONTRAST_SHIFT, PHASE_STRENGTH, SPATIAL_MARGI
 from fseft_lab.data.layouts import export_phantom, open_dataset
 from fseft_lab.data.transforms import HU_WINDOW, UniversalTargetd, preprocess
 from fseft_lab.models.foundation import FoundationModel, resolve_geometry
-from fseft_lab.models.zoo import GEOMETRY_KEY, geometry_state
+from fseft_lab.models.zoo import GEOMETRY_KEY, geometry_state, read_state_dict
+from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import Geometry, get_profile
 
 #: Phantom source datasets: domain -> label template of the real dataset it imitates.
@@ -277,9 +278,9 @@ def half_precision(state: dict) -> dict:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through :func:`~fseft_lab.outputs.atomic_write`: a run stopped mid-save keeps its last checkpoint."""
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress: bool = True) -> FoundationModel:
@@ -309,7 +310,7 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
     geometry = profile.geometry
     model = FoundationModel(geometry.feature_size, geometry=geometry).to(device)
     if cfg.init:
-        state = torch.load(cfg.init, map_location=device, weights_only=True)
+        state = read_state_dict(cfg.init, "--init checkpoint")   # on the cpu; load_state_dict copies to the device
         stored = state.pop(GEOMETRY_KEY, None)
         if stored and Geometry(**stored) != geometry:
             raise ValueError(f"--init {cfg.init} was trained at {Geometry(**stored)}, but profile {profile.name} "
@@ -323,7 +324,8 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
     if cfg.resume:
         if not (out / "checkpoint.pt").is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {out / 'checkpoint.pt'}; drop --resume to start a new run")
-        state = torch.load(out / "checkpoint.pt", map_location=device, weights_only=True)
+        # read on the cpu; load_state_dict copies the model's and the optimiser's tensors to their device
+        state = read_state_dict(out / "checkpoint.pt", "--resume checkpoint")
         # a setting added after the checkpoint was written counts as its default
         saved = {**{f.name: str(f.default) for f in fields(PretrainConfig) if f.default is not MISSING}, **state["config"]}
         changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}

@@ -32,6 +32,7 @@ import torch
 
 from fseft_lab.models import zoo
 from fseft_lab.data.phantom import GENERATOR_VERSION
+from fseft_lab.outputs import atomic_write
 from fseft_lab.pretrain import half_precision, zero_shot_phantoms
 from fseft_lab.profiles import get_profile
 
@@ -118,10 +119,11 @@ def reevaluate(name: str, cases: int) -> None:
     path = zoo.WEIGHTS_DIR / f"{name}.json"
     manifest = json.loads(path.read_text())
     target = zoo.WEIGHTS_DIR / manifest["file"]
-    weights = torch.load(target, map_location="cpu", weights_only=True)
+    weights = zoo.read_state_dict(target, "shipped weights")
     geometry = zoo.get_checkpoint(name).geometry if name in zoo.ZOO else get_profile(manifest["profile"]).geometry
     weights.pop(zoo.GEOMETRY_KEY, None)
-    torch.save({**weights, **zoo.geometry_state(geometry)}, target)
+    with atomic_write(target) as tmp:
+        torch.save({**weights, **zoo.geometry_state(geometry)}, tmp)
     section, check, per_domain, seconds = evaluate(zoo.load_foundation(name), cases, Path(f"/tmp/{name}_zero_shot.csv"))
     sha = zoo.sha256(target)                       # the same weights, the file now with their geometry
     if manifest.get("lineage"):
@@ -156,15 +158,16 @@ def main() -> None:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         init = {"file": run["init"], "sha256": zoo.sha256(Path(run["init"])), "at_commit": commit}
     if (args.run / "checkpoint.pt").is_file():
-        checkpoint = torch.load(args.run / "checkpoint.pt", map_location="cpu", weights_only=True)
+        checkpoint = zoo.read_state_dict(args.run / "checkpoint.pt", "pre-training checkpoint")
         if checkpoint["step"] != int(run["steps"]):
             raise ValueError(f"{args.run} stopped at step {checkpoint['step']} of {run['steps']}")
         weights = checkpoint["model"]
     else:  # a run brought back from an offline GPU machine: model.pt only (written once the last step is done)
-        weights = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
+        weights = zoo.read_state_dict(args.run / "model.pt", "pre-trained model")
         weights.pop(zoo.GEOMETRY_KEY, None)
     geometry = get_profile(run["profile"]).geometry                 # the run pre-trained at its profile's geometry
-    torch.save({**half_precision(weights), **zoo.geometry_state(geometry)}, target)
+    with atomic_write(target) as tmp:
+        torch.save({**half_precision(weights), **zoo.geometry_state(geometry)}, tmp)
     history = previous_runs(args.name, init)
     log = pd.read_csv(args.run / "log.csv")
     if history:
