@@ -70,7 +70,8 @@ def main() -> None:
     prof = get_profile(args.profile)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"{platform.machine()} | {torch.get_num_threads()} threads | torch {torch.__version__} | {device} | "
-          f"profile {prof.name}: F = {prof.geometry.feature_size}, {prof.geometry.patch_size}^3, {prof.crops_per_volume} crops per step, k = 1"
+          f"profile {prof.name}: F = {prof.geometry.feature_size}, {prof.geometry.patch_size}^3, "
+          f"{prof.crops_per_volume} crops per step, k = 1"
           + (", activation checkpointing" if args.checkpointing else ""), flush=True)
     print(f"{'method':16s} {'trainable':>10s} {'cache':>6s} {'1st epoch s':>12s} {'s/epoch':>8s} {'peak MB':>8s} {'adapter KB':>11s}")
     ctx = mp.get_context("spawn")

@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=5)
     args = parser.parse_args()
     profile = get_profile(args.profile)
-    print(f"profile {profile.name}: {profile.geometry.spacing_mm} mm | {platform.processor() or platform.machine()} | numpy {np.__version__}")
+    print(f"profile {profile.name}: {profile.geometry.spacing_mm} mm | {platform.processor() or platform.machine()} | "
+          f"numpy {np.__version__}")
     for domain in ("btcv_like", "totalseg_like", "flare_like"):
         seconds, shapes = [], []
         for i in range(args.cases):

@@ -9,12 +9,13 @@ same few-shot draws; the 5 test volumes are the unlabelled queries. ``--protocol
 default, the reference code's) adapts once per test volume, on the support plus that volume;
 ``pooled`` adapts one model while the 5 volumes take turns, one per TI step (the committed
 ``results/transductive.csv`` was measured so; per-volume rows go to
-``results/transductive_per_volume.csv`` by default). Every variant runs the same schedule: 200 optimiser steps (200 epochs at k = 1, 40 at k = 5), no early stop, TI switched on
-half-way (the reference code's second half), learning rate 1e-3: the reference code trains the
-adapter with TI at 1e-2, which notebook 03 found unstable on the phantom, and the paper's 1e-4
-barely moves the adapter in 200 steps. Every run's rows go to ``--out`` (resumable: finished runs are
-skipped), and a manifest beside it records the command, checkpoint, software, hardware and
-wall time. Prints the mean Dice +- std over seeds per (k, variant); notebook 08 reads the CSV.
+``results/transductive_per_volume.csv`` by default). Every variant runs the same schedule: 200
+optimiser steps (200 epochs at k = 1, 40 at k = 5), no early stop, TI switched on half-way (the
+reference code's second half), learning rate 1e-3: the reference code trains the adapter with TI at
+1e-2, which notebook 03 found unstable on the phantom, and the paper's 1e-4 barely moves the adapter
+in 200 steps. Every run's rows go to ``--out`` (resumable: finished runs are skipped), and a
+manifest beside it records the command, checkpoint, software, hardware and wall time. Prints the
+mean Dice +- std over seeds per (k, variant); notebook 08 reads the CSV.
 """
 from __future__ import annotations
 

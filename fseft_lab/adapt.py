@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,8 +43,8 @@ from tqdm.auto import tqdm
 from fseft_lab.data.transforms import training_crops
 from fseft_lab.evaluate import evaluate, trunk_features
 from fseft_lab.methods import DECODER_MODULES, build, get_method, proximal_step, trainable_parameters
-from fseft_lab.pretrain import warmup_cosine
 from fseft_lab.models.foundation import resolve_geometry
+from fseft_lab.pretrain import warmup_cosine
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import QueryTerm, TransductiveConfig
 

@@ -174,4 +174,5 @@ def task_structures(task: str, named: tuple[str, ...] | list[str] = ()) -> tuple
     raise ValueError(f"unknown task {task!r}: a task is a structure the dataset labels"
                      + (f" (it labels {len(named)}, e.g. {', '.join(list(named)[:6])})" if named else "")
                      + f", a template structure (e.g. liver, heart_myocardium), one of {sorted(MULTICLASS_TASKS)}, "
-                     "several names joined by commas, or all (every structure the dataset labels)" + (f"; close names: {', '.join(close)}" if close else ""))
+                     "several names joined by commas, or all (every structure the dataset labels)"
+                     + (f"; close names: {', '.join(close)}" if close else ""))

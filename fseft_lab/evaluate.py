@@ -32,8 +32,8 @@ Results are a tidy table, one row per (case, structure).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from fseft_lab.data import augment
 from fseft_lab.data.augment import CONTRAST_SHIFT, PHASE_STRENGTH, SPATIAL_MARGIN, de_enhance
 from fseft_lab.data.layouts import export_phantom, open_dataset
-from fseft_lab.data.transforms import HU_WINDOW, UniversalTargetd, preprocess
+from fseft_lab.data.transforms import UniversalTargetd, preprocess
 from fseft_lab.models.foundation import FoundationModel, resolve_geometry
 from fseft_lab.models.zoo import GEOMETRY_KEY, geometry_state, read_state_dict
 from fseft_lab.outputs import atomic_write

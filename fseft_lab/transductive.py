@@ -36,8 +36,8 @@ gets about 1 / (number of volumes) of the query steps. Taught in notebook 08.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fseft_lab.models import zoo
 from fseft_lab.data.phantom import GENERATOR_VERSION
+from fseft_lab.models import zoo
 from fseft_lab.outputs import atomic_write
 from fseft_lab.pretrain import half_precision, zero_shot_phantoms
 from fseft_lab.profiles import get_profile
@@ -143,7 +143,8 @@ def main() -> None:
                         help="score the shipped NAME again on the current phantom generator, ship nothing new")
     parser.add_argument("--name", default="phantom_cpu")
     parser.add_argument("--command", default=None, help="the exact command that produced the run (default: RUN/command.txt)")
-    parser.add_argument("--driver", default=None, help="what launched that command, if not a person (e.g. a script on an offline GPU machine)")
+    parser.add_argument("--driver", default=None,
+                        help="what launched that command, if not a person (e.g. a script on an offline GPU machine)")
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--generator-version", type=int, default=GENERATOR_VERSION,
                         help="phantom generator version of the training data")
@@ -182,7 +183,8 @@ def main() -> None:
     manifest = {
         "name": args.name, "file": target.name, "sha256": zoo.sha256(target), "size_bytes": target.stat().st_size,
         "command": command, "driver": args.driver, "phantom_generator_version": args.generator_version,
-        "evaluated_with_generator_version": GENERATOR_VERSION, "seed": int(run["seed"]), "profile": run["profile"], "steps": int(run["steps"]),
+        "evaluated_with_generator_version": GENERATOR_VERSION, "seed": int(run["seed"]), "profile": run["profile"],
+        "steps": int(run["steps"]),
         "train_seconds": run["train_seconds"], "wall_time_note": "train_seconds counts optimiser steps only",
         # two machines: the one the run trained on (its torch device; RUN/device.txt, where the run
         # wrote one, names the machine and its software) and this one, which scored the zero-shot Dice

@@ -53,14 +53,14 @@ METRICS_EXPLAINED = (
 
 def _quickstart(args) -> None:
     """The main job: phantom target data, the shipped foundation model, three methods at k = 1."""
+    import pandas as pd
+
     from fseft_lab.anatomy import task_structures
     from fseft_lab.data.layouts import export_phantom
     from fseft_lab.data.phantom import PHANTOM_STRUCTURES
     from fseft_lab.experiments import run, write_csv
     from fseft_lab.models.zoo import load_foundation
     from fseft_lab.profiles import get_profile
-
-    import pandas as pd
 
     # every argument is checked before the export, which takes a minute and tens of MB
     profile = get_profile(args.profile)

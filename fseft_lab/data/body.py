@@ -17,8 +17,8 @@ pancreas ~75 mL, gallbladder ~30 mL, stomach ~450 mL, bladder ~200 mL; aorta dia
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -16,8 +16,8 @@ dataset keeps at most half of its volumes for testing (:func:`default_num_test`)
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -265,11 +265,14 @@ def _open_msd(root: Path, template) -> CaseFolder:
     if template is None:
         labels = info.get("labels", {})
         # MSD writes {"1": "liver"}, nnU-Net v2 {"liver": 1}
-        pairs = [(int(k), v) for k, v in labels.items()] if all(str(k).isdigit() for k in labels) else [(int(v), k) for k, v in labels.items()]
+        pairs = [(int(k), v) for k, v in labels.items()] if all(str(k).isdigit() for k in labels) \
+            else [(int(v), k) for k, v in labels.items()]
         template = {value: name for value, name in pairs if value != 0}
     test = set(info.get("fseft_test", []))
-    entries = info.get("training") or [{"image": str(p.relative_to(root)), "label": str(p.relative_to(root)).replace("imagesTr", "labelsTr").replace("_0000.nii.gz", ".nii.gz")}
-                                       for p in sorted((root / "imagesTr").glob("*.nii.gz"))]
+    entries = info.get("training") or [
+        {"image": str(p.relative_to(root)),
+         "label": str(p.relative_to(root)).replace("imagesTr", "labelsTr").replace("_0000.nii.gz", ".nii.gz")}
+        for p in sorted((root / "imagesTr").glob("*.nii.gz"))]
     if not entries:
         raise ValueError(f"MSD folder {root} lists no training cases and imagesTr/ is empty")
     cases = []

@@ -21,10 +21,13 @@ import numpy as np
 from scipy import ndimage
 
 from fseft_lab.anatomy import COMPOSITES, UNSIDED, check_structure
-from fseft_lab.data.body import (ATOM_ID, ATOMS, PHANTOM_STRUCTURES, WALLS, Part, Subject,  # noqa: F401 (re-exported)
-                                 ellipsoid, make_subject, region, tube)
-from fseft_lab.data.scanner import (DOMAINS, FOVS, PHASES, TISSUE_HU, Domain, Scan, draw_scan,  # noqa: F401 (re-exported)
-                                    get_domain, hounsfield, scan_rng)
+from fseft_lab.data.body import ATOM_ID, ATOMS, PHANTOM_STRUCTURES, WALLS, Part, Subject, ellipsoid, make_subject, region, tube
+from fseft_lab.data.scanner import DOMAINS, FOVS, PHASES, TISSUE_HU, Domain, Scan, draw_scan, get_domain, hounsfield, scan_rng
+
+__all__ = ["GENERATOR_VERSION", "PhantomVolume", "census", "generate", "render",
+           # the body's and the scanner's names, imported from here by the notebooks and tests
+           "ATOM_ID", "ATOMS", "PHANTOM_STRUCTURES", "WALLS", "Part", "Subject", "ellipsoid", "make_subject", "region", "tube",
+           "DOMAINS", "FOVS", "PHASES", "TISSUE_HU", "Domain", "Scan", "draw_scan", "get_domain", "hounsfield", "scan_rng"]
 
 #: Bumped whenever a change alters generated volumes, so that cached exports are regenerated.
 #: 1: first release; 2: field of view 300 mm deep; 3: a population (traits from published

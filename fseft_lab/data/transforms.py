@@ -13,8 +13,16 @@ chains here turn it into what the model sees, exactly as the paper does:
 from __future__ import annotations
 
 import torch
-from monai.transforms import (Compose, CropForegroundd, MapTransform, Orientationd, RandCropByPosNegLabeld,
-                              ScaleIntensityRanged, Spacingd, SpatialPadd)
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    MapTransform,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE
 

@@ -16,8 +16,8 @@ import importlib
 import math
 import pkgutil
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Callable
 
 import torch
 from torch import nn

@@ -296,7 +296,8 @@ def load_checkpoint(model: torch.nn.Module, source: str | Path | dict, entry: Ch
     for key, value in state.items():
         expected = own.get(key)
         # head rows are matched by name below: only the feature width of the head must agree
-        same = expected is None or (value.shape[1:] == expected.shape[1:] if key.startswith("classifier.") else value.shape == expected.shape)
+        same = expected is None or (value.shape[1:] == expected.shape[1:] if key.startswith("classifier.")
+                                    else value.shape == expected.shape)
         if not same:
             raise ValueError(f"shape mismatch for {key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)} "
                              f"(is the feature size {entry.feature_size}?)")
