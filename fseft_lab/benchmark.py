@@ -30,7 +30,6 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -46,6 +45,11 @@ from fseft_lab.methods import DECODER_OPTIONS, get_method
 from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import MODES, PROTOCOLS, TransductiveConfig
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 BLOCK_KEYS = {"name", "dataset", "tasks", "methods", "ks", "seeds", "decoder"}
 DATASET_KEYS = {"layout", "seed", "domain", "template", "cases", "num_test"}
