@@ -68,7 +68,7 @@ import torch
 
 from fseft_lab import anatomy, viz
 from fseft_lab.data.layouts import open_dataset
-from fseft_lab.data.transforms import preprocess
+from fseft_lab.data.transforms import HU_WINDOW, preprocess
 from fseft_lab.models import zoo
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.pretrain import (PretrainConfig, draw_batch, load_sources, masked_partial_label_loss, phantom_sources,
@@ -174,6 +174,36 @@ _ = pretrain(PretrainConfig(out=run, profile=P.name, steps=live_steps, warmup_st
              data=data, progress=False)
 log = pd.read_csv(run / "log.csv")
 print(f"{len(log)} steps, {log.seconds.iloc[-1] / len(log):.1f} s per step; files: {sorted(p.name for p in run.iterdir())}")
+
+# %% [markdown]
+# **Augmentations, and what each assumes.** The paper's recipe changes a crop's intensities only a
+# little. The shipped model's later runs add three augmentations, each off by default (the last run's
+# command, printed below, names those it used). None reads the phantom's scanner tables: a model
+# trained on real CT knows no scanner's table, so each range comes from published figures.
+#
+# * `--contrast-aug`: each labelled organ of a crop gets its own intensity shift, down to the largest
+#   published gap between an enhanced and a plain organ (Bae, *Radiology* 2010). It assumes that an
+#   organ in another contrast phase differs only in brightness.
+# * `--phase-aug`: a whole crop's enhanced soft tissue is pulled toward plain CT, by a strength that
+#   takes published portal-venous values back to their plain ones (Bae 2010; Boll and Merkle,
+#   *RadioGraphics* 2009). It assumes one strength fits a whole crop, which is not so: unenhanced, the
+#   spleen is darker than the liver; enhanced, brighter.
+# * `--nnunet-aug`: nnU-Net's default augmentation (Isensee et al., *Nature Methods* 2021), the recipe
+#   most CT segmentation models are trained with: scaling and rotation (other body sizes and
+#   positions), then noise, blur, brightness, contrast, coarser voxels and gamma (other scanners and
+#   slice thicknesses), each with nnU-Net's own probability. It assumes that such generic changes
+#   cover what differs between hospitals. nnU-Net's mirroring is left out: it swaps left and right organs.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from fseft_lab.data import augment
+
+window = HU_WINDOW[1] - HU_WINDOW[0]
+print(pd.DataFrame(augment.PUBLISHED_PORTAL_HU, index=["plain HU", "enhanced, low", "enhanced, high"]).T.to_string())
+print(f"contrast shift per organ: {augment.CONTRAST_SHIFT[0] * window:+.0f} to {augment.CONTRAST_SHIFT[1] * window:+.0f} HU; "
+      f"phase strength {augment.PHASE_STRENGTH[0]:.2f}-{augment.PHASE_STRENGTH[1]:.2f}")
+print(f"nnU-Net: scaling {augment.SCALING[1]} (p {augment.SCALING[0]}), rotation up to {augment.ROTATION[1]:g} degrees "
+      f"(p {augment.ROTATION[0]}); intensity transforms (p, range): {augment.ACQUISITION}")
 
 # %% [markdown]
 # ## 4. The shipped phantom foundation model
