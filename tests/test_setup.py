@@ -32,5 +32,12 @@ def test_the_readme_sends_cpu_only_linux_to_pytorchs_cpu_index():
     assert all(word in quick for word in ("NVIDIA GPU", "macOS", "Colab", "Binder"))
 
 
-def test_ci_installs_what_the_readme_installs():
-    assert _extras((ROOT / ".ci" / "run").read_text()) == _extras(_quick_start())
+def test_students_get_the_course_without_the_test_tools_and_ci_gets_both():
+    student, ci = _extras(_quick_start()), _extras((ROOT / ".ci" / "run").read_text())
+    assert "dev" not in student, "peft brings transformers, accelerate and more that no student needs"
+    assert student <= ci and "dev" in ci
+
+
+def test_ci_builds_its_environment_apart_from_the_users():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "rm -rf .venv" not in ci and re.search(r"venv \.ci/venv", ci)
