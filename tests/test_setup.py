@@ -41,3 +41,11 @@ def test_students_get_the_course_without_the_test_tools_and_ci_gets_both():
 def test_ci_builds_its_environment_apart_from_the_users():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "rm -rf .venv" not in ci and re.search(r"venv \.ci/venv", ci)
+
+
+def test_the_quick_start_makes_the_fast_kernel_the_environments_default():
+    from fseft_lab.profiles import MALLOC_ENV
+
+    quick = _quick_start()
+    assert "ipykernel install --sys-prefix --name python3" in quick   # this environment's default kernel only
+    assert all(f"--env {name} {value}" in quick for name, value in MALLOC_ENV.items())
