@@ -68,14 +68,18 @@ def _window_range(window, windowed: bool) -> tuple[tuple[float, float], str]:
 
 
 def structure_legend(fig, structures, label=None, truth_outline=False, **kwargs):
-    """Figure legend: each structure's overlay colour and name (only those present in ``label``
-    when it is given), and the truth outline of :func:`compare_figure` when ``truth_outline``."""
+    """Legend: each structure's overlay colour and name (only those present in ``label``
+    when it is given), and the truth outline of :func:`compare_figure` when ``truth_outline``.
+    ``fig`` is a figure, or an axis of its own beside the image (turned off: the legend fills it)."""
     present = None if label is None else set(np.unique(_array(label)).tolist())
     shown = [s for i, s in enumerate(structures, 1) if present is None or i in present]
     handles = [plt.Rectangle((0, 0), 1, 1, color=structure_color(s)) for s in shown]
     if truth_outline:
         handles.append(plt.Line2D([], [], color=TRUTH_OUTLINE, lw=1.5))
         shown = [f"{s} (prediction)" for s in shown] + ["truth (outline)"]
+    if isinstance(fig, plt.Axes):
+        fig.set_axis_off()
+        kwargs = {"loc": "center left", "borderaxespad": 0, **kwargs}
     return fig.legend(handles, shown, fontsize=7, frameon=False, **{"loc": "center right", **kwargs})
 
 
@@ -173,11 +177,14 @@ class SliceViewer:
         self.index.value = self.image.shape[axis] // 2
 
     def _draw(self, view, index, level, width, opacity, show):
-        fig, ax = plt.subplots(figsize=(5, 5))
-        draw_slice(ax, self.image, self.label, self.structures, view, min(index, self.index.max), self.spacing,
+        legend = self.label is not None and bool(self.structures)
+        # the legend in an axis of its own beside the image: never over the CT, every name whole
+        fig, axes = plt.subplots(1, 2 if legend else 1, figsize=(7.4 if legend else 5, 5), squeeze=False,
+                                 gridspec_kw={"width_ratios": [5, 2.4] if legend else [1]})
+        draw_slice(axes[0, 0], self.image, self.label, self.structures, view, min(index, self.index.max), self.spacing,
                    (level - width / 2, level + width / 2), opacity, show)
-        if self.label is not None and self.structures:
-            structure_legend(fig, self.structures, self.label, loc="upper right")
+        if legend:
+            structure_legend(axes[0, 1], self.structures, self.label)
         plt.show()
 
 

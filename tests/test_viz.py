@@ -51,3 +51,25 @@ def test_compare_figure_outlines_the_truth_and_says_so_in_its_legend():
     assert fig.axes[1].get_title().startswith("lora, Dice 0.67")
     assert fig.axes[1].collections and not fig.axes[0].collections   # the outline only over predictions
     plt.close(fig)
+
+
+def test_the_slice_viewers_legend_sits_beside_the_image_with_every_name_whole(monkeypatch):
+    names = ("heart_myocardium", "lung_upper_lobe_right", "gluteus_maximus_left", "portal_vein_and_splenic_vein",
+             "adrenal_gland_right", "urinary_bladder", "kidney_left", "liver")
+    image = np.full((30, 30, 20), 40.0)
+    label = np.zeros((30, 30, 20), np.uint8)
+    for i in range(len(names)):
+        label[2 + 3 * i:4 + 3 * i, 5:25, 5:15] = i + 1
+    monkeypatch.setattr(plt, "show", lambda: None)
+    for view in viz.VIEWS:
+        viz.SliceViewer(image, label, names)._draw(view, 10, 40, 400, 0.45, names)
+        fig = plt.gcf()
+        renderer = fig.canvas.get_renderer()
+        image_box = fig.axes[0].get_window_extent(renderer)
+        [legend] = [a.get_legend() for a in fig.axes if a.get_legend()]
+        assert [t.get_text() for t in legend.get_texts()] == list(names)
+        assert legend.get_window_extent(renderer).x0 >= image_box.x1           # beside the image, not over it
+        for text in legend.get_texts():                                       # and no name cut by the figure's edge
+            box = text.get_window_extent(renderer)
+            assert 0 <= box.x0 and box.x1 <= fig.bbox.x1, text.get_text()
+        plt.close(fig)
