@@ -83,7 +83,33 @@ def test_training_crops_reject_bad_patch_sizes():
     for bad in (48, 50, 100):
         with pytest.raises(ValueError, match=f"patch_size={bad}.*multiple of 32"):
             training_crops(bad, num_samples=2)
-    assert training_crops(64, num_samples=2) is not None
+
+
+def test_training_crops_default_to_half_centred_on_the_structure():
+    """pos = neg = 1: as many crops centred on a structure voxel as on a background one. The image
+    holds each voxel's own index, so a crop's middle voxel says where the crop was centred."""
+    from monai.data import MetaTensor
+
+    side, n = 96, 64
+    image = torch.arange(side**3, dtype=torch.float32).reshape(1, side, side, side)   # (1, X, Y, Z) voxel indices
+    label = torch.zeros(1, side, side, side)
+    label[:, 40:56, 40:56, 40:56] = 1                      # 0.5 % of the volume, away from the edges
+    crops = training_crops(64, num_samples=n)
+    crops.set_random_state(0)
+    out = crops({"image": MetaTensor(image), "label": MetaTensor(label)})
+    assert len(out) == n
+    assert all(tuple(c[k].shape) == (1, 64, 64, 64) for c in out for k in ("image", "label"))
+    for c in out:                                           # each crop is the image's own voxels, label aligned
+        first = np.unravel_index(int(c["image"][0, 0, 0, 0]), (side,) * 3)
+        window = tuple(slice(f, f + 64) for f in first)
+        assert torch.equal(c["image"][0], image[0][window]) and torch.equal(c["label"][0], label[0][window])
+    centred = [label.flatten()[int(c["image"][0, 32, 32, 32])].item() == 1 for c in out]
+    # Binomial(64, 1/2): 32 +- 4; a share outside 20-44 (3 standard deviations) is not 1:1
+    assert 20 <= sum(centred) <= 44, f"{sum(centred)} of {n} crops centred on the structure, expected about half"
+    always = training_crops(64, num_samples=8, pos=1.0, neg=0.0)
+    always.set_random_state(0)
+    assert all(label.flatten()[int(c["image"][0, 32, 32, 32])] == 1
+               for c in always({"image": MetaTensor(image), "label": MetaTensor(label)}))
 
 
 # ----------------------------------------------------------------------------- targets
