@@ -184,7 +184,21 @@ def test_export_into_an_empty_folder(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
     ds = _export(out)
-    assert len(ds.cases) == 2 and (out / MANIFEST).is_file()
+    assert len(ds.cases) == 2 and json.loads((out / MANIFEST).read_text())["cases"] == 2
+    # the files themselves, read with nibabel alone: each subject's CT and label map on its own grid
+    flare = dataset_template("flare22")
+    for i, case_id in enumerate(ds.case_ids):
+        vol = phantom.generate(0, i, "flare_like", SPACING)
+        ct = nib.load(str(out / "imagesTr" / f"{case_id}_0000.nii.gz"))
+        label = nib.load(str(out / "labelsTr" / f"{case_id}.nii.gz"))
+        for img in (ct, label):
+            assert img.shape == vol.image.shape and np.allclose(img.affine, vol.affine), case_id
+            assert np.allclose(nib.affines.voxel_sizes(img.affine), SPACING)
+        assert np.array_equal(np.asarray(ct.dataobj), vol.image)
+        values = np.asarray(label.dataobj)
+        assert set(np.unique(values)) <= {0, *flare} and (values == 1).any()   # FLARE22's 0-13, the liver shown
+        for value, s in flare.items():
+            assert np.array_equal(values == value, vol.mask(s)), (case_id, s)
 
 
 def _failing_generate(monkeypatch, fail_on: int):
@@ -419,7 +433,7 @@ def test_unsided_kidney_is_split_at_the_image_centre(tmp_path, axis_signs):
 
 
 def test_cases_missing_a_mask_are_reported_and_left_out_of_the_task(tmp_path):
-    from fseft_lab.experiments import run
+    from fseft_lab.experiments import RunOptions, run
     from fseft_lab.models.zoo import load_foundation
 
     ts = export_phantom(tmp_path / "ts", "totalsegmentator", cases=4, num_test=1, spacing=6.0, progress=False)
@@ -431,7 +445,7 @@ def test_cases_missing_a_mask_are_reported_and_left_out_of_the_task(tmp_path):
         ds.load(ds.case_ids[0], ["liver"])
     # k = 2 takes the whole pool once the case without a mask is out; with it, loading would fail
     with pytest.warns(UserWarning, match=rf"1 case\(s\) .* left out: {ds.case_ids[0]} \(no liver\)"):
-        rows, _ = run(load_foundation("phantom_cpu"), ds, "liver", "zero_shot", 2, 0, profile="cpu", progress=False)
+        rows, _ = run(load_foundation("phantom_cpu"), ds, "liver", "zero_shot", 2, 0, RunOptions(profile="cpu", progress=False))
     assert list(rows.case) == ds.test_ids
 
 
@@ -473,7 +487,7 @@ def test_totalsegmentator_case_stored_as_uncompressed_nii(tmp_path):
 
 
 def test_a_label_map_value_that_never_occurs_is_refused_before_training(tmp_path):
-    from fseft_lab.experiments import run
+    from fseft_lab.experiments import RunOptions, run
     from fseft_lab.models.zoo import load_foundation
 
     image, label = small_case(shape=(64, 64, 64))
@@ -482,4 +496,4 @@ def test_a_label_map_value_that_never_occurs_is_refused_before_training(tmp_path
     (tmp_path / "map.json").write_text('{"liver": 1, "spleen": 2}')
     ds = open_dataset(tmp_path / "data", tmp_path / "map.json")
     with pytest.raises(ValueError, match=r"'spleen' \(label value 2 in its label map\) has no voxel in any of the 7 cases"):
-        run(load_foundation("phantom_cpu"), ds, "spleen", "zero_shot", 1, 0, profile="cpu", progress=False)
+        run(load_foundation("phantom_cpu"), ds, "spleen", "zero_shot", 1, 0, RunOptions(profile="cpu", progress=False))
