@@ -18,14 +18,37 @@ def test_checksum_matches_the_manifest(manifest):
     assert path.stat().st_size == manifest["size_bytes"] < 20e6
 
 
-def test_manifest_records_how_it_was_made(manifest):
-    assert manifest["command"].startswith("fseft-lab pretrain")
-    for key in ("seed", "steps", "train_seconds", "trained_on", "evaluated_on", "zero_shot_dice"):
-        assert key in manifest
+def _option(command: str, name: str) -> str:
+    """The value given to ``--name`` in a recorded command line."""
+    words = command.split()
+    return words[words.index(f"--{name}") + 1]
+
+
+def test_manifest_records_how_it_was_made_and_agrees_with_the_weights(manifest):
+    """The manifest's fields are the ones its command line set, its geometry is the one stored in
+    the weights file, and its last lineage entry is this run."""
+    from fseft_lab.pretrain import SOURCES
+    from fseft_lab.profiles import Geometry
+
+    command = manifest["command"]
+    assert command.startswith("fseft-lab pretrain")
+    assert int(_option(command, "seed")) == manifest["seed"] and int(_option(command, "steps")) == manifest["steps"]
+    assert _option(command, "profile") == manifest["profile"]
+    this_run = manifest["lineage"][-1]
+    assert this_run["command"] == command and this_run["train_seconds"] == manifest["train_seconds"]
+    stored = zoo.read_state_dict(zoo.local_path(zoo.get_checkpoint("phantom_cpu")))[zoo.GEOMETRY_KEY]
+    assert manifest["geometry"] == stored
+    assert Geometry(**stored) == zoo.get_checkpoint("phantom_cpu").geometry     # the zoo entry says the same
     # the training device and the evaluating machine's software are recorded apart, never mixed
     assert set(manifest["trained_on"]) == {"device", "machine"} and "device" not in manifest["evaluated_on"]["hardware"]
     assert manifest["evaluated_on"]["software"]["torch"]
-    assert set(manifest["zero_shot_dice"]["per_domain"]) >= {"btcv_like", "totalseg_like", "flare_like"}
+    dice = manifest["zero_shot_dice"]
+    assert set(dice["per_domain"]) >= {*SOURCES, "totalseg_like", "flare_like"}
+    assert set(dice["mean_base_organs_per_domain"]) == set(dice["per_domain"])
+    assert all(0 <= d <= 1 for organs in dice["per_domain"].values() for d in organs.values())
+    assert this_run["mean_base_organs_source_domains"] == dice["mean_base_organs_source_domains"]
+    check = manifest["check_case"]
+    assert check["domain"] in dice["per_domain"] and check["case"].startswith(check["domain"])
 
 
 def test_lineage_and_log_tell_the_same_history(manifest):
