@@ -54,24 +54,42 @@ WHOLE = [i for i in range(40) if not make_subject(0, i).traits.absent][:3]
 ORGANS = ("liver", "spleen", "kidney_right", "pancreas", "stomach", "gallbladder", "urinary_bladder")
 
 
+#: The CV (SD / mean) each organ's volume aims at: fseft_lab.data.population's "CV aimed" column (the
+#: stomach's is a floor: ">= 0.5"); the body's, the adult weight CV of about 0.25 that module cites.
+CV_AIMED = {"liver": 0.2, "spleen": 0.4, "kidney_right": 0.2, "pancreas": 0.3, "stomach": 0.5, "gallbladder": 0.5,
+            "urinary_bladder": 0.6, "body": 0.25}
+CENSUS_SUBJECTS = 24
+
+
 @pytest.fixture(scope="module")
 def population():
-    """24 whole-body subjects at 4 mm: organ volumes in mL."""
-    table = phantom.census(0, 24, structures=ORGANS)
+    """24 whole-body subjects at 8 mm: organ volumes in mL. At 8 mm every organ's mean and CV over
+    these subjects is within 1 % and 0.01 of their 4 mm values (a 55 mL pancreas is still 100
+    voxels), for a sixth of the time."""
+    table = phantom.census(0, CENSUS_SUBJECTS, structures=ORGANS, spacing=8.0)
     return {k: table[k].to_numpy() for k in (*ORGANS, "body")}
 
 
-def test_organ_volumes_spread_like_an_adult_population(population):
-    """Order of magnitude of published cohorts (fseft_lab.data.population): a cloned patient
-    (liver CV 0.08, the first phantom) fails this, and so do absurd sizes."""
-    cv = {k: v[v > 0].std() / v[v > 0].mean() for k, v in population.items()}
-    mean = {k: v[v > 0].mean() for k, v in population.items()}
-    assert 0.15 <= cv["liver"] <= 0.4 and 1200 <= mean["liver"] <= 1900, (cv["liver"], mean["liver"])
-    assert 0.2 <= cv["spleen"] <= 0.6 and 120 <= mean["spleen"] <= 320, (cv["spleen"], mean["spleen"])
-    assert 0.12 <= cv["kidney_right"] <= 0.4 and 90 <= mean["kidney_right"] <= 200
-    assert 0.2 <= cv["pancreas"] <= 0.5 and 40 <= mean["pancreas"] <= 110
-    assert cv["stomach"] >= 0.35 and cv["urinary_bladder"] >= 0.35
-    assert 0.15 <= cv["body"] <= 0.4
+def _cv_tolerance(cv: float, n: int) -> float:
+    """Three standard errors of a CV measured on n subjects of a log-normal population whose CV is
+    ``cv``: SE = cv * sqrt((1 + 2 cv^2) / (2 n)). A phantom on its aims falls outside with
+    probability 0.003 per organ (2 % for all eight); n = 24 gives +-0.09 about a CV of 0.2."""
+    return 3 * cv * ((1 + 2 * cv**2) / (2 * n)) ** 0.5
+
+
+def test_organ_volumes_spread_as_the_population_model_aims(population):
+    """Each organ's volume CV over the census is its documented aim (fseft_lab.data.population)
+    within what 24 subjects can tell: a cloned patient (liver CV 0.08, the first phantom) fails
+    this, and so does a spread twice the aim; the means are those of adults, not absurd sizes."""
+    present = {k: v[v > 0] for k, v in population.items()}          # removed organs (gallbladder) left out
+    cv = {k: v.std(ddof=1) / v.mean() for k, v in present.items()}
+    mean = {k: v.mean() for k, v in present.items()}
+    for organ, aim in CV_AIMED.items():
+        tolerance = _cv_tolerance(aim, len(present[organ]))
+        low, high = aim - tolerance, (np.inf if organ == "stomach" else aim + tolerance)
+        assert low <= cv[organ] <= high, f"{organ} volume CV {cv[organ]:.3f} outside {low:.3f}-{high:.3f} (aim {aim})"
+    assert 1200 <= mean["liver"] <= 1900 and 120 <= mean["spleen"] <= 320, (mean["liver"], mean["spleen"])
+    assert 90 <= mean["kidney_right"] <= 200 and 40 <= mean["pancreas"] <= 110, (mean["kidney_right"], mean["pancreas"])
 
 
 def test_traits_rates_follow_the_references():
