@@ -6,7 +6,8 @@ sagittal views) markers on the panels say so, and each panel's title names its C
 (:data:`WINDOWS`: abdominal by default, lung where lung structures are shown). Arrays are
 (X, Y, Z) in RAS (as :mod:`fseft_lab.data.transforms` leaves them), optionally with a leading
 channel. :func:`show` opens :class:`SliceViewer` in a live notebook and falls back to a static
-figure when no frontend can draw widgets (papermill, nbval, scripts, ``FSEFT_HEADLESS=1``).
+figure when no frontend can draw widgets (papermill, nbval, scripts, ``FSEFT_HEADLESS=1``);
+:func:`show3d` opens a 3-D viewer (ipyniivue) there and draws nothing headless.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import ListedColormap, to_hex, to_rgb
 
 from fseft_lab.anatomy import ALL_STRUCTURES
 
@@ -200,6 +201,109 @@ def show(image, label=None, structures=(), spacing=(1, 1, 1), title=None):
     fig = overlay_figure(image, label, structures, spacing, title)
     plt.show()
     return fig
+
+
+def niivue_layers(image, label=None, structures=(), spacing=(1, 1, 1), truth=None, window=None, affine=None) -> list[dict]:
+    """The layers of :func:`show3d` as keyword arguments of ``ipyniivue.Volume``: the CT in a named
+    CT window, then ``label`` in the course's colours (:func:`structure_color`) and names, then
+    ``truth`` in the truth colour (:data:`TRUTH_OUTLINE`) when given. Each layer is a gzipped NIfTI
+    in memory with the affine diag(``spacing``) (arrays are (X, Y, Z) in RAS, spacing in mm) or
+    ``affine``, so the viewer needs no file and no network. A label layer's ``colormap_label`` is the dict that
+    ``Volume.set_colormap_label`` takes (value ``i`` is ``structures[i - 1]``; 0 transparent).
+
+    Args:
+        image: (X, Y, Z) CT in HU or windowed to [0, 1].
+        label: (X, Y, Z) integer map (a prediction when ``truth`` is given).
+        truth: (X, Y, Z) integer map of the same structures, drawn as a second label layer.
+        window: as in :func:`draw_slice`.
+        affine: the arrays' 4x4 voxel-to-world matrix (a NIfTI file's ``affine``: any orientation);
+            default diag(``spacing``).
+    """
+    import gzip
+
+    import nibabel as nib
+
+    image = _array(image).astype(np.float32)
+    (low, high), _ = _window_range(window or default_window(structures), image.max() <= 1.0)
+    affine = np.diag([*map(float, spacing), 1.0]) if affine is None else np.asarray(affine, float)
+
+    def nifti(array):   # gzip level 1: a 100^3 CT travels to the browser in a fraction of its size, fast
+        return gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), compresslevel=1)
+
+    hu = image.max() > 1.0   # HU fit int16 (half the bytes of float32); a windowed image keeps its floats
+    layers = [{"name": "ct.nii.gz", "data": nifti(np.round(image).astype(np.int16) if hu else image),
+               "colormap": "gray", "cal_min": float(low), "cal_max": float(high), "opacity": 1.0}]
+    for name, volume, colours, opacity in (("labels", label, [structure_color(s) for s in structures], 0.5),
+                                           ("truth", truth, [TRUTH_OUTLINE] * len(structures), 0.35)):
+        if volume is None:
+            continue
+        volume = _array(volume).astype(np.uint8)
+        if volume.shape != image.shape:
+            raise ValueError(f"{name} has shape {volume.shape} but the image has {image.shape}; they must share one voxel grid")
+        rgb = [(0, 0, 0)] + [tuple(round(255 * c) for c in to_rgb(colour)) for colour in colours]
+        suffix = "" if truth is None else f" ({'prediction' if name == 'labels' else 'truth'})"
+        layers.append({"name": f"{name}.nii.gz", "data": nifti(volume), "opacity": opacity,
+                       "colormap_label": {"R": [c[0] for c in rgb], "G": [c[1] for c in rgb], "B": [c[2] for c in rgb],
+                                          "A": [0] + [255] * len(structures), "I": list(range(len(rgb))),
+                                          "labels": ["background"] + [f"{s}{suffix}" for s in structures]}})
+    return layers
+
+
+def show3d(image, label=None, structures=(), spacing=(1, 1, 1), truth=None, window=None, affine=None, height=480):
+    """3-D viewer in a live notebook (JupyterLab 4, Notebook 7, VS Code, Colab): axial, coronal and
+    sagittal slices and a volume rendering (drag to rotate), CT in the course's window, labels in
+    the course's colours, radiological convention (the patient's right on the screen's left).
+    With ``truth``, ``label`` is a prediction and both are label layers: the prediction in the
+    structures' colours, the truth in yellow over it (set ``viewer.volumes[2].opacity = 0`` to hide it).
+    Arguments as in :func:`niivue_layers`; ``height`` in pixels.
+
+    It uses ipyniivue, an anywidget whose JavaScript ships in its wheel: no server extension and no
+    network. A legend beside it (:func:`legend_html`) names the structures. Without a notebook
+    frontend (a script, papermill, nbval, ``FSEFT_HEADLESS=1``) it draws nothing, says so in one
+    line and returns None, so headless runs never wait for a browser.
+
+    Returns:
+        the ``ipyniivue.NiiVue`` widget, or None where no frontend can draw it.
+    """
+    layers = niivue_layers(image, label, structures, spacing, truth, window, affine)
+    if not _has_frontend():
+        print("show3d: no notebook frontend (script or headless run): the 3-D view appears when this cell runs in a notebook")
+        return None
+    try:
+        from ipyniivue import NiiVue, ShowRender, SliceType, Volume
+    except ImportError:
+        print("show3d: the 3-D viewer needs ipyniivue (`pip install ipyniivue`, part of the course's [lab] extra)")
+        return None
+    import ipywidgets as w
+    from IPython.display import display
+
+    # the course's convention in every panel: patient's right on the screen's left, anterior on the left in sagittal views
+    viewer = NiiVue(height=height, slice_type=SliceType.MULTIPLANAR, multiplanar_show_render=ShowRender.ALWAYS,
+                    is_radiological_convention=True, sagittal_nose_left=True, is_colorbar=False, back_color=(0, 0, 0, 1))
+    volumes = []
+    for layer in layers:
+        colours = layer.pop("colormap_label", None)
+        volumes.append(Volume(**layer))
+        if colours:
+            volumes[-1].set_colormap_label(colours)
+    viewer.load_volumes(volumes)
+    viewer.layout = w.Layout(flex="1 1 auto", min_width="0")
+    legend = w.HTML(legend_html(structures, label, truth is not None))
+    legend.add_class("fseft-legend")
+    display(w.HBox([viewer, legend], layout=w.Layout(width="100%", align_items="center")))
+    return viewer
+
+
+def legend_html(structures, label=None, truth_layer=False) -> str:
+    """The legend beside :func:`show3d`'s viewer as HTML: a swatch in each structure's colour and its
+    whole name (only structures present in ``label`` when given), and the truth's colour when
+    ``truth_layer``: niivue draws no legend for label volumes."""
+    present = None if label is None else set(np.unique(_array(label)).tolist())
+    rows = [(structure_color(s), s + (" (prediction)" if truth_layer else ""))
+            for i, s in enumerate(structures, 1) if present is None or i in present]
+    rows += [(TRUTH_OUTLINE, "truth")] if truth_layer else []
+    swatch = '<span style="display:inline-block;width:12px;height:12px;margin-right:6px;background:{}"></span>'
+    return "".join(f'<div style="white-space:nowrap;font-size:12px">{swatch.format(to_hex(c))}{name}</div>' for c, name in rows)
 
 
 def plot_learning_curves(curves: dict, ax=None):

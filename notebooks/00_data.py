@@ -358,14 +358,28 @@ pd.DataFrame(rows)
 # %% [markdown]
 # ## 9. Looking around
 #
-# `viz.show` opens an interactive slice viewer (view, slice, window level/width, overlay opacity,
-# structures) in a live notebook, and draws a static figure when run headless, as here.
+# `viz.show` opens an interactive slice viewer: view, slice, window level/width, overlay opacity
+# and the structures to overlay, with their names beside the image. Run the cell and drag its
+# sliders. The figure saved with this notebook is what `viz.show` draws where no browser is
+# attached (the course's runner, nbval, a script): the same overlays as a static three-view figure.
 
 # %%
 names = ["liver", "spleen", "kidney_right", "kidney_left", "stomach", "pancreas", "aorta", "heart_myocardium",
          "heart_ventricle_left", "lung_upper_lobe_right", "lung_lower_lobe_right", "gluteus_maximus_left"]
 case = chain(ts.load(ts.cases[1], names))
 _ = viz.show(case["image"], case["label"], names, spacing=(G.spacing_mm,) * 3, title="TotalSegmentator-like case s0001")
+
+# %% [markdown]
+# `viz.show3d` opens the same case in 3-D: axial, coronal and sagittal slices beside a volume
+# rendering. Click a slice to move the crosshair, scroll to step through slices, drag the rendering
+# to turn it. As in every view of the course, the patient's right is on the screen's left
+# (radiological convention) and each structure has its colour; the legend names them. The viewer
+# is [ipyniivue](https://github.com/niivue/ipyniivue), whose JavaScript comes with the Python
+# package, so it works offline in JupyterLab, Notebook 7, VS Code and Colab. Without a browser
+# (as when this notebook's saved outputs were made) it prints one line and draws nothing.
+
+# %%
+viewer = viz.show3d(case["image"], case["label"], names, spacing=(G.spacing_mm,) * 3)
 
 # %% [markdown]
 # ## Exercises

@@ -228,6 +228,17 @@ _ = viz.compare_figure(original.get_fdata(), truth, {method: np.asarray(written.
 plt.show()
 
 # %% [markdown]
+# The same scan in 3-D (`viz.show3d`, as in notebook 00), the prediction against the truth: the
+# prediction in the structure's colour, the truth in yellow over it. Where they agree the two mix;
+# yellow alone is organ the model missed, the structure's colour alone is predicted outside it
+# (`viewer.volumes[2].opacity = 0` hides the truth). `affine=` places a scan stored in any
+# orientation; the view still puts the patient's right on the screen's left. Without a browser the
+# cell prints one line instead.
+
+# %%
+viewer = viz.show3d(original.get_fdata(), np.asarray(written.dataobj), (task,), truth=truth, affine=original.affine)
+
+# %% [markdown]
 # ## What to take away
 #
 # - The loaders read the real layouts as they come; odd files get a message that names the file.

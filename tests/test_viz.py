@@ -73,3 +73,58 @@ def test_the_slice_viewers_legend_sits_beside_the_image_with_every_name_whole(mo
             box = text.get_window_extent(renderer)
             assert 0 <= box.x0 and box.x1 <= fig.bbox.x1, text.get_text()
         plt.close(fig)
+
+
+def _decode(layer):
+    import gzip
+
+    import nibabel as nib
+    nifti = nib.Nifti1Image.from_bytes(gzip.decompress(layer["data"]))
+    return np.asarray(nifti.dataobj), nifti.affine
+
+
+def test_the_3d_viewers_layers_carry_the_volumes_the_window_and_the_courses_colours_and_names():
+    image, label = _volume()
+    image[0, 0, 0] = -1000.0                                # HU (not a windowed image)
+    ct, labels = viz.niivue_layers(image, label, ("liver", "spleen"), spacing=(3, 2, 1.5))
+    array, affine = _decode(ct)
+    assert np.array_equal(array, image) and np.allclose(affine, np.diag([3, 2, 1.5, 1]))   # RAS, millimetres
+    assert (ct["cal_min"], ct["cal_max"]) == (-160, 240)   # the abdominal window, W400/L40
+    assert np.array_equal(_decode(labels)[0], label)
+    lut = labels["colormap_label"]
+    assert lut["labels"] == ["background", "liver", "spleen"] and lut["A"] == [0, 255, 255]
+    for i, name in enumerate(("liver", "spleen"), 1):
+        assert [lut[c][i] for c in "RGB"] == [round(255 * v) for v in viz.structure_color(name)[:3]]
+    lps = np.diag([-3.0, -2.0, 1.5, 1.0])                  # a scan stored in another orientation keeps its affine
+    assert np.allclose(_decode(viz.niivue_layers(image, affine=lps)[0])[1], lps)
+
+
+def test_the_3d_viewers_prediction_against_truth_is_two_label_layers_the_truth_in_its_own_colour():
+    image, truth = _volume()
+    prediction = np.roll(truth, 2, axis=0)
+    _, predicted, true = viz.niivue_layers(image / image.max(), prediction, ("liver",), truth=truth)
+    assert predicted["colormap_label"]["labels"] == ["background", "liver (prediction)"]
+    assert [true["colormap_label"][c][1] for c in "RGB"] == [255, 255, 0]   # TRUTH_OUTLINE, yellow
+    assert np.array_equal(_decode(predicted)[0], prediction) and np.array_equal(_decode(true)[0], truth)
+    with pytest.raises(ValueError, match=r"truth has shape \(20, 20, 5\) but the image has \(20, 20, 10\)"):
+        viz.niivue_layers(image, prediction, ("liver",), truth=truth[..., :5])
+
+
+def test_show3d_draws_nothing_headless_and_says_so(capsys):
+    image, label = _volume()
+    assert viz.show3d(image, label, ("liver",)) is None      # conftest sets FSEFT_HEADLESS
+    assert "no notebook frontend" in capsys.readouterr().out
+
+
+def test_show3d_in_a_notebook_uses_the_radiological_convention_and_a_legend_beside_it(monkeypatch):
+    pytest.importorskip("ipyniivue")
+    shown = []
+    monkeypatch.setattr(viz, "_has_frontend", lambda: True)
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    image, label = _volume()
+    viewer = viz.show3d(image, np.roll(label, 2, axis=0), ("liver", "spleen"), truth=label)
+    assert viewer.opts.is_radiological_convention and viewer.opts.sagittal_nose_left   # R and A on the screen's left
+    assert [v.name for v in viewer.volumes] == ["ct.nii.gz", "labels.nii.gz", "truth.nii.gz"]
+    assert viewer.volumes[1].colormap_label.labels == ["background", "liver (prediction)", "spleen (prediction)"]
+    [box] = shown
+    assert box.children[0] is viewer and "liver (prediction)" in box.children[1].value and "spleen" not in box.children[1].value
