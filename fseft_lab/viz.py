@@ -272,7 +272,7 @@ def show3d(image, label=None, structures=(), spacing=(1, 1, 1), truth=None, wind
     try:
         from ipyniivue import NiiVue, ShowRender, SliceType, Volume
     except ImportError:
-        print("show3d: the 3-D viewer needs ipyniivue (`pip install ipyniivue`, part of the course's [lab] extra)")
+        print("show3d: the 3-D viewer needs ipyniivue (`pip install ipyniivue`, a dependency of fseft_lab)")
         return None
     import ipywidgets as w
     from IPython.display import display
