@@ -139,7 +139,8 @@ plt.show()
 # Few-shot learning is about what one or five subjects cannot show you. If every phantom were the
 # same person, one labelled volume would already show every shape the test volumes have. So each
 # subject is drawn from a **population**: sex, age, body frame, subcutaneous and visceral fat, a
-# size for every organ, organs removed by surgery (gallbladder, a kidney, the spleen), the filling
+# size for every organ, organs removed by surgery at their published rates (the gallbladder most
+# often, a kidney or the spleen far more rarely: the census below counts them), the filling
 # of stomach and bladder, lobulated shapes. The distributions come from published CT volumetry and
 # population studies, cited in `fseft_lab/data/population.py`; they were set once from those
 # papers and never adjusted toward a course result. Eight subjects of one population, coronal slices:
@@ -322,9 +323,10 @@ print(type(case["image"]).__name__, tuple(case["image"].shape), case["image"].dt
 #
 # Every volume goes through the same chain before the model sees it: orientation RAS, resampling
 # to isotropic voxels, the HU window, a crop to the body and padding to at least one patch. For
-# training, random **crops** of one patch are drawn, half centred on the structure (positive), half
-# anywhere (negative). SwinUNETR halves the resolution five times, so a patch side must be a
-# multiple of 32.
+# training, random **crops** of one patch are drawn, each centred on a structure (positive) or
+# anywhere (negative) with equal chance. SwinUNETR halves the resolution five times, so a patch side
+# must be a multiple of 32. A scan little larger than a patch leaves a crop little room to move:
+# two crops can then be the very same voxels (the line above the figure counts the distinct ones).
 
 # %%
 chain = preprocess(G.spacing_mm, G.patch_size)
@@ -332,6 +334,8 @@ ready = chain(case)
 print("before:", tuple(case["image"].shape[1:]), "after:", tuple(ready["image"].shape[1:]),
       "| intensity range", float(ready["image"].min()), "..", float(ready["image"].max()))
 crops = training_crops(G.patch_size, num_samples=4, pos=1, neg=1)(ready)
+distinct = {crop["image"].numpy().tobytes() for crop in crops}
+print(f"{len(distinct)} distinct crops of {len(crops)}; the volume is {tuple(ready['image'].shape[1:])}, a patch {G.patch_size}^3")
 fig, axes = plt.subplots(1, 4, figsize=(10, 2.6))
 for ax, crop in zip(axes, crops):
     viz.draw_slice(ax, crop["image"], crop["label"], case["structures"], "coronal", crop["image"].shape[2] // 2)
