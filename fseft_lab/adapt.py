@@ -205,124 +205,163 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
         structures: the task's structures, needed only when ``support`` is empty: zero-shot
             learns nothing from support volumes and may be given none.
         options: the method's own options (e.g. ``rank=8`` for LoRA).
+
+    The steps: the protocol's checks (:func:`_check_protocol`), the method's model, the schedule
+    (:func:`_schedule`), the crop banks and their cached features (:func:`_crop_banks`), then the
+    training loop (:func:`_train`) with its early stop (:func:`plateaued`).
     """
     cfg, prof = config or AdaptConfig(), get_profile(profile)
     patch = patch_size or resolve_geometry(foundation, profile).patch_size
-    crops = cfg.crops_per_volume or prof.crops_per_volume
-    if not 0.0 <= cfg.pos_fraction <= 1.0:
-        raise ValueError(f"pos_fraction={cfg.pos_fraction} must lie in [0, 1]")
-    structures = check_support(support) if support or not structures else tuple(structures)
+    structures = _check_protocol(cfg, support, structures)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     model = build(foundation, method, structures, multiclass, decoder, **options).to(device)
-    lr = cfg.lr or (1e-4 if decoder != "frozen" else get_method(method).lr)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:  # zero-shot: nothing to train
         return Adapted(model.eval(), pd.DataFrame(columns=["epoch", "loss", "dice_loss", "lr", "seconds", "val_dice"]),
                        0.0, 0, False, 0, False, _peak_memory_mb(device), 0.0)
-    check_support(support)  # a method that trains needs support volumes
-    level = cache_level(model) if cfg.feature_cache is not False else None
-    if cfg.feature_cache and level is None:
-        raise ValueError(f"feature_cache needs a frozen encoder, but {method} (decoder {decoder}) trains the Swin encoder")
-    cached = level is not None
-    epochs = cfg.epochs or (prof.cached_epochs if level == "trunk" else prof.num_epochs)
-    if epochs < 1 or crops < 1:
-        raise ValueError(f"epochs={epochs} and crops_per_volume={crops} must be >= 1")
+    schedule = _schedule(model, method, decoder, support, cfg, prof, transductive is not None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     start = time.perf_counter()
-    bank_size = cfg.crop_bank or (8 * crops if cached else None)
-    banks = [draw_crops(case, bank_size, patch, cfg.pos_fraction, seed=_seed(cfg.seed, -1, v))
-             for v, case in enumerate(support)] if bank_size else None
-    if cached:  # the frozen part once per banked crop; a shared bank_cache also spares the next method
-        bank_cache = {} if bank_cache is None else bank_cache
-        for v, (images, labels) in enumerate(tqdm(banks, desc=f"caching {level} outputs", disable=not progress, leave=False)):
-            key = (level, id(foundation), structures, support[v].get("case"), v, cfg.seed, bank_size, patch, cfg.pos_fraction)
-            if key not in bank_cache:
-                bank_cache[key] = _frozen_outputs(model, level, images, crops, device)
-            banks[v] = (bank_cache[key], labels)
-        # the trained modules in channels-last layout: 3x faster 3x3x3 convolutions on CPU
-        for name in ("classifier",) + (DECODER_MODULES if level == "encoder" else ()):
-            getattr(model, name).to(memory_format=torch.channels_last_3d)
-    elif banks:
-        banks = [((images,), labels) for images, labels in banks]
-    if level == "trunk":  # validation volumes too: the trunk once, then only the head at each validation
+    banks = _crop_banks(model, foundation, support, structures, schedule, patch, bank_cache, device, progress)
+    if schedule.level == "trunk":  # validation volumes too: the trunk once, then only the head at each validation
         validation = [{**c, "features": trunk_features(model, c["image"], patch)} for c in validation]
-    term = None
-    if transductive is not None:
-        if not only_head_trains(model):
-            raise ValueError(f"transductive inference updates only the adapter and head, but {method} "
-                             f"(decoder {decoder}) trains the trunk; use a black-box method such as spatial_adapter")
-        term = QueryTerm(model, support, query, structures, multiclass, transductive, patch, epochs, device)
+    term = None if transductive is None else \
+        QueryTerm(model, support, query, structures, multiclass, transductive, patch, schedule.epochs, device)
+    job = _Training(model, params, method, support, banks, validation, term, schedule, len(structures), multiclass,
+                    patch, device, start, DiceLoss(sigmoid=not multiclass, softmax=multiclass, batch=True))
+    rows, stopped = _train(job, progress)
+    seconds = time.perf_counter() - start
+    curve = pd.DataFrame(rows)
+    if term is not None:
+        curve.attrs["size_prior"] = term.prior
+    return Adapted(model.eval(), curve, seconds, len(rows), stopped, trainable_parameters(model),
+                   schedule.level is not None, _peak_memory_mb(device), schedule.lr)
 
-    dice_loss = DiceLoss(sigmoid=not multiclass, softmax=multiclass, batch=True)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(support)
+
+# ----------------------------------------------------------------------------- adapt's steps
+def _check_protocol(cfg: AdaptConfig, support: Sequence[dict], structures: Sequence[str]) -> tuple[str, ...]:
+    """The task's structures, from the support volumes (:func:`check_support`) or, with none (zero-shot
+    may be given none), as given; refuses a ``pos_fraction`` outside [0, 1]."""
+    if not 0.0 <= cfg.pos_fraction <= 1.0:
+        raise ValueError(f"pos_fraction={cfg.pos_fraction} must lie in [0, 1]")
+    return check_support(support) if support or not structures else tuple(structures)
+
+
+@dataclass
+class _Schedule:
+    """The numbers of one adaptation, settled before it trains (:func:`_schedule`)."""
+
+    cfg: AdaptConfig
+    epochs: int
+    crops: int                 # crops per support volume and step
+    lr: float                  # peak learning rate
+    level: str | None          # what the crop banks cache (:func:`cache_level`); None: no feature cache
+    bank_size: int | None      # crops banked per support volume; None: fresh crops every step
+
+
+def _schedule(model: nn.Module, method: str, decoder: str, support: Sequence[dict], cfg: AdaptConfig, prof,
+              transductive: bool) -> _Schedule:
+    """Epochs, crops, learning rate and feature cache for a model that trains: the config's values,
+    else the profile's and the method's. Refuses what the protocol cannot run: no support volume, a
+    feature cache the model cannot use, fewer than one epoch or crop, transductive inference with a
+    trunk that trains."""
+    check_support(support)  # a method that trains needs support volumes
+    level = cache_level(model) if cfg.feature_cache is not False else None
+    if cfg.feature_cache and level is None:
+        raise ValueError(f"feature_cache needs a frozen encoder, but {method} (decoder {decoder}) trains the Swin encoder")
+    epochs = cfg.epochs or (prof.cached_epochs if level == "trunk" else prof.num_epochs)
+    crops = cfg.crops_per_volume or prof.crops_per_volume
+    if epochs < 1 or crops < 1:
+        raise ValueError(f"epochs={epochs} and crops_per_volume={crops} must be >= 1")
+    if transductive and not only_head_trains(model):
+        raise ValueError(f"transductive inference updates only the adapter and head, but {method} "
+                         f"(decoder {decoder}) trains the trunk; use a black-box method such as spatial_adapter")
+    lr = cfg.lr or (1e-4 if decoder != "frozen" else get_method(method).lr)
+    bank_size = cfg.crop_bank or (8 * crops if level is not None else None)
+    return _Schedule(cfg, epochs, crops, lr, level, bank_size)
+
+
+def _crop_banks(model: nn.Module, foundation: nn.Module, support: Sequence[dict], structures: tuple[str, ...],
+                schedule: _Schedule, patch: int, bank_cache: dict | None, device: torch.device,
+                progress: bool) -> list | None:
+    """Each support volume's crop bank ``(inputs, labels)``, or None without banks (fresh crops every step).
+
+    ``bank_size`` crops are drawn once per volume; with a feature cache their inputs are what the
+    frozen part gives for them (once per crop, and a shared ``bank_cache`` also spares the next
+    method), and the modules that train switch to channels-last layout."""
+    cfg, level, bank_size = schedule.cfg, schedule.level, schedule.bank_size
+    if not bank_size:
+        return None
+    banks = [draw_crops(case, bank_size, patch, cfg.pos_fraction, seed=_seed(cfg.seed, -1, v)) for v, case in enumerate(support)]
+    if level is None:
+        return [((images,), labels) for images, labels in banks]
+    bank_cache = {} if bank_cache is None else bank_cache
+    for v, (images, labels) in enumerate(tqdm(banks, desc=f"caching {level} outputs", disable=not progress, leave=False)):
+        key = (level, id(foundation), structures, support[v].get("case"), v, cfg.seed, bank_size, patch, cfg.pos_fraction)
+        if key not in bank_cache:
+            bank_cache[key] = _frozen_outputs(model, level, images, schedule.crops, device)
+        banks[v] = (bank_cache[key], labels)
+    # the trained modules in channels-last layout: 3x faster 3x3x3 convolutions on CPU
+    for name in ("classifier",) + (DECODER_MODULES if level == "encoder" else ()):
+        getattr(model, name).to(memory_format=torch.channels_last_3d)
+    return banks
+
+
+@dataclass
+class _Training:
+    """What the training loop works on (:func:`_train`)."""
+
+    model: nn.Module
+    params: list[nn.Parameter]     # the parameters that train
+    method: str
+    support: Sequence[dict]
+    banks: list | None             # (inputs, labels) per support volume (:func:`_crop_banks`)
+    validation: Sequence[dict]
+    term: QueryTerm | None         # transductive inference's query term
+    schedule: _Schedule
+    num_structures: int
+    multiclass: bool
+    patch: int
+    device: torch.device
+    start: float                   # time.perf_counter() when adaptation began: the curve's seconds
+    dice_loss: nn.Module
+
+    @property
+    def use_amp(self) -> bool:
+        return self.schedule.cfg.amp and self.device.type == "cuda"
+
+
+def _train(job: _Training, progress: bool) -> tuple[list[dict], bool]:
+    """The training loop: AdamW, warm-up then cosine per step; each epoch the support steps
+    (:func:`_support_steps`), the query step (:func:`_query_step`) and a row of the learning curve,
+    with the validation Dice every ``validate_every`` epochs. Stops early when the loss plateaus
+    (:func:`plateaued`; never with a query term). Returns the rows and whether it stopped early."""
+    cfg, epochs, term = job.schedule.cfg, job.schedule.epochs, job.term
+    optimizer = torch.optim.AdamW(job.params, lr=job.schedule.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(job.support)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=job.use_amp)
     rows, stopped = [], False
-    bar = tqdm(total=epochs, desc=f"adapting: {method}", disable=not progress)
+    bar = tqdm(total=epochs, desc=f"adapting: {job.method}", disable=not progress)
     for epoch in range(epochs):
-        model.train()
-        losses, dices = [], []
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(support))
-        for step, v in enumerate(order):
-            rng = np.random.default_rng([cfg.seed, epoch, int(v)])
-            if banks:  # the bank holds its positive crops first: pick positives and negatives stratified
-                x, label = pick_from_bank(banks[v], rng, crops, cfg.pos_fraction)
-            else:
-                image, label = draw_crops(support[v], crops, patch, cfg.pos_fraction, seed=int(rng.integers(2**31)))
-                x = (image,)
-            target = task_target(label, len(structures), multiclass).to(device)
-            x = [t.to(device).float() for t in x]
-            if cached:
-                x = [t.contiguous(memory_format=torch.channels_last_3d) for t in x]
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                if level == "trunk":
-                    logits = model.classifier(x[0])
-                elif level == "encoder":
-                    logits = model.classifier(model.decode(x[0], x[1:]))
-                else:
-                    logits = model(x[0])
-            logits = logits.float()
-            d = dice_loss(logits, target)
-            ce = (F.cross_entropy(logits, target.argmax(1)) if multiclass
-                  else F.binary_cross_entropy_with_logits(logits, target))
-            loss = d + ce
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{method}: the loss is {loss.item()} at epoch {epoch}, step {len(losses)}, "
-                                         f"learning rate {scheduler.get_last_lr()[0]:.2e}; try a lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            proximal_step(model, scheduler.get_last_lr()[0])
-            if step < len(order) - 1:  # the epoch's last step moves the rate on after the query step below
-                scheduler.step()
-            losses.append(loss.item())
-            dices.append(d.item())
-        query_loss = None
-        if term is not None and epoch >= term.start_epoch:  # one query step per epoch, at the last support step's rate
-            query_loss = term.loss(model.classifier, epoch)
-            if term.config.weight > 0:  # lambda = 0 only logs: an Adam step on a zero gradient still moves
-                optimizer.zero_grad(set_to_none=True)
-                query_loss.backward()
-                optimizer.step()
-                proximal_step(model, scheduler.get_last_lr()[0])
+        job.model.train()
+        losses, dices = _support_steps(job, epoch, optimizer, scheduler, scaler)
+        query_loss = _query_step(job, epoch, optimizer, scheduler)
         scheduler.step()
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "dice_loss": float(np.mean(dices)),
-               "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - start, "val_dice": math.nan}
+               "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - job.start, "val_dice": math.nan}
         if query_loss is not None:
             row["query_loss"] = query_loss.item()
         if term is not None and ((cfg.validate_every and epoch % cfg.validate_every == 0) or epoch == epochs - 1):
-            row.update(term.logged_sizes(model.classifier))  # every query volume: as often as validation
+            row.update(term.logged_sizes(job.model.classifier))  # every query volume: as often as validation
         stopped = term is None and plateaued([r["dice_loss"] for r in rows] + [row["dice_loss"]], cfg)
         last = stopped or epoch == epochs - 1
-        if validation and cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or last):
-            row["val_dice"] = validation_dice(model, validation, patch)
+        if job.validation and cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or last):
+            row["val_dice"] = validation_dice(job.model, job.validation, job.patch)
         rows.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
         bar.update()
@@ -332,12 +371,74 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
                                 f"in {cfg.stop_patience} epochs)")
             break
     bar.close()
-    seconds = time.perf_counter() - start
-    curve = pd.DataFrame(rows)
-    if term is not None:
-        curve.attrs["size_prior"] = term.prior
-    return Adapted(model.eval(), curve, seconds, len(rows), stopped, trainable_parameters(model),
-                   cached, _peak_memory_mb(device), lr)
+    return rows, stopped
+
+
+def _support_steps(job: _Training, epoch: int, optimizer: torch.optim.Optimizer, scheduler, scaler) -> tuple[list, list]:
+    """One epoch's support steps, one per support volume in a seeded random order; a step's crops
+    come from the volume's bank (positives and negatives stratified) or are drawn afresh. Returns the
+    steps' losses and Dice losses."""
+    cfg, crops = job.schedule.cfg, job.schedule.crops
+    losses, dices = [], []
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(job.support))
+    for step, v in enumerate(order):
+        rng = np.random.default_rng([cfg.seed, epoch, int(v)])
+        if job.banks:  # the bank holds its positive crops first: pick positives and negatives stratified
+            x, label = pick_from_bank(job.banks[v], rng, crops, cfg.pos_fraction)
+        else:
+            image, label = draw_crops(job.support[v], crops, job.patch, cfg.pos_fraction, seed=int(rng.integers(2**31)))
+            x = (image,)
+        target = task_target(label, job.num_structures, job.multiclass).to(job.device)
+        d, loss = _step_loss(job, x, target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{job.method}: the loss is {loss.item()} at epoch {epoch}, step {len(losses)}, "
+                                     f"learning rate {scheduler.get_last_lr()[0]:.2e}; try a lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        proximal_step(job.model, scheduler.get_last_lr()[0])
+        if step < len(order) - 1:  # the epoch's last step moves the rate on after the query step
+            scheduler.step()
+        losses.append(loss.item())
+        dices.append(d.item())
+    return losses, dices
+
+
+def _step_loss(job: _Training, x: Sequence[torch.Tensor], target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Dice loss and the whole loss (Dice + cross-entropy) on one step's crops ``x``: the head
+    alone on cached trunk features, decoder and head on cached encoder states, else the whole model."""
+    model, level = job.model, job.schedule.level
+    x = [t.to(job.device).float() for t in x]
+    if level is not None:
+        x = [t.contiguous(memory_format=torch.channels_last_3d) for t in x]
+    with torch.autocast(job.device.type, dtype=torch.float16, enabled=job.use_amp):
+        if level == "trunk":
+            logits = model.classifier(x[0])
+        elif level == "encoder":
+            logits = model.classifier(model.decode(x[0], x[1:]))
+        else:
+            logits = model(x[0])
+    logits = logits.float()
+    d = job.dice_loss(logits, target)
+    ce = (F.cross_entropy(logits, target.argmax(1)) if job.multiclass
+          else F.binary_cross_entropy_with_logits(logits, target))
+    return d, d + ce
+
+
+def _query_step(job: _Training, epoch: int, optimizer: torch.optim.Optimizer, scheduler) -> torch.Tensor | None:
+    """Transductive inference's step on the query volumes: one per epoch from the term's start epoch,
+    at the last support step's rate. Returns its loss (None before the start, or without a term)."""
+    term = job.term
+    if term is None or epoch < term.start_epoch:
+        return None
+    query_loss = term.loss(job.model.classifier, epoch)
+    if term.config.weight > 0:  # lambda = 0 only logs: an Adam step on a zero gradient still moves
+        optimizer.zero_grad(set_to_none=True)
+        query_loss.backward()
+        optimizer.step()
+        proximal_step(job.model, scheduler.get_last_lr()[0])
+    return query_loss
 
 
 def validation_dice(model: nn.Module, cases: Sequence[dict], patch_size: int) -> float:
