@@ -19,7 +19,7 @@ import pandas as pd
 
 from fseft_lab.adapt import AdaptConfig
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import RUN_KEY, append_rows, check_post_processing, run, summary, write_manifest
+from fseft_lab.experiments import RUN_KEY, RunOptions, append_rows, check_post_processing, run, summary, write_manifest
 from fseft_lab.methods.adaptive_lora import AdaptiveLoRAConfig, learned_ranks
 from fseft_lab.models.zoo import WEIGHTS_DIR, checkpoint_geometry, load_foundation, sha256
 from fseft_lab.profiles import get_profile
@@ -51,8 +51,9 @@ def main() -> None:
         for method in ("lora", "adaptive_lora"):
             if ((table.method == method) & (table.seed == seed)).any():
                 continue
-            rows, result = run(foundation, ds, args.task, method, args.k, seed, decoder="fine-tuned", profile=prof.name,
-                               config=AdaptConfig(epochs=args.epochs, lr=args.lr), test=ds.test_ids[:args.num_test], progress=False)
+            options = RunOptions(decoder="fine-tuned", profile=prof.name, config=AdaptConfig(epochs=args.epochs, lr=args.lr),
+                                 test=ds.test_ids[:args.num_test], progress=False)
+            rows, result = run(foundation, ds, args.task, method, args.k, seed, options)
             if method == "adaptive_lora":
                 ranks = pd.DataFrame({"layer": list(learned_ranks(result.model)), "rank": list(learned_ranks(result.model).values())})
                 append_rows(ranks.assign(seed=seed, max_rank=3 * AdaptiveLoRAConfig().rank), ranks_csv)

@@ -29,7 +29,7 @@ import torch
 
 from fseft_lab.adapt import AdaptConfig
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import run_grid, summary, write_manifest
+from fseft_lab.experiments import RunOptions, run_grid, summary, write_manifest
 from fseft_lab.models.zoo import WEIGHTS_DIR, checkpoint_geometry, load_foundation, sha256
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import TransductiveConfig
@@ -68,8 +68,8 @@ def main() -> None:
                 for task in args.tasks:
                     for mode in args.modes:
                         ti = None if mode == "none" else TransductiveConfig(mode, protocol=args.protocol)
-                        table = run_grid(foundation, ds, args.out, [task], [args.method], [k], [seed], profile=prof.name,
-                                         config=config, transductive=ti, trunk_cache=trunk_cache, progress=False)
+                        options = RunOptions(profile=prof.name, config=config, transductive=ti, trunk_cache=trunk_cache, progress=False)
+                        table = run_grid(foundation, ds, args.out, [task], [args.method], [k], [seed], options)
                         done = table[(table.task == task) & (table.k == k) & (table.seed == seed) & (table.transductive == mode)]
                         print(f"k={k} seed={seed} {task:12s} {mode:8s} Dice {done.dice.mean():.3f}  "
                               f"[{time.perf_counter() - start:.0f} s]", flush=True)

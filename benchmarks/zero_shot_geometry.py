@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import run
+from fseft_lab.experiments import RunOptions, run
 from fseft_lab.models.zoo import load_foundation
 
 
@@ -37,12 +37,13 @@ def main() -> None:
         ds = export_phantom(Path(tmp) / "ts", "totalsegmentator", cases=args.cases, seed=args.seed, num_test=2,
                             spacing=foundation.geometry.spacing_mm, progress=False)
         for task in args.tasks:
-            for label, kwargs in (("--profile cpu", dict(profile="cpu")), ("--profile gpu", dict(profile="gpu")),
-                                  ("forced 2 mm, 96^3", dict(profile="gpu", spacing_mm=2.0, patch_size=96))):
+            for label, options in (("--profile cpu", RunOptions(profile="cpu", progress=False)),
+                                   ("--profile gpu", RunOptions(profile="gpu", progress=False)),
+                                   ("forced 2 mm, 96^3", RunOptions(profile="gpu", spacing_mm=2.0, patch_size=96, progress=False))):
                 start = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    table, _ = run(foundation, ds, task, "zero_shot", k=1, seed=0, progress=False, **kwargs)
+                    table, _ = run(foundation, ds, task, "zero_shot", k=1, seed=0, options=options)
                 rows.append({"task": task, "run": label, "dice": table.dice.mean(), "test cases": table.case.nunique(),
                              "seconds": time.perf_counter() - start, "warned": any("geometry" in str(w.message) for w in caught)})
     table = pd.DataFrame(rows)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import task_structures
 from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
-from fseft_lab.experiments import check_post_processing, done_runs, environment, run_grid, run_key, write_csv
+from fseft_lab.experiments import RunOptions, check_post_processing, done_runs, environment, run_grid, run_key, write_csv
 from fseft_lab.methods import DECODER_OPTIONS, get_method
 from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import get_profile
@@ -301,9 +301,9 @@ def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str
     foundation, trunk_caches = load_foundation(checkpoint), {}   # frozen-trunk features, shared within a block
     for block, ds, spec, task, k, seed in tqdm(todo[index::count], desc="benchmark", disable=not progress):
         method, ti = split_method(spec)
-        run_grid(foundation, ds, target, [task], [method], [k], [seed], decoder=block.decoder, profile=profile,
-                 transductive=ti, trunk_cache=trunk_caches.setdefault(block.name, {}), progress=False,
-                 cache_dir=Path(data_dir) / "cache", largest_component=largest_component)
+        run_grid(foundation, ds, target, [task], [method], [k], [seed],
+                 RunOptions(decoder=block.decoder, profile=profile, transductive=ti, trunk_cache=trunk_caches.setdefault(block.name, {}),
+                            progress=False, cache_dir=Path(data_dir) / "cache", largest_component=largest_component))
     return pd.read_csv(target) if target.is_file() else pd.DataFrame()
 
 

@@ -8,13 +8,14 @@ the rows of every run to one CSV and skips the runs already in it, so an interru
 resumes where it stopped. Plots that read the table live in :mod:`fseft_lab.viz`.
 
 >>> table, result = run(foundation, dataset, "liver", "linear_probe", k=1, seed=0)   # doctest: +SKIP
+>>> table, result = run(foundation, dataset, "liver", "lora", 1, 0, RunOptions(profile="cpu"), rank=4)   # doctest: +SKIP
 """
 from __future__ import annotations
 
 import itertools
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -137,73 +138,122 @@ def split_for(dataset: CaseFolder, task: str, k: int, seed: int, test_split: Seq
     return few_shot_split(usable, k, seed, num_test=default_num_test(len(usable)), supports=pool)
 
 
-def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: int, *, decoder: str = "frozen",
-        profile: str | None = None, config: AdaptConfig | None = None, largest_component: bool = True,
-        save_adapter_to: str | Path | None = None, validate: bool = False, trunk_cache: dict | None = None,
-        test: Sequence[str] | None = None, transductive: TransductiveConfig | None = None, progress: bool = True,
-        adapter_meta: dict | None = None, cache_dir: str | Path | None = None, spacing_mm: float | None = None,
-        patch_size: int | None = None, test_split: Sequence[str] | int | None = None,
-        **options) -> tuple[pd.DataFrame, Adapted]:
+@dataclass(frozen=True)
+class RunOptions:
+    """How :func:`run` (and :func:`run_grid`) adapts and scores, beyond the run's (task, method, k, seed).
+
+    Args:
+        decoder: ``frozen``, ``fine-tuned`` or ``new`` (:func:`fseft_lab.adapt.adapt`).
+        profile: the compute profile (``cpu``, ``gpu``, ``paper``); default: picked for this machine.
+        config: :class:`~fseft_lab.adapt.AdaptConfig` (epochs, crops, learning rate); its ``seed``
+            is replaced by the run's.
+        largest_component: the evaluation's post-processing (:func:`fseft_lab.evaluate.evaluate`);
+            the rows' ``post_processing`` column says what each structure got.
+        save_adapter_to: write the adapter file (``.pt``) there; with per-volume transductive
+            inference and several test volumes, one per volume, named ``STEM_CASE.pt``.
+        adapter_meta: more fields for the adapter file (e.g. the checkpoint it was trained from).
+        validate: score the split's validation volume during training (the learning curve's ``val_dice``).
+        trunk_cache: a dict shared by several runs: methods whose trunk stays frozen then run the
+            trunk over each test volume (and each banked support crop) once, not once per method.
+        test_split: which volumes are test cases: by name, or their number (the last N; 0: none,
+            nothing is scored), or ``None``: the dataset's own (see :func:`split_for`).
+        test: score only these of the test cases, by name (e.g. fewer of them on a laptop).
+        transductive: :class:`~fseft_lab.transductive.TransductiveConfig`: the test volumes,
+            unlabelled, join the adaptation as query volumes (:mod:`fseft_lab.transductive`); the
+            rows' ``transductive`` column names the mode (``none`` without) and ``ti_protocol``
+            the protocol: ``per_volume`` (the default) adapts once per test volume, each row's
+            model saw only its own volume (the result returned is the first volume's, with
+            ``per_volume``: case -> result); ``pooled`` adapts one model for all.
+        cache_dir: keep pre-processed volumes there (:class:`fseft_lab.data.cache.CachedCases`),
+            so the next run skips reading and resampling.
+        spacing_mm: force a voxel size (mm) other than the foundation model's own, with a warning
+            (:func:`~fseft_lab.models.foundation.resolve_geometry`); default: the model's.
+        patch_size: force a patch size (voxels per side) other than the model's own, likewise.
+        progress: show progress bars (a grid shows its own bar and none per run).
+    """
+
+    decoder: str = "frozen"
+    profile: str | None = None
+    config: AdaptConfig | None = None
+    largest_component: bool = True
+    save_adapter_to: str | Path | None = None
+    adapter_meta: dict | None = None
+    validate: bool = False
+    trunk_cache: dict | None = None
+    test_split: Sequence[str] | int | None = None
+    test: Sequence[str] | None = None
+    transductive: TransductiveConfig | None = None
+    cache_dir: str | Path | None = None
+    spacing_mm: float | None = None
+    patch_size: int | None = None
+    progress: bool = True
+
+
+def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: int, options: RunOptions = RunOptions(),
+        **method_options) -> tuple[pd.DataFrame, Adapted]:
     """Adapt ``foundation`` to ``task`` with k shots (draw ``seed``) and score the test volumes.
 
-    ``validate`` scores the split's validation volume during training (the learning curve's
-    ``val_dice``). ``trunk_cache``: a dict shared by several runs; methods whose trunk stays
-    frozen then run the trunk over each test volume (and each banked support crop) once, not
-    once per method. ``test_split``: which volumes are test cases, by name or number (0: none,
-    nothing is scored; see :func:`split_for`). ``test``: score only these of them (e.g. fewer of
-    them on a laptop). ``transductive``: the test volumes, unlabelled, join the
-    adaptation as query volumes (:mod:`fseft_lab.transductive`); the rows' ``transductive``
-    column names the mode (``none`` without) and ``ti_protocol`` the protocol: ``per_volume``
-    (the default) adapts once per test volume, each row's model saw only its own volume (the
-    returned result is the first volume's, with ``per_volume``: case -> result, and with several
-    test volumes an adapter file per volume, named ``STEM_CASE.pt``); ``pooled`` adapts one model
-    for all. ``adapter_meta``: more fields for the adapter file
-    (e.g. the checkpoint it was trained from). ``cache_dir``: keep pre-processed volumes there
-    (:class:`fseft_lab.data.cache.CachedCases`), so the next run skips reading and resampling.
-    Volumes are resampled to the foundation model's own geometry (spacing, patch); ``spacing_mm``
-    and ``patch_size`` force another one, with a warning (:func:`resolve_geometry`).
-    ``largest_component``: the evaluation's post-processing (:func:`fseft_lab.evaluate.evaluate`),
-    on by default; the rows' ``post_processing`` column says what each structure got.
+    Args:
+        foundation: the pre-trained model (:func:`fseft_lab.models.zoo.load_foundation`).
+        dataset: the target data (:class:`~fseft_lab.data.layouts.CaseFolder`).
+        task: a structure, or several joined by commas (one multi-class task).
+        method: a registered method name (``fseft-lab methods`` lists them).
+        k: support volumes (shots).
+        seed: the draw: which volumes are support and validation, and every random number of the adaptation.
+        options: :class:`RunOptions`: decoder, profile, post-processing, test volumes, caches, ...
+        method_options: the method's own options (e.g. ``rank=8`` for LoRA).
+
+    Returns:
+        The rows, one per (test case, structure): Dice, HD95, NSD, the run's settings, trainable
+        parameters, train seconds, peak memory; ``cut`` flags a structure the scan cuts at its end.
+        And the :class:`~fseft_lab.adapt.Adapted` result, with the test volumes' masks.
+
+    >>> run(foundation, dataset, "liver", "lora", 1, 0, RunOptions(profile="cpu"), rank=4)   # doctest: +SKIP
     """
+    misplaced = sorted(set(method_options) & {f.name for f in fields(RunOptions)})
+    if misplaced:
+        raise TypeError(f"run() got {', '.join(misplaced)} as a method option, but it is a RunOptions field: "
+                        f"pass options=RunOptions({misplaced[0]}=...)")
+    transductive, trunk_cache = options.transductive, options.trunk_cache
     structures, multiclass = task_structures(task, dataset.structures)
-    geometry = resolve_geometry(foundation, profile, spacing_mm, patch_size)
+    geometry = resolve_geometry(foundation, options.profile, options.spacing_mm, options.patch_size)
     get_method(method)  # an unknown method fails before any data is loaded
     trains = method != "zero_shot"   # zero-shot learns nothing from the support volumes
-    split = split_for(dataset, task, k, seed, test_split, whole=trains)
-    test_ids = list(test) if test is not None else split.test
+    split = split_for(dataset, task, k, seed, options.test_split, whole=trains)
+    test_ids = list(options.test) if options.test is not None else split.test
     seen = sorted(set(test_ids) & set(split.support))
     if seen:
         raise ValueError(f"test cases {seen} are in the support set of draw seed={seed}, k={k} ({', '.join(split.support)}): "
                          "a test volume must be one the adaptation never saw")
-    support = load_cases(dataset, split.support, structures, geometry, cache_dir) if trains else []
+    support = load_cases(dataset, split.support, structures, geometry, options.cache_dir) if trains else []
     if trains:
         _check_labelled(dataset, support, structures)
-    validation = load_cases(dataset, split.validation, structures, geometry, cache_dir) if validate else []
-    test_cases = load_cases(dataset, test_ids, structures, geometry, cache_dir)
+    validation = load_cases(dataset, split.validation, structures, geometry, options.cache_dir) if options.validate else []
+    test_cases = load_cases(dataset, test_ids, structures, geometry, options.cache_dir)
     if transductive is not None:  # the query volumes' trunk features are needed during training
-        _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, geometry, progress)
+        _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, geometry, options.progress)
     # one adaptation for all test volumes; with per-volume TI (the reference's protocol), one per test volume
     per_volume = transductive is not None and transductive.protocol == "per_volume"
     groups = [[case] for case in test_cases] if per_volume else [test_cases]
     channels = list(range(1, len(structures) + 1)) if multiclass else list(range(len(structures)))
     tables, results, masks = [], [], {}
     for group in groups:
-        result = adapt(foundation, method, support, multiclass=multiclass, decoder=decoder, validation=validation,
-                       config=replace(config or AdaptConfig(), seed=seed), profile=profile, progress=progress,
+        result = adapt(foundation, method, support, multiclass=multiclass, decoder=options.decoder, validation=validation,
+                       config=replace(options.config or AdaptConfig(), seed=seed), profile=options.profile, progress=options.progress,
                        patch_size=geometry.patch_size,
                        bank_cache=None if trunk_cache is None else trunk_cache.setdefault(("banks", str(dataset.root)), {}),
                        query=[{k: v for k, v in c.items() if k != "label"} for c in group] if transductive else (),
-                       transductive=transductive, structures=structures, **options)
-        if save_adapter_to:
-            path = Path(save_adapter_to)
+                       transductive=transductive, structures=structures, **method_options)
+        if options.save_adapter_to:
+            path = Path(options.save_adapter_to)
             path = path.with_name(f"{path.stem}_{group[0]['case']}{path.suffix}") if len(groups) > 1 else path
             save_adapter(result.model, path, task=task, k=k, seed=seed, support=list(split.support),
-                         profile=get_profile(profile).name, geometry=asdict(geometry),
-                         **({"query": group[0]["case"]} if per_volume else {}), **(adapter_meta or {}))
+                         profile=get_profile(options.profile).name, geometry=asdict(geometry),
+                         **({"query": group[0]["case"]} if per_volume else {}), **(options.adapter_meta or {}))
         if trunk_cache is not None and frozen_trunk(result.model):
-            _attach_trunk_features(foundation, dataset, group, trunk_cache, geometry, progress)
-        tables.append(evaluate(result.model, group, channels, geometry.patch_size, multiclass, largest_component,
-                               progress=progress, masks_out=masks, task=task, method=method, decoder=decoder,
+            _attach_trunk_features(foundation, dataset, group, trunk_cache, geometry, options.progress)
+        tables.append(evaluate(result.model, group, channels, geometry.patch_size, multiclass, options.largest_component,
+                               progress=options.progress, masks_out=masks, task=task, method=method, decoder=options.decoder,
                                transductive=transductive.mode if transductive else "none",
                                ti_protocol=transductive.protocol if transductive else "none", k=k, seed=seed,
                                trainable_params=result.trainable, train_seconds=round(result.train_seconds, 2),
@@ -233,19 +283,22 @@ def _attach_trunk_features(foundation, dataset: CaseFolder, cases: list[dict], t
 
 
 def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequence[str], methods: Sequence[str],
-             ks: Sequence[int], seeds: Sequence[int], *, decoder: str = "frozen", profile: str | None = None,
-             config: AdaptConfig | None = None, transductive: TransductiveConfig | None = None,
-             trunk_cache: dict | None = None, progress: bool = True, cache_dir: str | Path | None = None,
-             largest_component: bool = True, **options) -> pd.DataFrame:
+             ks: Sequence[int], seeds: Sequence[int], options: RunOptions = RunOptions()) -> pd.DataFrame:
     """Run every (task, method, k, seed) not yet in ``out_csv``; returns the whole table.
 
-    ``trunk_cache``: share frozen-trunk features with other grids on the same data (see :func:`run`).
-    ``largest_component``: the post-processing (see :func:`run`); a table holds one kind only, so a
-    table whose rows were scored the other way is refused before any run starts.
+    ``options``: every run's :class:`RunOptions`; its ``trunk_cache`` shares frozen-trunk features
+    with other grids on the same data, ``progress`` shows the grid's bar (none per run). A table holds
+    one post-processing (``largest_component``) and one transductive protocol only, so a table whose
+    rows were scored otherwise is refused before any run starts; ``save_adapter_to`` is refused (a
+    grid trains many adapters: save them with :func:`run`).
 
     Each finished run is appended at once (written to a temporary file, then renamed), so an
     interrupted grid loses at most the run in progress.
     """
+    if options.save_adapter_to:
+        raise ValueError(f"save_adapter_to={str(options.save_adapter_to)!r}: a grid trains one adapter per run, a file "
+                         "holds one; save adapters with run()")
+    transductive = options.transductive
     for task in tasks:
         task_structures(task, getattr(dataset, "structures", ()))
     for method in methods:
@@ -256,7 +309,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
         table.insert(table.columns.get_loc("decoder") + 1, "transductive", "none")
     if "ti_protocol" not in table:  # tables written before the per-volume protocol: their TI rows were pooled
         table["ti_protocol"] = table["transductive"].map(lambda m: "none" if str(m) == "none" else "pooled")
-    check_post_processing(table, largest_component, out_csv)
+    check_post_processing(table, options.largest_component, out_csv)
     ti_rows = table[table["transductive"].astype(str) != "none"]
     if transductive and (ti_rows["ti_protocol"] != transductive.protocol).any():
         raise ValueError(f"{out_csv} holds transductive rows of protocol {ti_rows['ti_protocol'].iloc[0]!r}, this grid "
@@ -264,12 +317,10 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     done = done_runs(table)
     mode = transductive.mode if transductive else "none"
     todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
-            if run_key(t, m, decoder, mode, k, s) not in done]
-    trunk_cache = {} if trunk_cache is None else trunk_cache
-    for task, method, k, seed in tqdm(todo, desc="grid", disable=not progress):
-        rows, _ = run(foundation, dataset, task, method, k, seed, decoder=decoder, profile=profile, config=config,
-                      trunk_cache=trunk_cache, transductive=transductive, progress=False, cache_dir=cache_dir,
-                      largest_component=largest_component, **options)
+            if run_key(t, m, options.decoder, mode, k, s) not in done]
+    each = replace(options, trunk_cache={} if options.trunk_cache is None else options.trunk_cache, progress=False)
+    for task, method, k, seed in tqdm(todo, desc="grid", disable=not options.progress):
+        rows, _ = run(foundation, dataset, task, method, k, seed, each)
         rows = rows.assign(device=environment()["hardware"]["device"])   # train_seconds depend on it
         table = rows if table.empty else pd.concat([table, rows], ignore_index=True)
         write_csv(table, out_csv)

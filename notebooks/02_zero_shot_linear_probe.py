@@ -65,7 +65,7 @@ import pandas as pd
 from fseft_lab import viz
 from fseft_lab.data.fewshot import not_a_support
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import case_extents, claim, load_cases, run, split_for
+from fseft_lab.experiments import RunOptions, case_extents, claim, load_cases, run, split_for
 from fseft_lab.methods import build, linear_probe, print_trainable_parameters, set_task_head
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
@@ -161,14 +161,15 @@ for width in sorted({P.geometry.feature_size, 48}):
 # improving. Because the trunk is frozen, its features for a crop never change: the trainer draws a
 # bank of crops once, runs the trunk over each once, and then every epoch costs only the head
 # (the **feature cache**, measured in notebook 03). `experiments.run` wraps it: split, adapt, score
-# the test volumes, one tidy row per (case, structure).
+# the test volumes, one tidy row per (case, structure). Beyond (task, method, k, seed), its settings
+# (profile, test volumes, caches, post-processing) travel in one `RunOptions`.
 
 # %%
 tables, results = [], {}
 for task in tasks:
     for method in ("zero_shot", "linear_probe"):
-        table, result = run(foundation, ts, task, method, k, seed, profile=P.name, trunk_cache=trunk_cache,
-                            test=test_ids, progress=False)
+        table, result = run(foundation, ts, task, method, k, seed,
+                            RunOptions(profile=P.name, trunk_cache=trunk_cache, test=test_ids, progress=False))
         tables.append(table)
         results[task, method] = result
 table = pd.concat(tables, ignore_index=True)
@@ -194,7 +195,7 @@ _ = ax.set_title(f"k = {k}, seed {seed}")
 # Dice is the overlap of the predicted and the true mask, from 0 to 1 (1 is perfect). Before
 # scoring, each structure that is anatomically one piece (an organ, not a tumour) keeps only its
 # largest connected component, which removes stray islands of voxels far from the organ
-# (`post_processing` column; `run(..., largest_component=False)` scores the raw masks). The figure
+# (`post_processing` column; `run(..., RunOptions(largest_component=False))` scores the raw masks). The figure
 # shows the masks that were scored.
 
 # %%

@@ -64,7 +64,7 @@ import pandas as pd
 from fseft_lab import viz
 from fseft_lab.adapt import AdaptConfig, adapt
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import claim, load_cases, run, split_for
+from fseft_lab.experiments import RunOptions, claim, load_cases, run, split_for
 from fseft_lab.methods import black_box_adapter, build, trainable_parameters
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
@@ -150,8 +150,8 @@ print(f"seconds per epoch: uncached {timing['uncached']:.2f}, cached {timing['ca
 # %%
 tables, results = [], {}
 for method in ("zero_shot", "adapter_1x1", "spatial_adapter"):
-    table, result = run(foundation, ts, task, method, k, seed, profile=P.name, trunk_cache=trunk_cache,
-                        test=test_ids, progress=False)
+    table, result = run(foundation, ts, task, method, k, seed,
+                        RunOptions(profile=P.name, trunk_cache=trunk_cache, test=test_ids, progress=False))
     tables.append(table)
     results[method] = result
 table = pd.concat(tables, ignore_index=True)

@@ -68,7 +68,7 @@ import torch
 from fseft_lab import viz
 from fseft_lab.adapt import AdaptConfig
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import claim, load_cases, run, split_for
+from fseft_lab.experiments import RunOptions, claim, load_cases, run, split_for
 from fseft_lab.methods import build, trainable_parameters
 from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.models.zoo import load_foundation
@@ -162,8 +162,8 @@ pd.DataFrame(rows)
 # %%
 tables, results = [], {}
 for method in ["zero_shot"] + ['lora']:
-    table, result = run(foundation, flare, task, method, k, seed, profile=P.name, config=AdaptConfig(epochs=epochs),
-                        trunk_cache=trunk_cache, test=test_ids, progress=False)
+    options = RunOptions(profile=P.name, config=AdaptConfig(epochs=epochs), trunk_cache=trunk_cache, test=test_ids, progress=False)
+    table, result = run(foundation, flare, task, method, k, seed, options)
     tables.append(table)
     results[method] = result
 table = pd.concat(tables, ignore_index=True)

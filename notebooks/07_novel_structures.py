@@ -72,7 +72,7 @@ import torch
 from fseft_lab import anatomy, viz
 from fseft_lab.adapt import AdaptConfig, adapt
 from fseft_lab.data.layouts import export_phantom
-from fseft_lab.experiments import claim, load_cases, run, split_for
+from fseft_lab.experiments import RunOptions, claim, load_cases, run, split_for
 from fseft_lab.methods import DECODER_MODULES, build, scratch, trainable_parameters
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
@@ -121,7 +121,7 @@ _ = viz.overlay_figure(support[0]["image"][0], support[0]["label"][0], structure
 # * **scratch** (`scratch`): the same network from a fresh initialisation, no foundation model.
 #
 # Any PEFT method of notebooks 04-06 can be combined with the decoder option
-# (`run(..., method="lora", decoder="fine-tuned")`): the paper's best novel-structure results.
+# (`run(..., "lora", k, seed, RunOptions(decoder="fine-tuned"))`): the paper's best novel-structure results.
 
 # %%
 print(inspect.getsource(scratch.apply))
@@ -165,8 +165,8 @@ print(f"{steps} steps at 1e-4 move a weight by at most {steps * 1e-4:.2f}; at {l
 config = AdaptConfig(epochs=epochs, lr=lr)
 tables, results = [], {}
 for label, (method, decoder) in {"zero-shot": ("zero_shot", "frozen"), "decoder + head": ("linear_probe", "fine-tuned")}.items():
-    table, result = run(foundation, ts, task, method, k, seed, decoder=decoder, profile=P.name, config=config,
-                        test=test_ids, progress=False)
+    table, result = run(foundation, ts, task, method, k, seed,
+                        RunOptions(decoder=decoder, profile=P.name, config=config, test=test_ids, progress=False))
     tables.append(table.assign(option=label))
     results[label] = result
 table = pd.concat(tables, ignore_index=True)

@@ -74,7 +74,7 @@ from fseft_lab.anatomy import BASE_ORGANS
 from fseft_lab.course_files import course_path
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.evaluate import to_masks, trunk_features
-from fseft_lab.experiments import claim, load_cases, run, split_for, summary
+from fseft_lab.experiments import RunOptions, claim, load_cases, run, split_for, summary
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
 from fseft_lab.transductive import TransductiveConfig
@@ -179,9 +179,9 @@ variants = {"no TI": None, "penalty": TransductiveConfig("penalty"), "barrier": 
 tables, results = [], {}
 for name, ti in variants.items():
     # without TI the run still logs the query's predicted size: a zero-weight term changes nothing
-    table, result = run(foundation, ts, task, "spatial_adapter", k, seed, profile=P.name, config=config,
-                        transductive=ti or TransductiveConfig(weight=0.0), trunk_cache=trunk_cache,
-                        test=test_ids, progress=False)
+    options = RunOptions(profile=P.name, config=config, transductive=ti or TransductiveConfig(weight=0.0),
+                         trunk_cache=trunk_cache, test=test_ids, progress=False)
+    table, result = run(foundation, ts, task, "spatial_adapter", k, seed, options)
     tables.append(table.assign(variant=name))
     results[name] = result
 table = pd.concat(tables, ignore_index=True)

@@ -74,7 +74,7 @@ import torch
 
 from fseft_lab import viz
 from fseft_lab.data.layouts import export_phantom, open_dataset, read_label_map
-from fseft_lab.experiments import run, showing
+from fseft_lab.experiments import RunOptions, run, showing
 from fseft_lab.methods import load_adapter_file
 from fseft_lab.models import zoo
 from fseft_lab.models.foundation import FoundationModel
@@ -187,8 +187,9 @@ adapter = Path(work_dir) / f"{task}_{method}_k{k}.pt"
 test = showing(dataset, dataset.test_ids, [task])[:num_test]  # test scans whose field of view holds the structure
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    rows, result = run(foundation, dataset, task, method, k, seed, profile=P.name, test=test,
-                       save_adapter_to=adapter, cache_dir=Path(work_dir) / "cache", largest_component=True, progress=False)
+    options = RunOptions(profile=P.name, test=test, save_adapter_to=adapter, cache_dir=Path(work_dir) / "cache",
+                         largest_component=True, progress=False)   # the run's settings beyond (task, method, k, seed)
+    rows, result = run(foundation, dataset, task, method, k, seed, options)
 print(f"{method}, k = {k}: {result.trainable:,} trainable parameters, {result.train_seconds:.0f} s | "
       f"adapter file {adapter.stat().st_size / 1024:.0f} KB")
 rows[["case", "structure", "dice", "hd95", "nsd"]].round(3)

@@ -7,7 +7,7 @@ from fseft_lab.adapt import AdaptConfig
 from fseft_lab.anatomy import task_structures
 from fseft_lab.cli import main
 from fseft_lab.data.layouts import open_dataset
-from fseft_lab.experiments import RUN_KEY, load_cases, run_grid
+from fseft_lab.experiments import RUN_KEY, RunOptions, load_cases, run_grid
 from fseft_lab.methods import build, load_adapter_file
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
@@ -64,8 +64,8 @@ def test_run_refuses_test_cases_from_the_support_set(dataset):
     from fseft_lab.experiments import run
 
     with pytest.raises(ValueError, match=r"test cases \[.+\] are in the support set of draw seed=0, k=1"):
-        run(load_foundation("phantom_cpu"), dataset, "liver", "linear_probe", 1, 0, profile="cpu",
-            test=list(dataset.case_ids), progress=False)
+        run(load_foundation("phantom_cpu"), dataset, "liver", "linear_probe", 1, 0,
+            RunOptions(profile="cpu", test=list(dataset.case_ids), progress=False))
 
 
 @pytest.mark.slow
@@ -76,8 +76,8 @@ def test_zero_shot_asks_nothing_of_a_support_and_rows_flag_cut_structures(tmp_pa
     # population seed 0: s0002 is a thorax scan with a 14 mL sliver of liver and no spleen
     ts = export_phantom(tmp_path / "ts", "totalsegmentator", cases=4, num_test=1, seed=0, spacing=6.0, progress=False)
     seed = next(s for s in range(20) if split_for(ts, "liver,spleen", 1, s, whole=False).support == ("s0002",))
-    rows, result = run(load_foundation("phantom_cpu"), ts, "liver,spleen", "zero_shot", 1, seed, profile="cpu",
-                       test_split=["s0002", "s0003"], progress=False)
+    rows, result = run(load_foundation("phantom_cpu"), ts, "liver,spleen", "zero_shot", 1, seed,
+                       RunOptions(profile="cpu", test_split=["s0002", "s0003"], progress=False))
     assert result.trainable == 0
     cut = rows.set_index(["case", "structure"]).cut
     assert cut["s0002", "liver"] and not cut["s0003", "liver"] and not cut["s0003", "spleen"]
@@ -86,10 +86,10 @@ def test_zero_shot_asks_nothing_of_a_support_and_rows_flag_cut_structures(tmp_pa
 def test_grid_resumes_without_repeating_runs(dataset, tmp_path):
     foundation = load_foundation("phantom_cpu")
     out = tmp_path / "grid.csv"
-    first = run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0, 1], profile="cpu", progress=False)
+    first = run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0, 1], RunOptions(profile="cpu", progress=False))
     assert len(first) == 2 and set(first.seed) == {0, 1}
     pd.read_csv(out).iloc[:1].to_csv(out, index=False)        # as if the grid stopped after one run
-    again = run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0, 1], profile="cpu", progress=False)
+    again = run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0, 1], RunOptions(profile="cpu", progress=False))
     assert sorted(again.seed) == [0, 1] and len(again[RUN_KEY].drop_duplicates()) == 2
 
 
@@ -176,23 +176,23 @@ def test_per_volume_transductive_inference_adapts_once_per_test_volume(dataset, 
     foundation = load_foundation("phantom_cpu")
     kw = dict(profile="cpu", config=AdaptConfig(epochs=4), test=test, progress=False)   # query steps at epochs 2, 3
     # entropy: a query term with a gradient whatever the prediction (a penalty is 0 inside its band)
-    rows, result = run(foundation, dataset, "liver", "linear_probe", 1, 0, transductive=TransductiveConfig("entropy"),
-                       **kw)
+    rows, result = run(foundation, dataset, "liver", "linear_probe", 1, 0,
+                       RunOptions(transductive=TransductiveConfig("entropy"), **kw))
     assert rows.case.tolist() == test and set(rows.ti_protocol) == {"per_volume"}
     assert sorted(result.per_volume) == sorted(test) and sorted(result.test_masks) == sorted(test)
     heads = [r.model.classifier.weight for r in result.per_volume.values()]
     assert not torch.equal(*heads)                      # each model saw its own query volume
     pooled, pooled_result = run(foundation, dataset, "liver", "linear_probe", 1, 0,
-                                transductive=TransductiveConfig("entropy", protocol="pooled"), **kw)
+                                RunOptions(transductive=TransductiveConfig("entropy", protocol="pooled"), **kw))
     assert set(pooled.ti_protocol) == {"pooled"} and not hasattr(pooled_result, "per_volume")
 
 
 def test_grid_resumes_a_table_written_before_transductive_inference(dataset, tmp_path):
     foundation = load_foundation("phantom_cpu")
     out = tmp_path / "grid.csv"
-    run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0], profile="cpu", progress=False)
+    run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0], RunOptions(profile="cpu", progress=False))
     pd.read_csv(out).drop(columns="transductive").to_csv(out, index=False)  # an older table
-    again = run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0], profile="cpu", progress=False)
+    again = run_grid(foundation, dataset, out, ["liver"], ["zero_shot"], [1], [0], RunOptions(profile="cpu", progress=False))
     assert len(again) == 1 and again.transductive.tolist() == ["none"]
 
 
@@ -205,8 +205,8 @@ def test_grid_refuses_to_mix_raw_and_post_processed_rows(tmp_path):
     old.to_csv(out, index=False)
     with pytest.raises(ValueError, match=r"grid.csv holds 1 rows post-processed otherwise \(liver: 'none'\).*"
                                          r"--no-largest-component"):
-        run_grid(None, None, out, ["liver"], ["zero_shot"], [1], [0], progress=False)
-    again = run_grid(None, None, out, ["liver"], ["zero_shot"], [1], [0], progress=False, largest_component=False)
+        run_grid(None, None, out, ["liver"], ["zero_shot"], [1], [0], RunOptions(progress=False))
+    again = run_grid(None, None, out, ["liver"], ["zero_shot"], [1], [0], RunOptions(progress=False, largest_component=False))
     assert len(again) == 2   # the raw table resumes: its one run is done, nothing runs
 
 

@@ -71,6 +71,7 @@ def test_run_resamples_to_the_models_geometry_not_the_profiles(tmp_path, monkeyp
     loaded = experiments.load_cases
     monkeypatch.setattr(experiments, "load_cases", spy)
     model = FoundationModel(12, geometry=COARSE)
-    table, _ = experiments.run(model, ds, "liver", "zero_shot", k=1, seed=0, profile="paper", progress=False)
+    table, _ = experiments.run(model, ds, "liver", "zero_shot", k=1, seed=0,
+                               options=experiments.RunOptions(profile="paper", progress=False))
     assert seen and all(g == COARSE for g in seen)
     assert len(table) == 1 and Path(ds.root).is_dir()

@@ -58,7 +58,7 @@ def _quickstart(args) -> None:
     from fseft_lab.anatomy import task_structures
     from fseft_lab.data.layouts import export_phantom
     from fseft_lab.data.phantom import PHANTOM_STRUCTURES
-    from fseft_lab.experiments import run, write_csv
+    from fseft_lab.experiments import RunOptions, run, write_csv
     from fseft_lab.models.zoo import load_foundation
     from fseft_lab.profiles import get_profile
 
@@ -80,8 +80,8 @@ def _quickstart(args) -> None:
     total = sum(p.numel() for p in foundation.parameters())
     tables, lines, trunk_cache = [], [], {}  # the three methods share the frozen trunk's test features
     for method in ("zero_shot", "linear_probe", "spatial_adapter"):
-        table, result = run(foundation, ds, args.task, method, k=1, seed=args.seed, profile=profile.name,
-                            trunk_cache=trunk_cache, largest_component=args.largest_component)
+        table, result = run(foundation, ds, args.task, method, k=1, seed=args.seed,
+                            options=RunOptions(profile=profile.name, trunk_cache=trunk_cache, largest_component=args.largest_component))
         tables.append(table)
         lines.append(f"{method:16s} {result.trainable:>10,d} {100 * result.trainable / total:>9.3f}% "
                      f"{table.dice.mean():>6.3f} +- {table.dice.std():.3f} {table.hd95.mean():>8.1f} "

@@ -37,7 +37,7 @@ def _adapt(args) -> None:
     from fseft_lab.adapt import AdaptConfig
     from fseft_lab.anatomy import task_structures
     from fseft_lab.data.layouts import open_dataset
-    from fseft_lab.experiments import append_rows, run
+    from fseft_lab.experiments import RunOptions, append_rows, run
     from fseft_lab.methods import get_method
     from fseft_lab.models.zoo import load_foundation
     from fseft_lab.outputs import writable_file
@@ -69,17 +69,17 @@ def _adapt(args) -> None:
 
         transductive = TransductiveConfig(args.transductive, margin=args.ti_margin, weight=args.ti_weight,
                                           protocol=args.ti_protocol)
-    options = dict(_option(o) for o in args.option)
+    method_options = dict(_option(o) for o in args.option)
     scored = []
     for k, seed, test in plan:
         adapter = args.save_adapter
         if adapter and len(plan) > 1:
             adapter = adapter.with_name(f"{adapter.stem}_k{k}_seed{seed}{adapter.suffix}")
-        rows, result = run(foundation, dataset, args.task, args.method, k, seed, decoder=args.decoder,
-                           profile=args.profile, config=config, largest_component=args.largest_component,
-                           save_adapter_to=adapter, transductive=transductive, test_split=test,
-                           adapter_meta={"checkpoint": str(args.checkpoint), "scheme": args.scheme}, cache_dir=args.cache,
-                           spacing_mm=args.spacing, patch_size=args.patch, **options)
+        options = RunOptions(decoder=args.decoder, profile=args.profile, config=config, largest_component=args.largest_component,
+                             save_adapter_to=adapter, adapter_meta={"checkpoint": str(args.checkpoint), "scheme": args.scheme},
+                             test_split=test, transductive=transductive, cache_dir=args.cache, spacing_mm=args.spacing,
+                             patch_size=args.patch)
+        rows, result = run(foundation, dataset, args.task, args.method, k, seed, options, **method_options)
         if len(rows):
             append_rows(rows, args.out)
             scored.append(rows)
