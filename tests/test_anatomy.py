@@ -1,9 +1,22 @@
 """Structure names and label templates (fseft_lab.anatomy)."""
 import pytest
 
-from fseft_lab.anatomy import (ALL_STRUCTURES, BASE_ORGANS, COMPOSITES, DATASET_TEMPLATES, NOVEL_GROUPS,
-                               NOVEL_STRUCTURES, ONE_PIECE, UNIVERSAL_TEMPLATE, UNSIDED, check_structure,
-                               dataset_template, is_novel, is_one_piece, template_index)
+from fseft_lab.anatomy import (
+    ALL_STRUCTURES,
+    BASE_ORGANS,
+    COMPOSITES,
+    DATASET_TEMPLATES,
+    NOVEL_GROUPS,
+    NOVEL_STRUCTURES,
+    ONE_PIECE,
+    UNIVERSAL_TEMPLATE,
+    UNSIDED,
+    check_structure,
+    dataset_template,
+    is_novel,
+    is_one_piece,
+    template_index,
+)
 
 
 def test_universal_template_has_29_unique_names_in_paper_order():

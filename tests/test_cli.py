@@ -158,10 +158,11 @@ def test_quickstart_refuses_an_output_folder_it_cannot_write(tmp_path, capsys):
 
 def test_quickstart_keeps_each_task_in_its_own_file(tmp_path, monkeypatch, capsys):
     """Another task's run never replaces a task's rows (export and training replaced by stand-ins)."""
+    import torch
+
     import fseft_lab.data.layouts
     import fseft_lab.experiments
     import fseft_lab.models.zoo
-    import torch
 
     dataset = SimpleNamespace(root=tmp_path / "totalseg_like", cases=["a", "b"], test_ids=["b"])
     monkeypatch.setattr(fseft_lab.data.layouts, "export_phantom", lambda *a, **k: dataset)

@@ -5,9 +5,8 @@ import io
 import pytest
 import torch
 
-from fseft_lab.methods import (REGISTRY, _load_all, adapter_state_dict, build, get_method, load_adapter,
-                               swin_modules, trainable_parameters)
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE
+from fseft_lab.methods import REGISTRY, _load_all, adapter_state_dict, build, get_method, load_adapter, swin_modules, trainable_parameters
 from fseft_lab.models.foundation import FoundationModel
 
 _load_all()

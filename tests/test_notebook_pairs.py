@@ -8,8 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fseft_lab.notebooks import (NOTEBOOK_DIR, NOT_EXECUTED_YET, find_notebooks, pair_differences, run,
-                                 run_info_block, twin, write_twin)
+from fseft_lab.notebooks import NOT_EXECUTED_YET, NOTEBOOK_DIR, find_notebooks, pair_differences, run, run_info_block, twin, write_twin
 
 REPO = Path(__file__).resolve().parent.parent
 

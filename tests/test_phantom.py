@@ -171,7 +171,7 @@ def test_abdominal_aorta_diameter():
 
 def test_organs_are_where_anatomy_puts_them(tap6):
     for v in tap6:
-        def centre(s):
+        def centre(s, v=v):  # v bound now: the centre of this subject's structure
             return (v.affine[:3, :3] @ np.argwhere(v.mask(s)).mean(axis=0)) + v.affine[:3, 3]
         # RAS: +x is the patient's right, +y anterior, +z superior
         assert centre("liver")[0] > 0 > centre("spleen")[0]

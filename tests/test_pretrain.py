@@ -9,8 +9,8 @@ import torch
 import torch.multiprocessing as mp
 from monai.data import MetaTensor
 
-from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.data.augment import CONTRAST_SHIFT
+from fseft_lab.models.foundation import FoundationModel
 from fseft_lab.pretrain import PretrainConfig, draw_batch, half_precision, masked_partial_label_loss, pretrain, warmup_cosine
 
 

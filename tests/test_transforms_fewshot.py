@@ -4,8 +4,16 @@ import pytest
 import torch
 
 from fseft_lab.anatomy import UNIVERSAL_TEMPLATE, template_index
-from fseft_lab.data.fewshot import (MIN_SUPPORT_ML, Extent, FewShotSplit, default_num_test, extents, few_shot_split,
-                                    leave_one_out, not_a_support)
+from fseft_lab.data.fewshot import (
+    MIN_SUPPORT_ML,
+    Extent,
+    FewShotSplit,
+    default_num_test,
+    extents,
+    few_shot_split,
+    leave_one_out,
+    not_a_support,
+)
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.data.transforms import UniversalTargetd, preprocess, training_crops
 
