@@ -262,7 +262,7 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
         results.append(result)
     table = pd.concat(tables, ignore_index=True)
     # a structure the test scan cuts at its end is scored, and flagged: tables give whole and cut apart
-    table["cut"] = [case_extents(dataset, c, structures)[s].cut for c, s in zip(table["case"], table["structure"])]
+    table["cut"] = [case_extents(dataset, c, structures)[s].cut for c, s in zip(table.get("case", []), table.get("structure", []))]
     result = results[0]
     result.test_masks.update(masks)
     if per_volume:
