@@ -187,6 +187,66 @@ def test_per_volume_transductive_inference_adapts_once_per_test_volume(dataset, 
     assert set(pooled.ti_protocol) == {"pooled"} and not hasattr(pooled_result, "per_volume")
 
 
+def _intensity_model():
+    from fseft_lab.models.foundation import FoundationModel
+    from fseft_lab.profiles import Geometry
+
+    class IntensityTrunk(FoundationModel):
+        def features(self, x):                              # (B, 1, X, Y, Z) in [0, 1] -> (B, F, X, Y, Z)
+            return ((x - 0.75) * 40).repeat(1, self.feature_size, 1, 1, 1)
+
+    torch.manual_seed(0)
+    return IntensityTrunk(12, geometry=Geometry(3.0, 32, 12)).eval()
+
+
+def _cube_scans(root, tissue_hu: dict):
+    """An MSD folder of 40^3 scans at 3 mm: a body of soft tissue (``tissue_hu[case]`` +- 10 HU) holding
+    one 12^3 'liver' cube at 240 +- 10 HU (47 mL in every scan, so the support's size is the truth)."""
+    import json
+
+    import numpy as np
+
+    from fseft_lab.data.layouts import open_dataset, save_nifti
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i, (case, hu) in enumerate(tissue_hu.items()):
+        rng = np.random.default_rng(i)
+        image, label = np.full((40, 40, 40), -1000.0), np.zeros((40, 40, 40), np.uint8)
+        image[2:38, 2:38, 2:38] = rng.normal(hu, 10, (36, 36, 36))
+        label[14:26, 14:26, 14:26] = 1
+        image[label == 1] = rng.normal(240, 10, 12**3)
+        save_nifti(root / "imagesTr" / f"{case}_0000.nii.gz", image.astype(np.int16), np.diag([3.0, 3.0, 3.0, 1.0]))
+        save_nifti(root / "labelsTr" / f"{case}.nii.gz", label, np.diag([3.0, 3.0, 3.0, 1.0]))
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver"}, "training": [
+        {"image": f"./imagesTr/{c}_0000.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in tissue_hu]}))
+    return open_dataset(root)
+
+
+def test_a_true_size_prior_brings_an_oversized_query_mask_back_to_the_prior(tmp_path):
+    """The query's tissue is brighter (170 HU) than the support's (0 HU): a probe trained on the support
+    alone marks the query's whole body, 27 times the liver. With the support's size as prior (here the
+    truth), the penalty must bring the predicted volume back to it; a query step that did nothing or
+    pushed the wrong way leaves the mask as large or larger."""
+    import math
+
+    from fseft_lab.experiments import run
+    from fseft_lab.transductive import TransductiveConfig
+
+    data = _cube_scans(tmp_path / "cubes", {"support": 0.0, "query": 170.0})
+    options = dict(profile="cpu", config=AdaptConfig(epochs=30, crops_per_volume=2, crop_bank=2, lr=0.1),
+                   test_split=["query"], progress=False)
+    rows = {w: run(_intensity_model(), data, "liver", "linear_probe", 1, 0, RunOptions(
+        transductive=TransductiveConfig("penalty", weight=w, start=0.0), **options))[0].iloc[0] for w in (0.0, 1.0)}
+    plain, steered = rows[0.0], rows[1.0]
+    prior_ml = plain.truth_ml                                   # the support's cube: the query's own size
+    assert plain.predicted_ml > 10 * prior_ml, plain            # the set-up: far too large without the prior
+    assert abs(math.log(steered.predicted_ml / prior_ml)) <= math.log(1.3), (
+        f"with the size prior the query's mask is {steered.predicted_ml:.0f} mL, without it {plain.predicted_ml:.0f} mL; "
+        f"the prior is {prior_ml:.0f} mL (margin 0.3)")
+    assert steered.dice > 0.9 > plain.dice
+
+
 def test_grid_resumes_a_table_written_before_transductive_inference(dataset, tmp_path):
     foundation = load_foundation("phantom_cpu")
     out = tmp_path / "grid.csv"
