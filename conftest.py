@@ -1,5 +1,6 @@
 """Shared pytest set-up for the unit tests and the notebook tests (nbval)."""
 import os
+from pathlib import Path
 
 from fseft_lab.profiles import MALLOC_ENV
 
@@ -15,6 +16,31 @@ for key, value in MALLOC_ENV.items():
 # notebooks/NN_x.py are the notebooks' jupytext twins (CONTRIBUTING.md), not test modules: nbval
 # collects the .ipynb; importing a twin (``pytest notebooks/00_data.py``) would run the notebook.
 collect_ignore_glob = ["notebooks/*.py"]
+
+
+def pytest_configure(config):
+    """nbval runs every notebook as a student does (README's Quick start): in a working copy made by
+    ``fseft-lab course`` (:func:`fseft_lab.course_files.copy_course`), its kernel started in
+    ``COPY/notebooks``. A notebook's ``../data`` is then the copy's, never the repository's, and a
+    notebook that reached into the clone (``../results``) would fail here as it fails on Colab."""
+    import shutil
+    import tempfile
+
+    import nbval.plugin
+
+    working_copy = []
+
+    class KernelInWorkingCopy(nbval.plugin.RunningKernel):
+        def __init__(self, kernel_name, cwd=None, **kwargs):
+            if not working_copy:   # made once, when the first notebook starts: shared by all, as a student's is
+                from fseft_lab.course_files import copy_course
+
+                working_copy.append(Path(tempfile.mkdtemp(prefix="fseft-course-")))
+                copy_course(working_copy[0])
+                config.add_cleanup(lambda: shutil.rmtree(working_copy[0], ignore_errors=True))
+            super().__init__(kernel_name, cwd=str(working_copy[0] / "notebooks"), **kwargs)
+
+    nbval.plugin.RunningKernel = KernelInWorkingCopy
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,5 @@
 """Build hook: the installed package carries a copy of the course files the notebooks read
-(``results/`` and ``grids/``, see :mod:`fseft_lab.course_files`); all other metadata is in
+(``notebooks/``, ``results/`` and ``grids/``, see :mod:`fseft_lab.course_files`); all other metadata is in
 pyproject.toml."""
 import shutil
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-COURSE_FOLDERS = ("results", "grids")   # fseft_lab.course_files.COURSE_FOLDERS (not importable at build time)
+COURSE_FOLDERS = ("notebooks", "results", "grids")   # fseft_lab.course_files.COURSE_FOLDERS (not importable at build time)
 
 
 class BuildWithCourseFiles(build_py):

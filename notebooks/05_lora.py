@@ -52,7 +52,7 @@ task = "spleen"                                     # a base organ (binary task)
 epochs = None                                       # None: 12 on the cpu profile, else the profile's
 num_test = 2                                        # test volumes scored
 data_dir = "../data"
-results_dir = "../results"
+results_dir = None                                  # None: the course's committed results/ (clone or installed package)
 
 # %%
 import inspect
@@ -258,7 +258,8 @@ _ = ax.legend(fontsize=8, frameon=False)
 # read the ranks, not the Dice. We read them:
 
 # %%
-results_file = Path(results_dir) / "adaptive_lora.csv"
+from fseft_lab.course_files import course_path
+results_file = (Path(results_dir) if results_dir else course_path("results")) / "adaptive_lora.csv"
 if not results_file.is_file():
     print(f"{results_file} is missing: run `python benchmarks/adaptive_lora.py` from the repository root")
 else:

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fseft_lab.course_files import copy_course
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -31,7 +33,6 @@ if CHROMIUM is None:
     pytest.skip("no Chromium installed (.ci/run installs the distribution's `chromium`)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed ([dev] extra)")
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "00_data.ipynb"
 SHOTS = Path(os.environ.get("FSEFT_BROWSER_SHOTS", Path(tempfile.gettempdir()) / "fseft_browser_shots"))
 RUN_ALL_S = 300     # notebook 00 runs in about 1-2 minutes on 2 busy cores
 # the closed network refuses the browser's background connections: ask for none
@@ -52,11 +53,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab 4 on 127.0.0.1 serving a copy of notebook 00 (its ``../data`` inside the copy); yields its URL."""
+    """JupyterLab 4 on 127.0.0.1 serving the student's working copy of the course (``fseft-lab course``,
+    so notebook 00's ``../data`` is inside the copy); yields its URL."""
     root = tmp_path_factory.mktemp("course")
-    (root / "notebooks").mkdir()
-    (root / "data").mkdir()
-    shutil.copy(NOTEBOOK, root / "notebooks")
+    copy_course(root)
     for name, text in LAB_SETTINGS.items():
         (root / "settings" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "settings" / name).write_text(text)
@@ -142,7 +142,7 @@ def test_notebook_00_runs_in_jupyterlab_and_both_viewers_draw(lab, page):
 
 def _check_notebook_00(page, url, token):
     page.set_default_timeout(30_000)
-    page.goto(f"{url}/lab/tree/{NOTEBOOK.name}?token={token}")
+    page.goto(f"{url}/lab/tree/00_data.ipynb?token={token}")
     page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
                            timeout=120_000)
     start = time.monotonic()

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from fseft_lab.course_files import COURSE_FOLDERS, course_path
-from fseft_lab.notebooks import NOT_EXECUTED_YET, NOTEBOOK_DIR, find_notebooks, run, run_info_block, stamp_run_info
+from fseft_lab.notebooks import NOT_EXECUTED_YET, find_notebooks, run, run_info_block, stamp_run_info, twin
 from fseft_lab.profiles import MALLOC_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,8 +73,8 @@ def test_stamping_a_notebook_without_markers_changes_nothing(tmp_path):
 
 def test_course_path_finds_committed_files_and_names_the_rule():
     assert course_path("results/benchmark_short.csv") == REPO / "results" / "benchmark_short.csv"
-    with pytest.raises(ValueError, match="'notebooks/x.ipynb' is not under a course folder"):
-        course_path("notebooks/x.ipynb")
+    with pytest.raises(ValueError, match="'fseft_lab/x.py' is not under a course folder"):
+        course_path("fseft_lab/x.py")
     with pytest.raises(FileNotFoundError, match="no_such.csv"):
         course_path("results/no_such.csv")
 
@@ -95,15 +95,34 @@ def test_the_wheel_carries_every_course_file(tmp_path):
     assert committed and committed <= packed, sorted(committed - packed)
 
 
-@pytest.mark.notebooks
-@pytest.mark.slow
-def test_notebook_09_runs_alone_in_an_empty_folder(tmp_path):
-    """As on Colab: the notebook without the repository around it reads the package's course files."""
-    shutil.copy(NOTEBOOK_DIR / "09_benchmark.ipynb", tmp_path)
-    [(name, _)] = run(["09"], profile="cpu", folder=tmp_path)
-    assert name == "09_benchmark.ipynb"
-    assert not any(o.output_type == "error" for c in nbformat.read(tmp_path / name, as_version=4).cells
-                   for o in c.get("outputs", []))
+def test_the_course_copy_holds_every_notebook_and_keeps_a_students_edits(tmp_path, capsys):
+    from fseft_lab.cli import main
+
+    assert main(["course", str(tmp_path / "course")]) == 0
+    assert "11 notebook(s) copied" in capsys.readouterr().out
+    copies = sorted((tmp_path / "course" / "notebooks").iterdir())
+    assert [p.name for p in copies] == [p.name for p in find_notebooks()] and len(copies) == 11
+    assert (tmp_path / "course" / "data").is_dir()
+    first = nbformat.read(copies[2], as_version=4)
+    committed = nbformat.read(find_notebooks(["02"])[0], as_version=4)
+    assert "jupytext" not in first.metadata and "jupytext" in committed.metadata   # saving a copy writes no .py twin
+    assert [c.get("outputs") for c in first.cells] == [c.get("outputs") for c in committed.cells]
+
+    first.cells[0].source = "my notes"
+    nbformat.write(first, copies[2])
+    assert main(["course", str(tmp_path / "course")]) == 0
+    assert "kept 11 already there" in capsys.readouterr().out
+    assert nbformat.read(copies[2], as_version=4).cells[0].source == "my notes"
+    assert main(["course", str(tmp_path / "course"), "--overwrite"]) == 0
+    assert nbformat.read(copies[2], as_version=4).cells[0].source == committed.cells[0].source
+
+
+@pytest.mark.parametrize("path", find_notebooks(), ids=lambda p: p.stem)
+def test_a_notebook_reaches_outside_its_folder_only_for_its_data(path):
+    """Copied alone (``fseft-lab course``, Colab, nbval's working copy in conftest.py), a notebook
+    has only ``../data`` around it: course files come through ``course_path``."""
+    outside = re.findall(r"""["'](\.\./[^"']*)["']""", twin(path).read_text())
+    assert all(p == "../data" or p.startswith("../data/") for p in outside), outside
 
 
 # A figure in a notebook's text: a decimal number, or a number with a unit of time, size, volume or share.

@@ -23,7 +23,10 @@ def test_the_readme_install_brings_jupyterlab_and_says_how_to_open_the_course():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     installed = [req for extra in _extras(quick) for req in extras[extra]]
     assert any(req.startswith("jupyterlab") for req in installed), installed
-    assert "jupyter lab notebooks/" in quick
+    # in a working copy: running the course never modifies the clone's notebooks (test_notebooks.py tests the copy)
+    copy = re.search(r"^fseft-lab course (\S+) && jupyter lab (\S+)$", quick, re.M)
+    assert copy and copy[1] == copy[2], "the Quick start opens JupyterLab in the course's working copy"
+    assert "jupyter lab notebooks/" not in quick
 
 
 def test_the_readme_sends_cpu_only_linux_to_pytorchs_cpu_index():

@@ -1,5 +1,6 @@
 """``fseft-lab``: the course's work from a terminal.
 
+    fseft-lab course DIR                               copy the notebooks into a working folder of your own
     fseft-lab quickstart [--profile P] [--task T]      the main job on phantom data
     fseft-lab adapt --data DIR --task T --method M --k K --seeds S --out CSV [--transductive penalty]
                     [--test-cases ID... | --num-test N | --leave-one-out | --deploy --save-adapter A.pt]
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fseft-lab", description="Few-shot efficient fine-tuning of a CT foundation model.",
                                      formatter_class=HelpWithDefaults)
     sub = parser.add_subparsers(dest="command", required=True)
+    course.add_course(sub)
     course.add_quickstart(sub)
     scans.add_adapt(sub)
     course.add_benchmark(sub)

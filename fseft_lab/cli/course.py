@@ -1,4 +1,4 @@
-"""The course's ``fseft-lab`` subcommands: quickstart, benchmark, methods, pretrain, phantom, zoo, notebooks."""
+"""The course's ``fseft-lab`` subcommands: course, quickstart, benchmark, methods, pretrain, phantom, zoo, notebooks."""
 from __future__ import annotations
 
 import sys
@@ -35,6 +35,15 @@ def _domains(args) -> None:
         fovs = ", ".join(f"{name} {weight:.0%}" for name, weight in d.fovs)
         slices = "-".join(f"{s:g}" for s in (min(d.slice_mm), max(d.slice_mm)))
         print(f"{d.name:15s} {d.phase:9s} {d.noise_hu:8.0f} {d.blur_mm:7.1f} {d.population:10s} {slices:14s} {fovs}")
+
+
+def _course(args) -> None:
+    from fseft_lab.course_files import copy_course
+
+    copied, kept = copy_course(args.dir, args.overwrite)
+    print(f"{len(copied)} notebook(s) copied to {args.dir / 'notebooks'}"
+          + (f"; kept {len(kept)} already there (--overwrite replaces them)" if kept else ""))
+    print(f"the notebooks write their data to {args.dir / 'data'}; open the course with:\n  jupyter lab {args.dir}")
 
 
 def _notebooks(args) -> None:
@@ -173,6 +182,13 @@ def _zoo(args) -> None:
         print(f"{'local file':15s} {zoo.local_path(entry)}")
     else:
         print(f"saved {zoo.download(args.name)}")
+
+
+def add_course(sub) -> None:
+    c = subcommand(sub, "course", "copy the course notebooks into a working folder of your own, where you run them")
+    c.add_argument("dir", type=Path, help="working folder: DIR/notebooks (the notebooks) and DIR/data (what they write)")
+    c.add_argument("--overwrite", action="store_true", help="replace notebooks already in DIR (your edits are lost)")
+    c.set_defaults(func=_course)
 
 
 def add_quickstart(sub) -> None:
