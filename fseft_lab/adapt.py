@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
-from tqdm.auto import tqdm
 
 from fseft_lab.data.transforms import training_crops
 from fseft_lab.evaluate import evaluate, trunk_features
@@ -46,6 +45,7 @@ from fseft_lab.methods import DECODER_MODULES, build, get_method, proximal_step,
 from fseft_lab.models.foundation import resolve_geometry
 from fseft_lab.pretrain import warmup_cosine
 from fseft_lab.profiles import get_profile
+from fseft_lab.progress import progress_bar
 from fseft_lab.transductive import QueryTerm, TransductiveConfig
 
 
@@ -299,7 +299,7 @@ def _crop_banks(model: nn.Module, foundation: nn.Module, support: Sequence[dict]
     if level is None:
         return [((images,), labels) for images, labels in banks]
     bank_cache = {} if bank_cache is None else bank_cache
-    for v, (images, labels) in enumerate(tqdm(banks, desc=f"caching {level} outputs", disable=not progress, leave=False)):
+    for v, (images, labels) in enumerate(progress_bar(banks, desc=f"caching {level} outputs", disable=not progress, leave=False)):
         key = (level, id(foundation), structures, support[v].get("case"), v, cfg.seed, bank_size, patch, cfg.pos_fraction)
         if key not in bank_cache:
             bank_cache[key] = _frozen_outputs(model, level, images, schedule.crops, device)
@@ -346,7 +346,7 @@ def _train(job: _Training, progress: bool) -> tuple[list[dict], bool]:
         optimizer, lambda s: warmup_cosine(s, cfg.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda", enabled=job.use_amp)
     rows, stopped = [], False
-    bar = tqdm(total=epochs, desc=f"adapting: {job.method}", disable=not progress)
+    bar = progress_bar(total=epochs, desc=f"adapting: {job.method}", disable=not progress)
     for epoch in range(epochs):
         job.model.train()
         losses, dices = _support_steps(job, epoch, optimizer, scheduler, scaler)

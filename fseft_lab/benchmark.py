@@ -36,7 +36,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import task_structures
 from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
@@ -44,6 +43,7 @@ from fseft_lab.experiments import RunOptions, check_post_processing, done_runs, 
 from fseft_lab.methods import DECODER_OPTIONS, get_method
 from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import get_profile
+from fseft_lab.progress import progress_bar
 from fseft_lab.transductive import MODES, PROTOCOLS, TransductiveConfig
 
 try:
@@ -299,7 +299,7 @@ def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str
             if grid_run_key(task, spec, block.decoder, k, seed) not in done]
     index, count = shard or (0, 1)
     foundation, trunk_caches = load_foundation(checkpoint), {}   # frozen-trunk features, shared within a block
-    for block, ds, spec, task, k, seed in tqdm(todo[index::count], desc="benchmark", disable=not progress):
+    for block, ds, spec, task, k, seed in progress_bar(todo[index::count], desc="benchmark", disable=not progress):
         method, ti = split_method(spec)
         run_grid(foundation, ds, target, [task], [method], [k], [seed],
                  RunOptions(decoder=block.decoder, profile=profile, transductive=ti, trunk_cache=trunk_caches.setdefault(block.name, {}),

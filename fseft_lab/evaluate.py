@@ -41,9 +41,9 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 from monai.transforms import KeepLargestConnectedComponent
-from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import is_one_piece
+from fseft_lab.progress import progress_bar
 
 
 @contextmanager
@@ -180,7 +180,7 @@ def evaluate(model: Callable, cases: Sequence[dict], channels: Sequence[int], pa
         columns: constant columns added to every row (method, k, seed, ...).
     """
     rows = []
-    for case in tqdm(cases, desc="evaluating", disable=not progress):
+    for case in progress_bar(cases, desc="evaluating", disable=not progress):
         structures = case["structures"]
         if len(channels) != len(structures):
             raise ValueError(f"{len(channels)} channels given for {len(structures)} structures {structures}")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from fseft_lab.adapt import AdaptConfig, Adapted, adapt, frozen_trunk
 from fseft_lab.anatomy import is_one_piece, task_structures
@@ -33,6 +32,7 @@ from fseft_lab.methods import get_method, save_adapter
 from fseft_lab.models.foundation import resolve_geometry
 from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import Geometry, get_profile
+from fseft_lab.progress import progress_bar
 from fseft_lab.transductive import TransductiveConfig
 
 #: The columns that identify a run: a grid skips runs whose key is already in its CSV.
@@ -275,7 +275,7 @@ def _attach_trunk_features(foundation, dataset: CaseFolder, cases: list[dict], t
     """Give each case its frozen trunk's features, computed once per (model, dataset, case)."""
     trunk_cache = {} if trunk_cache is None else trunk_cache
     keys = [trunk_key(foundation, dataset, c["case"]) for c in cases]
-    for case, key in tqdm(list(zip(cases, keys)), desc="trunk features of the test volumes", leave=False,
+    for case, key in progress_bar(list(zip(cases, keys)), desc="trunk features of the test volumes", leave=False,
                           disable=not progress or all(k in trunk_cache for k in keys)):
         if key not in trunk_cache:
             trunk_cache[key] = trunk_features(foundation, case["image"], geometry.patch_size)
@@ -319,7 +319,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
     todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
             if run_key(t, m, options.decoder, mode, k, s) not in done]
     each = replace(options, trunk_cache={} if options.trunk_cache is None else options.trunk_cache, progress=False)
-    for task, method, k, seed in tqdm(todo, desc="grid", disable=not options.progress):
+    for task, method, k, seed in progress_bar(todo, desc="grid", disable=not options.progress):
         rows, _ = run(foundation, dataset, task, method, k, seed, each)
         rows = rows.assign(device=environment()["hardware"]["device"])   # train_seconds depend on it
         table = rows if table.empty else pd.concat([table, rows], ignore_index=True)

@@ -32,7 +32,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from monai.transforms import RandCropByLabelClassesd
-from tqdm.auto import tqdm
 
 from fseft_lab.data import augment
 from fseft_lab.data.augment import CONTRAST_SHIFT, PHASE_STRENGTH, SPATIAL_MARGIN, de_enhance
@@ -42,6 +41,7 @@ from fseft_lab.models.foundation import FoundationModel, resolve_geometry
 from fseft_lab.models.zoo import GEOMETRY_KEY, geometry_state, read_state_dict
 from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import Geometry, get_profile
+from fseft_lab.progress import progress_bar
 
 #: Phantom source datasets: domain -> label template of the real dataset it imitates.
 SOURCES: dict[str, str] = {"btcv_like": "btcv", "lits_like": "lits", "kits_like": "kits",
@@ -151,7 +151,7 @@ def load_sources(sources: dict[str, str], spacing_mm: float, patch_size: int) ->
     """Pre-process every volume once; returns one list of cases per source dataset."""
     chain = preprocess(spacing_mm, patch_size)
     loaded = []
-    for folder, template in tqdm(sources.items(), desc="loading sources"):
+    for folder, template in progress_bar(sources.items(), desc="loading sources"):
         ds = open_dataset(folder, template)
         cases = []
         for case in ds.cases:
@@ -358,7 +358,7 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
             writer.writeheader()
             writer.writerows(rows)
     ddp.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="pre-training", disable=not progress or rank > 0)
+    bar = progress_bar(range(start, steps), initial=start, total=steps, desc="pre-training", disable=not progress or rank > 0)
     batches = torch.utils.data.DataLoader(StepCrops(data, cfg, rank, geometry.patch_size, steps), batch_size=None,
                                           sampler=range(start, steps), num_workers=cfg.workers,
                                           pin_memory=device.type == "cuda")
@@ -447,7 +447,7 @@ def zero_shot_phantoms(model: FoundationModel, profile: str | None = None, domai
         seen = pd.DataFrame([{"case": r["case"], "structure": s, "visible": bool((r["label"] == v).any()),
                               "cut": bool((r["label"][..., [0, -1]] == v).any())}
                              for r in raw for v, s in enumerate(structures, start=1)])
-        for case in tqdm(raw, desc=f"zero-shot, {domain}", disable=not progress, leave=False):
+        for case in progress_bar(raw, desc=f"zero-shot, {domain}", disable=not progress, leave=False):
             case = chain(case)
             if len(settings) > 1:  # one sliding-window pass, whatever the settings; one case's features at a time
                 case["features"] = trunk_features(model, case["image"], geometry.patch_size)

@@ -301,9 +301,9 @@ print({group: len(names) for group, names in anatomy.NOVEL_GROUPS.items()}, "nov
 
 # %%
 ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
-                    seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
+                    seed=seed, spacing=G.spacing_mm, overwrite=True)
 flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=G.spacing_mm,
-                       num_test=2, overwrite=True, progress=False)
+                       num_test=2, overwrite=True)
 first = ts.cases[0]
 print(first.case_id, "/", first.image.name, "+", len(first.labels), "masks, e.g.", sorted(first.labels)[:4])
 print("test cases:", ts.test_ids)

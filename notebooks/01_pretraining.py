@@ -171,7 +171,7 @@ print("channels with non-zero gradient:", [anatomy.UNIVERSAL_TEMPLATE[i] for i i
 # %%
 run = Path(tempfile.mkdtemp()) / "live"
 _ = pretrain(PretrainConfig(out=run, profile=P.name, steps=live_steps, warmup_steps=4, checkpoint_every=6, seed=seed),
-             data=data, progress=False)
+             data=data)
 log = pd.read_csv(run / "log.csv")
 print(f"{len(log)} steps, {log.seconds.iloc[-1] / len(log):.1f} s per step; files: {sorted(p.name for p in run.iterdir())}")
 

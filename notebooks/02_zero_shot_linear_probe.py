@@ -101,7 +101,7 @@ print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda
 
 # %%
 ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
-                    seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
+                    seed=seed, spacing=G.spacing_mm, overwrite=True)
 splits = {task: split_for(ts, task, k, seed) for task in tasks}   # the draws run() makes below
 test_ids = [c for c in splits[tasks[0]].test if all(c in s.test for s in splits.values())][:num_test]
 foundation = load_foundation("phantom_cpu")
@@ -169,7 +169,7 @@ tables, results = [], {}
 for task in tasks:
     for method in ("zero_shot", "linear_probe"):
         table, result = run(foundation, ts, task, method, k, seed,
-                            RunOptions(profile=P.name, trunk_cache=trunk_cache, test=test_ids, progress=False))
+                            RunOptions(profile=P.name, trunk_cache=trunk_cache, test=test_ids))
         tables.append(table)
         results[task, method] = result
 table = pd.concat(tables, ignore_index=True)

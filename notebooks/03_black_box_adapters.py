@@ -82,7 +82,7 @@ print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda
 
 # %%
 ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
-                    seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
+                    seed=seed, spacing=G.spacing_mm, overwrite=True)
 split = split_for(ts, task, k, seed)  # support volumes show the organ whole; test volumes show it
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
@@ -130,7 +130,7 @@ support = load_cases(ts, split.support, [task], G)
 timing, weights, losses = {}, {}, {}
 for cached in (False, True):
     config = AdaptConfig(epochs=3, crop_bank=2 * P.crops_per_volume, feature_cache=cached, validate_every=0)
-    result = adapt(foundation, "spatial_adapter", support, config=config, profile=P.name, progress=False)
+    result = adapt(foundation, "spatial_adapter", support, config=config, profile=P.name)
     timing["cached" if cached else "uncached"] = result.curve.seconds.diff().iloc[1:].mean()
     weights[cached], losses[cached] = result.model.classifier.state_dict(), [round(v, 4) for v in result.curve.loss]
 differ = max((weights[True][n] - weights[False][n]).abs().max().item() for n in weights[True])
@@ -151,7 +151,7 @@ print(f"seconds per epoch: uncached {timing['uncached']:.2f}, cached {timing['ca
 tables, results = [], {}
 for method in ("zero_shot", "adapter_1x1", "spatial_adapter"):
     table, result = run(foundation, ts, task, method, k, seed,
-                        RunOptions(profile=P.name, trunk_cache=trunk_cache, test=test_ids, progress=False))
+                        RunOptions(profile=P.name, trunk_cache=trunk_cache, test=test_ids))
     tables.append(table)
     results[method] = result
 table = pd.concat(tables, ignore_index=True)

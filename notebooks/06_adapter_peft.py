@@ -95,7 +95,7 @@ print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda
 
 # %%
 flare = export_phantom(Path(data_dir) / f"flare_like_{P.name}", "msd", cases=6, seed=seed + 1, spacing=G.spacing_mm,
-                       num_test=2, overwrite=True, progress=False)
+                       num_test=2, overwrite=True)
 split = split_for(flare, task, k, seed)  # support volumes show the organ whole; test volumes show it
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
@@ -167,7 +167,7 @@ pd.DataFrame(rows)
 # %%
 tables, results = [], {}
 for method in ["zero_shot"] + ['adaptformer', 'compacter']:
-    options = RunOptions(profile=P.name, config=AdaptConfig(epochs=epochs), trunk_cache=trunk_cache, test=test_ids, progress=False)
+    options = RunOptions(profile=P.name, config=AdaptConfig(epochs=epochs), trunk_cache=trunk_cache, test=test_ids)
     table, result = run(foundation, flare, task, method, k, seed, options)
     tables.append(table)
     results[method] = result

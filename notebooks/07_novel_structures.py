@@ -103,7 +103,7 @@ print(f"task {task!r}: {len(structures)} structures, {'one softmax' if multiclas
 
 # %%
 ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
-                    seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
+                    seed=seed, spacing=G.spacing_mm, overwrite=True)
 split = split_for(ts, task, k, seed)  # support volumes show every part whole; test volumes show the heart
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
@@ -166,7 +166,7 @@ config = AdaptConfig(epochs=epochs, lr=lr)
 tables, results = [], {}
 for label, (method, decoder) in {"zero-shot": ("zero_shot", "frozen"), "decoder + head": ("linear_probe", "fine-tuned")}.items():
     table, result = run(foundation, ts, task, method, k, seed,
-                        RunOptions(decoder=decoder, profile=P.name, config=config, test=test_ids, progress=False))
+                        RunOptions(decoder=decoder, profile=P.name, config=config, test=test_ids))
     tables.append(table.assign(option=label))
     results[label] = result
 table = pd.concat(tables, ignore_index=True)
@@ -216,7 +216,7 @@ costs = {"decoder + head, encoder cached": {"trainable": trained.trainable, "fir
                                             "s per epoch": round(per_epoch.median(), 2)}}
 for label, (method, decoder) in {"decoder + head, no cache": ("linear_probe", "fine-tuned"),
                                  "full fine-tuning": ("full_ft", "frozen")}.items():
-    timed = adapt(foundation, method, support, multiclass=multiclass, decoder=decoder, profile=P.name, progress=False,
+    timed = adapt(foundation, method, support, multiclass=multiclass, decoder=decoder, profile=P.name,
                   config=AdaptConfig(epochs=2, feature_cache=False, stop_patience=0, validate_every=0))
     seconds = timed.curve["seconds"].to_numpy()
     costs[label] = {"trainable": timed.trainable, "first epoch s": round(seconds[0], 1),

@@ -91,7 +91,7 @@ print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda
 
 # %%
 ts = export_phantom(Path(data_dir) / f"totalseg_like_{P.name}", "totalsegmentator", cases=P.target_cases,
-                    seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
+                    seed=seed, spacing=G.spacing_mm, overwrite=True)
 split = split_for(ts, task, k, seed)  # support volumes show the organ whole; test volumes show it
 test_ids = list(split.test[:num_test])
 foundation = load_foundation("phantom_cpu")
@@ -180,7 +180,7 @@ tables, results = [], {}
 for name, ti in variants.items():
     # without TI the run still logs the query's predicted size: a zero-weight term changes nothing
     options = RunOptions(profile=P.name, config=config, transductive=ti or TransductiveConfig(weight=0.0),
-                         trunk_cache=trunk_cache, test=test_ids, progress=False)
+                         trunk_cache=trunk_cache, test=test_ids)
     table, result = run(foundation, ts, task, "spatial_adapter", k, seed, options)
     tables.append(table.assign(variant=name))
     results[name] = result
@@ -235,7 +235,7 @@ lo, hi = (max(lo, hi - G.patch_size), hi) if lo == 0 else (lo, min(hi, lo + G.pa
 cut = {"image": case["image"][..., lo:hi], "case": f"{test_ids[0]} (slices {lo}-{hi - 1}, no {task})"}
 cut["features"] = trunk_features(foundation, cut["image"], G.patch_size)
 misled = adapt(foundation, "spatial_adapter", support, query=[cut], transductive=variants["penalty"], config=config,
-               profile=P.name, bank_cache=trunk_cache.setdefault(("banks", str(ts.root)), {}), progress=False)
+               profile=P.name, bank_cache=trunk_cache.setdefault(("banks", str(ts.root)), {}))
 with torch.no_grad():  # the run without TI does not depend on the query: the model from section 3 is it
     false_voxels = {n: int(to_masks(m.classifier(cut["features"][None])).sum())
                     for n, m in (("no TI", results["no TI"].model), ("penalty", misled.model))}

@@ -110,7 +110,7 @@ print(f"torch {torch.__version__} | monai {monai.__version__} | cuda {torch.cuda
 # the data this run uses
 if data is None:
     stand_in = export_phantom(Path(work_dir).parent / f"totalseg_like_{P.name}", "totalsegmentator",
-                              cases=P.target_cases, seed=seed, spacing=G.spacing_mm, overwrite=True, progress=False)
+                              cases=P.target_cases, seed=seed, spacing=G.spacing_mm, overwrite=True)
     data = stand_in.root
     print(f"STAND-IN DATA: no folder was given (data=None), so this run reads a phantom folder exported in the\n"
           f"TotalSegmentator layout: {data}. Set data = '/path/to/Totalsegmentator_dataset' for the real one.")
@@ -188,7 +188,7 @@ test = showing(dataset, dataset.test_ids, [task])[:num_test]  # test scans whose
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     options = RunOptions(profile=P.name, test=test, save_adapter_to=adapter, cache_dir=Path(work_dir) / "cache",
-                         largest_component=True, progress=False)   # the run's settings beyond (task, method, k, seed)
+                         largest_component=True)   # the run's settings beyond (task, method, k, seed)
     rows, result = run(foundation, dataset, task, method, k, seed, options)
 print(f"{method}, k = {k}: {result.trainable:,} trainable parameters, {result.train_seconds:.0f} s | "
       f"adapter file {adapter.stat().st_size / 1024:.0f} KB")

@@ -163,3 +163,22 @@ def test_committed_notebook_is_small_and_carries_no_widget_state(path):
     (notebook 00's CT figures once grew it to 1.2 MB) and holds no widget state blobs."""
     assert path.stat().st_size < 1_000_000, f"{path.name} is {path.stat().st_size / 1e6:.2f} MB; keep it under 1 MB"
     assert "widgets" not in nbformat.read(path, as_version=4).metadata, f"{path.name} carries widget state"
+
+
+def test_a_notebook_run_headless_shows_its_progress_as_plain_text_on_stdout(monkeypatch, capsys):
+    """nbval and papermill keep stdout: a widget bar there would leave nothing a reader sees."""
+    import fseft_lab.progress as progress
+
+    monkeypatch.setattr(progress, "_in_notebook_kernel", lambda: True)
+    monkeypatch.setenv("FSEFT_HEADLESS", "1")
+    for _ in progress.progress_bar(range(3), desc="adapting"):
+        pass
+    out, err = capsys.readouterr()
+    assert "adapting: 100%|" in out and "3/3" in out and err == ""
+
+    monkeypatch.delenv("FSEFT_HEADLESS")   # a student's JupyterLab: tqdm's widget (here: its text bar on stderr)
+    monkeypatch.setattr(progress, "_in_notebook_kernel", lambda: False)
+    for _ in progress.progress_bar(range(3), desc="adapting"):
+        pass
+    out, err = capsys.readouterr()
+    assert out == "" and "adapting: 100%" in err

@@ -101,12 +101,11 @@ def _adapt(args) -> None:
 
 
 def _predict(args) -> None:
-    from tqdm.auto import tqdm
-
     from fseft_lab.methods import load_adapter_file
     from fseft_lab.models.zoo import load_foundation, read_state_dict
     from fseft_lab.outputs import writable_file
     from fseft_lab.predict import plan_outputs, segment_file
+    from fseft_lab.progress import progress_bar
 
     jobs = plan_outputs(args.input, args.out)
     for _, out in jobs:          # every output, before the model is even loaded
@@ -116,7 +115,7 @@ def _predict(args) -> None:
     checkpoint = args.checkpoint or meta.get("checkpoint", "phantom_cpu")
     profile = args.profile or meta.get("profile")
     model = load_adapter_file(load_foundation(checkpoint, args.scheme or meta.get("scheme")), args.adapter)
-    for scan, out in tqdm(jobs, desc="predict", unit="scan", disable=len(jobs) == 1):
+    for scan, out in progress_bar(jobs, desc="predict", unit="scan", disable=len(jobs) == 1):
         segment_file(model, scan, out, profile, args.largest_component)
     structures = [s for s in model.task_structures if s != "background"]
     where = jobs[0][1] if len(jobs) == 1 else f"{len(jobs)} label maps to {args.out}"

@@ -25,11 +25,11 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import UNSIDED, check_structure, dataset_template
 from fseft_lab.data.fewshot import default_num_test
 from fseft_lab.outputs import atomic_write, writable_folder
+from fseft_lab.progress import progress_bar
 
 LAYOUTS = ("totalsegmentator", "msd")
 MANIFEST = "fseft_phantom.json"
@@ -347,7 +347,7 @@ def export_phantom(out: str | Path, layout: str = "totalsegmentator", cases: int
         workers = min(workers or os.cpu_count() or 1, cases)
         with (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
             done = pool.map(_write_case, jobs) if pool else map(_write_case, jobs)
-            for _ in tqdm(done, total=cases, desc=f"phantom {domain}", disable=not progress):
+            for _ in progress_bar(done, total=cases, desc=f"phantom {domain}", disable=not progress):
                 pass
         if layout == "totalsegmentator":
             with open(tmp / "meta.csv", "w", newline="") as f:

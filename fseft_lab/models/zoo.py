@@ -27,12 +27,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from fseft_lab.anatomy import DATASET_TEMPLATES, UNIVERSAL_TEMPLATE
 from fseft_lab.models.foundation import FoundationModel, LegacyPatchMerging  # noqa: F401  (re-exported)
 from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import PHANTOM, Geometry
+from fseft_lab.progress import progress_bar
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BTCV_CLASSES = (None, *DATASET_TEMPLATES["btcv"].values())  # softmax rows: background first
@@ -186,7 +186,7 @@ def download(name: str, progress: bool = True, timeout: float = 30.0) -> Path:
         try:
             with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(tmp, "wb") as f:
                 total = int(response.headers.get("Content-Length", 0)) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+                with progress_bar(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
                     for block in iter(lambda: response.read(1 << 20), b""):
                         f.write(block)
                         bar.update(len(block))
