@@ -161,8 +161,10 @@ print("channels with non-zero gradient:", [anatomy.UNIVERSAL_TEMPLATE[i] for i i
 # ## 3. A short live run
 #
 # `pretrain` is the whole loop: balanced sampling across source datasets, crops that are
-# positive:negative 4:1 by default (positives spread over the structures present; `--negatives`
-# changes the share, as the shipped model's last run did: see its printed command), AdamW with warm-up and
+# mostly centred on labelled structures (positives spread over the structures present), with a
+# share centred anywhere unlabelled: `PretrainConfig.negatives` (`--negatives` on the command line;
+# its default is in `fseft_lab/pretrain.py`) sets that share, and the shipped model's last run
+# raised it: see its printed command below. Then AdamW with warm-up and
 # cosine decay, a CSV log, and a resumable checkpoint every few steps. Crops of step $s$ are drawn
 # from a generator seeded by $(\text{seed}, s)$, so a resumed run sees exactly the crops an
 # uninterrupted one would. The same function runs on many GPUs under `torchrun`
@@ -246,8 +248,15 @@ zero_shot.round(2)
 # %% [markdown]
 # The table scores each base organ on held-out subjects **whose scan holds the whole organ**: an
 # organ that was removed (cholecystectomy, nephrectomy) has nothing to segment, and one cut by the
-# field of view is scored apart, below. Read it honestly:
+# field of view is scored apart, below. Each domain has only a few held-out subjects (the
+# manifest's `held_out_cases_per_domain`), so a single entry can rest on very few scans. Read it
+# honestly:
 #
+# * the table's `mean` column weighs every organ of a domain equally; the means the next cell
+#   prints (the manifest's) pool all scored (subject, organ) pairs of all source or all target
+#   domains, so an organ scored whole in few subjects (one the scans often cut; in the
+#   TotalSegmentator-like row, most likely the oesophagus) weighs less there than in the table. That
+#   is why the printed target mean is not the average of the two target rows' `mean` entries;
 # * the **sources** are the domains the model learned from; the **targets** are other scanners,
 #   protocols and patients. The gap between the two rows of means is the starting point of
 #   notebook 02;

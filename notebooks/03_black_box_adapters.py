@@ -119,11 +119,12 @@ pd.DataFrame(rows)
 #
 # Training a frozen-trunk method the plain way runs the whole SwinUNETR forward on every crop of
 # every step, only to train a few thousand weights at the end. The cache draws a **bank** of crops
-# per support volume once (`crop_bank`, 8 x crops per volume by default), runs the trunk once per
-# crop, and trains on the stored features; each epoch picks its crops from the bank. Same crops,
-# same computation, so the same weights up to float rounding (the cell prints the largest
-# difference, next to the learning rate it is small against): let us check that and time both
-# paths for 3 epochs.
+# per support volume once (`crop_bank`; by default `8 * crops_per_volume` crops, see `AdaptConfig`),
+# runs the trunk once per crop, and trains on the stored features; each epoch picks its crops from
+# the bank. Same crops, same computation, so the same weights up to float rounding (the cell prints
+# the largest difference, next to the learning rate it is small against): let us check that and
+# time both paths for 3 epochs. To keep the uncached path short, the cell passes a smaller bank,
+# `crop_bank=2 * P.crops_per_volume`, to both paths; the runs in section 3 use the default bank.
 
 # %%
 support = load_cases(ts, split.support, [task], G)
@@ -140,10 +141,16 @@ print(f"seconds per epoch: uncached {timing['uncached']:.2f}, cached {timing['ca
       f"-> {timing['uncached'] / timing['cached']:.0f}x faster")
 
 # %% [markdown]
-# `benchmarks/feature_cache.py` measures the same ratio for the linear probe and the spatial
-# adapter on the cpu profile (the figures are in the issue notes). The cost moves to the start:
-# the bank's trunk passes. With epochs nearly free, the cached trainer runs the paper's full 200
-# epochs (`Profile.cached_epochs`) even on a laptop.
+# `benchmarks/feature_cache.py` measures the same ratio for the linear probe, the spatial adapter
+# and decoder fine-tuning: run `python benchmarks/feature_cache.py --profile cpu` to get the figures
+# on your own machine (notebook 09 shows what each method's runs cost on the benchmark grid). The
+# cost moves to the start: the bank's trunk passes. With epochs nearly free, the cached trainer
+# allows the paper's full budget of 200 epochs (`Profile.cached_epochs`) even on a laptop. That is
+# a maximum, not what every run trains: the learning curves below stop well before it, because
+# the early-stopping rule (the paper's, on the moving average of the *training* Dice loss; no
+# validation volume is used here) ended both runs once that average stopped improving. The 1x1x1
+# adapter's loss barely moves, so it stops at the first epoch the rule is allowed to act; the
+# spatial adapter's loss keeps falling for longer, and it trains for several times as many epochs.
 #
 # ## 3. Adapters on the few-shot task
 
@@ -211,8 +218,9 @@ _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spa
 #    compare the printed Dice and epochs: where the zero-shot model is already close to the truth,
 #    the rate matters little, and the largest one gives a noisier loss. Watch a validation volume with `validate=True`.
 # 2. The build runs the trunk once per banked crop: about as long as `crop_bank / crops` uncached
-#    epochs (8 by default). Every later epoch saves almost a whole uncached epoch, so the cache has
-#    paid off after about 8-9 epochs, long before the 200 it runs.
+#    epochs (8 with the default bank, 2 with the smaller bank of section 2). Every later epoch
+#    saves almost a whole uncached epoch, so with the default bank the cache has paid off after
+#    about 8-9 epochs, before the early-stopping rule may first end training.
 # 3. `48 * 48 * 96**3 * 4 / 1e9` GB per volume (48 crops of 48 channels of float32), ten times that for k = 10: at that scale keep a smaller
 #    bank, store half precision, or cache per volume instead of per crop.
 # </details>

@@ -23,8 +23,10 @@
 # LoRA (Hu et al. 2022) keeps every pre-trained weight matrix $W$ frozen and learns a low-rank
 # correction beside it, $W + \frac{\alpha}{r} BA$. In SwinUNETR it sits on each attention block's
 # `qkv` projection, the matrix that decides what each window attends to. With rank 4 that is about a
-# thousandth of the model at the paper's size (the table below prints the count); the update can be merged into $W$
-# after training, so inference costs nothing extra.
+# thousandth of the model at the paper's size, and a few thousandths of the smaller cpu-profile model
+# (section 1's table prints both counts and shares). This is LoRA with the rest of the network
+# frozen; where the decoder trains too (notebook 07), the decoder's weights dominate the count. The
+# update can be merged into $W$ after training, so inference costs nothing extra.
 #
 # **You will learn to**
 # - write a LoRA layer that starts as an exact copy of the frozen layer;
@@ -274,7 +276,13 @@ else:
     _ = ax.set(ylabel="learned rank (non-zero s)", title="adaptive-rank LoRA: rank per attention block")
 
 # %% [markdown]
-# **Reading it.** The ranks say which attention blocks the task wanted to change; compare the
+# **Reading it.** The `params` column counts everything that trained in these runs, not LoRA
+# alone: with the decoder fine-tuned (notebook 07's set-up) the whole convolutional decoder and the
+# head train beside the LoRA matrices, and the decoder is almost all of the count. LoRA's own share
+# on the cpu-profile model is the `lora` row of section 1's table (there with the decoder frozen),
+# which is what the introduction's "thousandth" (at the paper's size) refers to. Adaptive LoRA's
+# count is higher because it starts at twice the rank, and it counts every component, pruned or not.
+# The ranks say which attention blocks the task wanted to change; compare the
 # Dice with LoRA's against the spread across draws before calling either better. The effective
 # parameter count is the sum over layers of rank x (4d + 1): a pruned component's $p_i$ and
 # $q_i$ can be dropped after training.

@@ -196,7 +196,10 @@ _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spa
 # went, and the `gpu` profile runs the full schedule. In the paper AdaptFormer is a strong choice for novel structures with the decoder
 # fine-tuned, and Compacter, despite the most parameters of the PEFT family (its row at
 # F = 48 in the table above), does not beat it. That ranking is for novel structures; the checked lines above print both
-# methods' Dice on this base organ, where they need not agree with it.
+# methods' Dice on this base organ, where they need not agree with it. Where Compacter ends below
+# zero-shot, remember that it did not start there: the default (reference) initialisation replaces
+# each attention and MLP output by a random PHM map (section 2), so training first has to win back
+# what the foundation model already knew, and a few CPU epochs may not be enough (exercise 3).
 #
 # ## Exercises
 #
@@ -219,7 +222,10 @@ _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spa
 # </details>
 #
 # ## What you learned
-# - Adapter PEFT inserts new modules into every block; zero-initialised, it starts at zero-shot.
+# - Adapter PEFT inserts new modules into every block. Where the new module is added and
+#   zero-initialised (AdaptFormer, Compacter with `init="zero"`) the model starts exactly at
+#   zero-shot; the default Compacter, like the paper's reference code, replaces each branch's output
+#   by a random PHM map and does not.
 # - PHM layers trade a dense matrix for Kronecker products: fewer numbers, same shape.
 # - Parameter count alone does not rank methods: compare the counts and the checked Dice lines of
 #   notebooks 04-06.
