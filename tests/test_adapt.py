@@ -32,6 +32,7 @@ def _cfg(**kw):
 
 
 @pytest.mark.parametrize("method", ["linear_probe", "spatial_adapter"])
+@pytest.mark.slow
 def test_cached_and_uncached_training_give_the_same_weights(foundation, method):
     support = [_case(1), _case(2)]
     cached = adapt(foundation, method, support, config=_cfg(epochs=2, crop_bank=4, feature_cache=True), profile="cpu", progress=False)
@@ -46,6 +47,7 @@ def test_cached_and_uncached_training_give_the_same_weights(foundation, method):
     assert np.allclose(cached.curve["loss"], plain.curve["loss"], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cached_encoder_states_train_the_decoder_as_the_whole_network_does(foundation, method="linear_probe"):
     """Decoder fine-tuning with a frozen Swin encoder: its hidden states are cached per crop, and a
     step runs only the decoder and head. Same bank, same steps: the same losses and the same update
@@ -85,6 +87,7 @@ def test_training_lowers_the_loss_and_leaves_the_foundation_model_alone(foundati
     assert all(torch.equal(v, before[k]) for k, v in foundation.state_dict().items())
 
 
+@pytest.mark.slow
 def test_multiclass_task_trains_a_softmax_head_with_background(foundation):
     support = [_case(1, ("liver", "spleen"))]
     result = adapt(foundation, "linear_probe", support, multiclass=True, config=_cfg(epochs=2, validate_every=1),
@@ -107,6 +110,7 @@ def test_plateau_rule_follows_the_paper():
     assert not plateaued([0.5] * 40, AdaptConfig(stop_patience=0))
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_training_and_the_progress_bar_says_why(foundation, capsys):
     cfg = _cfg(epochs=10, lr=1e-12, stop_window=2, stop_patience=2, stop_start=4)
     result = adapt(foundation, "linear_probe", [_case(1)], config=cfg, profile="cpu", progress=True)
@@ -115,6 +119,7 @@ def test_early_stopping_ends_training_and_the_progress_bar_says_why(foundation, 
     assert "4/10" in bar and "stopped early at epoch 4: the loss plateaued" in bar, bar
 
 
+@pytest.mark.slow
 def test_a_run_to_the_last_epoch_does_not_claim_an_early_stop(foundation, capsys):
     adapt(foundation, "linear_probe", [_case(1)], config=_cfg(epochs=3), profile="cpu", progress=True)
     bar = capsys.readouterr().err.split("\r")[-1]
@@ -141,6 +146,7 @@ def test_bad_support_sets_are_refused(foundation):
         adapt(foundation, "linear_probe", [_case(1)], config=_cfg(pos_fraction=1.5), profile="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_learning_rate(foundation):
     broken = _case(1)
     broken["image"] = torch.full_like(broken["image"], float("nan"))
@@ -185,6 +191,7 @@ def test_crops_picked_from_a_bank_keep_their_own_labels():
         assert inputs[0].item() < 8 <= inputs[1].item()         # one positive (first half), one negative
 
 
+@pytest.mark.slow
 def test_a_shared_bank_cache_computes_the_trunk_once_and_changes_nothing(foundation):
     shared = {}
     first = adapt(foundation, "linear_probe", [_case(1)], config=_cfg(), bank_cache=shared, profile="cpu", progress=False)

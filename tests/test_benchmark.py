@@ -46,6 +46,7 @@ def test_bad_grids_are_refused_before_anything_runs(tmp_path, edit, message):
         read_grid(grid)
 
 
+@pytest.mark.slow
 def test_benchmark_runs_a_grid_resumes_it_and_writes_a_manifest(tmp_path, capsys):
     grid, out = tmp_path / "grid.toml", tmp_path / "results" / "bench.csv"
     grid.write_text(TINY)
@@ -84,6 +85,7 @@ def test_benchmark_runs_a_grid_resumes_it_and_writes_a_manifest(tmp_path, capsys
     assert "one table, one model" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_parallel_workers_share_the_grid_and_fold_their_rows_into_one_table(tmp_path):
     grid, out = tmp_path / "grid.toml", tmp_path / "bench.csv"
     grid.write_text(TINY)
@@ -101,6 +103,7 @@ def test_parallel_workers_share_the_grid_and_fold_their_rows_into_one_table(tmp_
     assert sorted(pd.read_csv(out).seed) == [0, 1] and not shard_csv(out, (1, 2)).exists()
 
 
+@pytest.mark.slow
 def test_workers_are_dealt_the_runs_left_so_none_idles(tmp_path):
     """Worker i of n takes every n-th run of those not done yet, counted across blocks and methods:
     with seeds 0 and 2 done, worker 0 of 2 runs seed 1 (and worker 1 seed 3), not nothing."""
@@ -152,6 +155,7 @@ def test_a_bad_shard_is_refused(text):
         parse_shard(text)
 
 
+@pytest.mark.slow
 def test_methods_ks_and_tasks_pick_part_of_a_grid_and_unknown_ones_are_refused(tmp_path, capsys):
     grid, out = tmp_path / "grid.toml", tmp_path / "bench.csv"
     grid.write_text(TINY.replace('methods = ["zero_shot"]', 'methods = ["zero_shot", "linear_probe"]')
@@ -170,6 +174,7 @@ def test_methods_ks_and_tasks_pick_part_of_a_grid_and_unknown_ones_are_refused(t
     assert manifest["runs_done"] == 2 and manifest["runs_in_grid"] == 8     # the whole grid, not the part run
 
 
+@pytest.mark.slow
 def test_a_terminated_benchmark_keeps_its_rows_and_says_so_in_its_manifest(tmp_path):
     """SIGTERM (kill, a scheduler's limit) stops it like Ctrl-C: rows kept, manifest written, exit 130."""
     import signal

@@ -22,6 +22,7 @@ def dataset(tmp_path_factory):
     return open_dataset(root)
 
 
+@pytest.mark.slow
 def test_cli_adapts_an_exported_dataset_and_saves_a_small_adapter(dataset, tmp_path, capsys):
     out, adapter = tmp_path / "results.csv", tmp_path / "liver.pt"
     assert main(["adapt", "--data", str(dataset.root), "--layout", "msd", "--task", "liver", "--method", "linear_probe",
@@ -83,6 +84,7 @@ def test_zero_shot_asks_nothing_of_a_support_and_rows_flag_cut_structures(tmp_pa
     assert cut["s0002", "liver"] and not cut["s0003", "liver"] and not cut["s0003", "spleen"]
 
 
+@pytest.mark.slow
 def test_grid_resumes_without_repeating_runs(dataset, tmp_path):
     foundation = load_foundation("phantom_cpu")
     out = tmp_path / "grid.csv"
@@ -132,6 +134,7 @@ def test_summary_and_plots_read_the_tidy_table():
     assert offsets == [[1.0, pytest.approx(0.505)], [13.0, pytest.approx(0.605)]]
 
 
+@pytest.mark.slow
 def test_cli_transductive_inference_and_method_options(dataset, tmp_path, capsys):
     out = tmp_path / "ti.csv"
     # 4 epochs: query steps at epochs 2 and 3 (the last one's rate has decayed to 0 by then)
@@ -247,6 +250,7 @@ def test_a_true_size_prior_brings_an_oversized_query_mask_back_to_the_prior(tmp_
     assert steered.dice > 0.9 > plain.dice
 
 
+@pytest.mark.slow
 def test_grid_resumes_a_table_written_before_transductive_inference(dataset, tmp_path):
     foundation = load_foundation("phantom_cpu")
     out = tmp_path / "grid.csv"

@@ -9,6 +9,7 @@ from fseft_lab.evaluate import evaluate, fused_window_attention, one_piece_chann
 from fseft_lab.models.foundation import FoundationModel
 
 
+@pytest.mark.slow
 def test_foundation_model_shapes_and_head_name():
     model = FoundationModel(feature_size=12).eval()
     x = torch.rand(1, 1, 64, 64, 64)
@@ -68,6 +69,7 @@ def test_prediction_of_a_volume_smaller_than_the_patch_is_padded_not_a_crash():
     assert logits.shape == (1, 2, 20, 30, 40)
 
 
+@pytest.mark.slow
 def test_inference_uses_fused_window_attention_and_gives_the_explicit_attentions_logits():
     torch.manual_seed(0)
     model = FoundationModel(12).eval()

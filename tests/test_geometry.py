@@ -60,6 +60,7 @@ def test_pretraining_refuses_init_weights_of_another_geometry(tmp_path):
                  progress=False)
 
 
+@pytest.mark.slow
 def test_run_resamples_to_the_models_geometry_not_the_profiles(tmp_path, monkeypatch):
     ds = export_phantom(tmp_path / "ts", "totalsegmentator", cases=3, num_test=1, spacing=8.0, progress=False)
     seen = []

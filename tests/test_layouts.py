@@ -432,6 +432,7 @@ def test_unsided_kidney_is_split_at_the_image_centre(tmp_path, axis_signs):
     assert np.array_equal(default["label"][0].numpy(), out)
 
 
+@pytest.mark.slow
 def test_cases_missing_a_mask_are_reported_and_left_out_of_the_task(tmp_path):
     from fseft_lab.experiments import RunOptions, run
     from fseft_lab.models.zoo import load_foundation

@@ -199,6 +199,7 @@ def _checkpoint_calls(model, x, monkeypatch) -> int:
     return len(calls)
 
 
+@pytest.mark.slow
 def test_adaptformer_honours_activation_checkpointing_with_the_same_output(foundation, x, monkeypatch):
     """Issue 35: AdaptFormer called its blocks' halves itself and so never checkpointed (0 calls against LoRA's 16)."""
     plain = _with_checkpointing(foundation).train()
@@ -216,6 +217,7 @@ def test_adaptformer_honours_activation_checkpointing_with_the_same_output(found
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in ("zero_shot",)])
+@pytest.mark.slow
 def test_adapter_state_dict_round_trip(foundation, x, method):
     adapted = _scrambled(build(foundation, method, ["liver"])).eval()
     buffer = io.BytesIO()
@@ -231,6 +233,7 @@ def test_adapter_state_dict_round_trip(foundation, x, method):
         assert torch.allclose(restored(x), adapted(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_an_adapter_file_keeps_its_options_when_a_default_changes(foundation, x, tmp_path, monkeypatch):
     from fseft_lab.methods import load_adapter_file, save_adapter
     from fseft_lab.methods.adaptformer import AdaptFormerConfig

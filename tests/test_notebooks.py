@@ -79,6 +79,7 @@ def test_course_path_finds_committed_files_and_names_the_rule():
         course_path("results/no_such.csv")
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_every_course_file(tmp_path):
     """A non-editable install (``pip install git+...`` on Colab) has no clone: its wheel must carry results/ and grids/."""
     leftover = not (REPO / "build").exists()  # setuptools builds in the clone's build/: remove it after, if it was not there

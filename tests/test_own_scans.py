@@ -73,6 +73,7 @@ def test_an_unwritable_output_fails_before_any_data_is_read(three_scans, tmp_pat
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_a_few_scans_save_an_adapter_on_all_of_them_then_predict(three_scans, tmp_path, capsys):
     adapter = tmp_path / "liver.pt"
     assert _adapt(three_scans, tmp_path, "--deploy", "--save-adapter", str(adapter)) == 0
@@ -84,6 +85,7 @@ def test_a_few_scans_save_an_adapter_on_all_of_them_then_predict(three_scans, tm
     assert seg.is_file() and "1 = liver" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_leave_one_out_scores_every_scan_once(three_scans, tmp_path, capsys):
     out = tmp_path / "loo.csv"
     assert _adapt(three_scans, tmp_path, "--leave-one-out", "--out", str(out)) == 0

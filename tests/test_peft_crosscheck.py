@@ -50,6 +50,7 @@ def x():
     return torch.rand(1, 1, 64, 64, 64)
 
 
+@pytest.mark.slow
 def test_lora_on_every_swin_qkv_matches_peft_over_the_whole_model(foundation, x):
     rank, alpha = 4, 4.0
     ours = build(foundation, "lora", ["liver"], rank=rank, alpha=alpha).eval()
@@ -75,6 +76,7 @@ def test_lora_on_every_swin_qkv_matches_peft_over_the_whole_model(foundation, x)
 
 
 @pytest.mark.filterwarnings("ignore:Unsupported layer type")   # peft's generic warning for LayerNorm targets
+@pytest.mark.slow
 def test_affine_ln_matches_peft_ln_tuning_after_one_training_step(foundation, x):
     ours = build(foundation, "affine_ln", ["liver"]).train()
     ours.classifier.requires_grad_(False)                  # peft tunes the norms only: compare those

@@ -77,6 +77,7 @@ def _cv_tolerance(cv: float, n: int) -> float:
     return 3 * cv * ((1 + 2 * cv**2) / (2 * n)) ** 0.5
 
 
+@pytest.mark.slow
 def test_organ_volumes_spread_as_the_population_model_aims(population):
     """Each organ's volume CV over the census is its documented aim (fseft_lab.data.population)
     within what 24 subjects can tell: a cloned patient (liver CV 0.08, the first phantom) fails
@@ -138,6 +139,7 @@ def scans3():
             + [generate(0, 0, "flare_like", spacing=3.0)])                 # an abdomen cut through the aortic arch
 
 
+@pytest.mark.slow
 def test_structures_called_one_piece_are_one_piece_in_the_phantom(scans3):
     """Evaluation cuts these to their largest component (anatomy.ONE_PIECE): on the truth that may
     remove no more than a stray voxel, in a whole trunk and where a field of view cuts organs
@@ -156,6 +158,7 @@ def test_structures_called_one_piece_are_one_piece_in_the_phantom(scans3):
     assert all(fraction < 0.01 for fraction in lost.values()), lost
 
 
+@pytest.mark.slow
 def test_abdominal_aorta_diameter():
     diameters = []
     for i in WHOLE:

@@ -50,6 +50,7 @@ AFFINES = {
 
 
 @pytest.mark.parametrize("name", sorted(AFFINES))
+@pytest.mark.slow
 def test_the_label_map_has_the_inputs_grid_and_the_models_labels(files, tmp_path, name, capsys):
     ct = _ct(tmp_path / "ct scan é.nii.gz", AFFINES[name])
     out = tmp_path / "out dir" / "seg.nii.gz"
@@ -66,6 +67,7 @@ def test_the_label_map_has_the_inputs_grid_and_the_models_labels(files, tmp_path
     assert not list(out.parent.glob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_scaled_integers_nii_and_a_singleton_fourth_axis(files, tmp_path):
     for ct in (_ct(tmp_path / "int.nii", AFFINES["RAS, anisotropic"], slope=2.0),
                _ct(tmp_path / "four.nii.gz", AFFINES["RAS, anisotropic"], fourth_axis=True)):
@@ -125,6 +127,7 @@ def test_label_values_follow_the_structures():
     assert label_map(torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]).view(1, 2, 2, 1, 1), True).flatten().tolist() == [1, 0]
 
 
+@pytest.mark.slow
 def test_round_trip_adapt_save_adapter_then_predict_on_a_test_scan(tmp_path, capsys):
     """A user's path end to end: adapt on a folder, save the adapter, segment a scan with it. The
     written map lies on the scan's grid and scores what the adaptation's own evaluation scored."""
@@ -150,6 +153,7 @@ def test_round_trip_adapt_save_adapter_then_predict_on_a_test_scan(tmp_path, cap
     assert dice == pytest.approx(row.dice, abs=0.02)
 
 
+@pytest.mark.slow
 def test_a_folder_of_scans_gives_one_label_map_each_named_as_its_scan(files, tmp_path, capsys):
     scans = tmp_path / "scans"
     scans.mkdir()

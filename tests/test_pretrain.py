@@ -140,6 +140,7 @@ def deterministic():
     torch.use_deterministic_algorithms(False)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, deterministic):
     data = _tiny_sources()
     common = dict(profile="cpu", steps=4, warmup_steps=2, checkpoint_every=2, seed=3)
@@ -189,6 +190,7 @@ def _ddp_worker(rank, world, port, out):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
@@ -210,6 +212,7 @@ def test_half_precision_keeps_integer_buffers():
     assert half["classifier.weight"].dtype == torch.float16
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_missing_checkpoint_and_changed_settings(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         pretrain(PretrainConfig(out=tmp_path / "none", resume=True, steps=2), data=_tiny_sources(), progress=False)
@@ -254,6 +257,7 @@ def test_sources_exported_in_parallel_are_the_sequential_export(tmp_path):
         assert np.array_equal(nib.load(str(case_a.image)).get_fdata(), nib.load(str(case_b.image)).get_fdata())
 
 
+@pytest.mark.slow
 def test_zero_shot_scores_raw_and_cleaned_masks_from_one_pass_of_the_network(tmp_path, monkeypatch):
     import fseft_lab.evaluate as evaluation
     from fseft_lab.pretrain import zero_shot_phantoms

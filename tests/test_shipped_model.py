@@ -72,6 +72,7 @@ def test_loads_without_missing_keys():
     assert model.feature_size == 12
 
 
+@pytest.mark.slow
 def test_check_case_dice_matches_the_manifest(manifest, tmp_path):
     check = manifest["check_case"]
     model = zoo.load_foundation("phantom_cpu").eval()

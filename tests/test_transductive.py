@@ -95,6 +95,7 @@ def _final_ratio(result):
 
 
 @pytest.mark.parametrize("mode", ["penalty", "barrier"])
+@pytest.mark.slow
 def test_the_size_term_pulls_the_query_towards_the_prior(foundation, mode):
     support, query = [_case(1, side=20)], [_case(2, side=20)]
     ti = TransductiveConfig(mode, weight=1.0, start=0.0)
@@ -106,6 +107,7 @@ def test_the_size_term_pulls_the_query_towards_the_prior(foundation, mode):
     assert abs(math.log(_final_ratio(steered))) < abs(math.log(_final_ratio(plain)))
 
 
+@pytest.mark.slow
 def test_a_query_without_the_structure_is_pushed_towards_the_prior_size(foundation):
     """The documented risk: the prior assumes the query shows the structure."""
     support, query = [_case(1, side=20)], [_case(2, structure=False)]
@@ -116,6 +118,7 @@ def test_a_query_without_the_structure_is_pushed_towards_the_prior_size(foundati
     assert steered.curve["query_size/liver"].iloc[-1] > plain.curve["query_size/liver"].iloc[-1]
 
 
+@pytest.mark.slow
 def test_entropy_mode_needs_no_prior_and_lowers_the_query_entropy(foundation):
     support, query = [_case(1)], [_case(2)]
     runs = [adapt(foundation, "linear_probe", support, query=query, config=_cfg(), profile="cpu", progress=False,
@@ -124,6 +127,7 @@ def test_entropy_mode_needs_no_prior_and_lowers_the_query_entropy(foundation):
     assert sharp < quiet
 
 
+@pytest.mark.slow
 def test_transductive_inference_is_refused_where_it_cannot_work(foundation):
     support = [_case(1)]
     with pytest.raises(ValueError, match="only the adapter and head.*lora"):
@@ -143,6 +147,7 @@ def test_soft_thresholding_is_the_l1_proximal_step():
     assert layer.rank() == 3
 
 
+@pytest.mark.slow
 def test_adaptive_lora_ranks_shrink_with_the_l1_weight(foundation):
     torch.manual_seed(0)
     x, target = torch.rand(1, 1, 64, 64, 64), (torch.rand(1, 1, 64, 64, 64) > 0.5).float()
@@ -163,6 +168,7 @@ def test_adaptive_lora_ranks_shrink_with_the_l1_weight(foundation):
     assert sum(sparse.values()) < sum(full.values())
 
 
+@pytest.mark.slow
 def test_query_size_plot_draws_each_run_relative_to_its_prior(foundation):
     import matplotlib
 
@@ -179,6 +185,7 @@ def test_query_size_plot_draws_each_run_relative_to_its_prior(foundation):
     assert list(line.get_xdata()) == [0, 2, 4] and list(line.get_ydata()) == pytest.approx(list(expected))
 
 
+@pytest.mark.slow
 def test_every_query_step_runs_at_its_epochs_last_support_rate(foundation):
     """Issue 35: the query step ran after the scheduler's step, at the next step's rate (0 after the last one)."""
     rates = []

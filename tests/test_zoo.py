@@ -32,6 +32,7 @@ def outputs(model, features=False):
         return model.features(x) if features else model(x)
 
 
+@pytest.mark.slow
 def test_fseft_scheme_module_prefix_loads_everything(source):
     state = {"module." + k: v for k, v in source.state_dict().items()}
     model = fresh()
@@ -41,6 +42,7 @@ def test_fseft_scheme_module_prefix_loads_everything(source):
     assert torch.allclose(outputs(model), outputs(source), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_btcv_softmax_head_rows_go_to_their_structures(source):
     state = {k.replace("classifier", "out.conv.conv"): v for k, v in source.state_dict().items() if not k.startswith("classifier")}
     rows = [UNIVERSAL_TEMPLATE.index(s) for s in DATASET_TEMPLATES["btcv"].values()]
@@ -70,6 +72,7 @@ def test_tang_encoder_only_with_fc_names(source):
 
 @pytest.mark.parametrize("name,prefix", [("clip_driven", "module."), ("clip_driven", "module.backbone."),
                                          ("suprem_swinunetr", "module.backbone.")])
+@pytest.mark.slow
 def test_dynamic_head_checkpoints_load_the_backbone_only(source, name, prefix):
     state = {prefix + k: v for k, v in source.state_dict().items() if not k.startswith("classifier")}
     state.update({"module.controller.weight": torch.zeros(153, 512, 1, 1, 1), "module.organ_embedding": torch.zeros(32, 512)})
