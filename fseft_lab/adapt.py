@@ -66,7 +66,8 @@ class AdaptConfig:
         feature_cache: train on cached trunk features (only the head trains) or cached encoder
             states (the Swin encoder is frozen, the decoder trains); default: whenever possible.
         crop_bank: crops drawn once per volume and reused; default ``8 x crops_per_volume`` with
-            the cache, else fresh crops every step (the paper).
+            the cache (fewer when fewer epochs will not use them all: ``min(8, epochs) x``), else
+            fresh crops every step (the paper).
         validate_every: validation Dice every N epochs (and after the last), if volumes are given.
         seed: seeds the new weights and every crop.
         amp: mixed precision on CUDA.
@@ -280,7 +281,8 @@ def _schedule(model: nn.Module, method: str, decoder: str, support: Sequence[dic
         raise ValueError(f"transductive inference updates only the adapter and head, but {method} "
                          f"(decoder {decoder}) trains the trunk; use a black-box method such as spatial_adapter")
     lr = cfg.lr or (1e-4 if decoder != "frozen" else get_method(method).lr)
-    bank_size = cfg.crop_bank or (8 * crops if level is not None else None)
+    # a bank larger than the crops the epochs will draw only costs trunk passes
+    bank_size = cfg.crop_bank or (min(8, epochs) * crops if level is not None else None)
     return _Schedule(cfg, epochs, crops, lr, level, bank_size)
 
 

@@ -203,3 +203,13 @@ def test_a_shared_bank_cache_computes_the_trunk_once_and_changes_nothing(foundat
     for name, value in alone.model.classifier.state_dict().items():
         assert torch.equal(second.model.classifier.state_dict()[name], value), name
     assert first.cached and second.cached
+
+
+def test_the_default_bank_holds_no_more_crops_than_the_epochs_draw(foundation):
+    """A bank is 8 x crops_per_volume crops, each a pass through the frozen trunk: one epoch of two
+    crops needs two, not sixteen (a 1-epoch run on a user's scans cached 16 crops per volume)."""
+    shared = {}
+    adapt(foundation, "linear_probe", [_case(1)], config=AdaptConfig(epochs=1, crops_per_volume=2, validate_every=0),
+          bank_cache=shared, profile="cpu", progress=False)
+    [(inputs,)] = shared.values()
+    assert inputs.shape[0] == 2
