@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from fseft_lab.course_files import copy_course
+from fseft_lab.notebooks import find_notebooks
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -140,20 +141,22 @@ def test_notebook_00_runs_in_jupyterlab_and_both_viewers_draw(lab, page):
         raise
 
 
-def _check_notebook_00(page, url, token):
+def _run_all(page, url, token, notebook: str, timeout_s: float) -> float:
+    """Open ``notebook`` of the working copy, Run All, wait for the kernel; fail naming every cell that
+    did not run or raised, and every widget that could not display. Returns Run All's seconds."""
     page.set_default_timeout(30_000)
-    page.goto(f"{url}/lab/tree/00_data.ipynb?token={token}")
+    page.goto(f"{url}/lab/tree/{notebook}?token={token}")
     page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
                            timeout=120_000)
     start = time.monotonic()
     page.evaluate("""ms => Promise.race([
         jupyterapp.commands.execute('notebook:run-all-cells'),
         new Promise((_, reject) => setTimeout(() => reject(new Error('Run All still running after ' + ms + ' ms')), ms))])""",
-                  RUN_ALL_S * 1000)
+                  timeout_s * 1000)
     page.wait_for_function("() => jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'")
-    run_all_s = time.monotonic() - start
-    print(f"notebook 00, Run All in JupyterLab: {run_all_s:.0f} s")
-    page.screenshot(path=SHOTS / "after_run_all.png")
+    seconds = time.monotonic() - start
+    shot = SHOTS / f"{Path(notebook).stem}_after_run_all.png"
+    page.screenshot(path=shot)
 
     problems = page.evaluate("""() => {
         const cells = jupyterapp.shell.currentWidget.content.model.cells, problems = [];
@@ -167,8 +170,14 @@ def _check_notebook_00(page, url, token):
             }
         }
         return problems; }""")
-    assert not problems, f"cells that failed: {problems}"
-    assert page.get_by_text("Error displaying widget").count() == 0, f"a widget failed to display: {SHOTS / 'after_run_all.png'}"
+    assert not problems, f"{notebook}: cells that failed: {problems}"
+    assert page.get_by_text("Error displaying widget").count() == 0, f"{notebook}: a widget failed to display: {shot}"
+    print(f"{notebook}, Run All in JupyterLab: {seconds:.0f} s")
+    return seconds
+
+
+def _check_notebook_00(page, url, token):
+    _run_all(page, url, token, "00_data.ipynb", RUN_ALL_S)
 
     # the slice viewer: its image, then a drag of its slice slider
     viewer = page.locator(".widget-hbox").filter(has=page.locator(".widget-label", has_text="slice")).last
@@ -209,3 +218,16 @@ def _check_notebook_00(page, url, token):
     names = viewer_3d.locator(".fseft-legend").inner_text()
     assert all(name in names for name in ("liver", "spleen", "aorta")), f"the 3-D viewer's legend reads {names!r}"
     print(f"3-D canvas: {lit:.0%} of its pixels lit, {coloured:.1%} coloured; screenshots in {SHOTS}")
+
+
+@pytest.mark.skipif(not os.environ.get("FSEFT_BROWSER_ALL"),
+                    reason="every notebook in the browser takes about half an hour: FSEFT_BROWSER_ALL=1 runs it")
+@pytest.mark.parametrize("notebook", [p.name for p in find_notebooks()][1:])
+def test_every_notebook_runs_all_in_jupyterlab(lab, page, notebook):
+    """A student's Run All, notebook by notebook, in the working copy (00 is the test above):
+    ``FSEFT_BROWSER_ALL=1 python -m pytest -m browser -s`` prints each one's seconds."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        _run_all(page, url=lab[0], token=lab[1], notebook=notebook, timeout_s=900)
+    finally:   # its kernel holds the notebook's models and volumes: free them for the next one
+        page.evaluate("() => jupyterapp.shell.currentWidget?.sessionContext?.shutdown()")
