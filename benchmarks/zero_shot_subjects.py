@@ -21,7 +21,7 @@ import pandas as pd
 
 from fseft_lab.data.phantom import GENERATOR_VERSION
 from fseft_lab.experiments import write_csv, write_manifest
-from fseft_lab.models.zoo import load_foundation, manifest
+from fseft_lab.models.zoo import load_foundation, manifest, sha256
 from fseft_lab.pretrain import zero_shot_phantoms
 
 FAILURE = 0.5   # a whole organ below this Dice counts as a failure
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--domains", nargs="+", default=["totalseg_like", "flare_like", "amos_like"])
     parser.add_argument("--cases", type=int, default=10, help="held-out subjects per domain")
     parser.add_argument("--seed", type=int, default=900, help="population seed (the sources use 100-104)")
-    parser.add_argument("--checkpoint", default="phantom_cpu")
+    parser.add_argument("--checkpoint", default="phantom_cpu", help="a zoo name or a weights file (e.g. a pre-training run's model.pt)")
     parser.add_argument("--data", type=Path, default=Path("data/heldout"), help="where the exports are kept")
     parser.add_argument("--out", type=Path, help="CSV of every row (and a .json manifest beside it)")
     args = parser.parse_args()
@@ -66,7 +66,8 @@ def main() -> None:
         write_manifest(args.out.with_suffix(".json"), command="python benchmarks/zero_shot_subjects.py "
                        + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                                   for k, v in vars(args).items() if v is not None),
-                       model=args.checkpoint, model_sha256=manifest(args.checkpoint)["sha256"],
+                       model=args.checkpoint, model_sha256=(sha256(Path(args.checkpoint)) if Path(args.checkpoint).is_file()
+                                                             else manifest(args.checkpoint)["sha256"]),
                        generator_version=GENERATOR_VERSION, seconds=round(seconds))
 
 
