@@ -48,7 +48,9 @@ def copy_course(dest: str | Path, overwrite: bool = False) -> tuple[list[str], l
     folder = writable_folder(Path(dest) / "notebooks")
     writable_folder(Path(dest) / "data")
     copied, kept = [], []
-    for source in sorted(course_path("notebooks").glob("[0-9][0-9]_*.ipynb")):
+    from fseft_lab.notebooks import find_notebooks
+
+    for source in find_notebooks(folder=course_path("notebooks")):
         target = folder / source.name
         if target.exists() and not overwrite:
             kept.append(source.name)

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm as _auto
 from tqdm.std import tqdm as _text
 
 
-def _in_notebook_kernel() -> bool:
+def in_notebook_kernel() -> bool:
+    """Running in a Jupyter kernel (a notebook, headless or not), not a terminal or a script."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -25,6 +26,6 @@ def _in_notebook_kernel() -> bool:
 
 def progress_bar(iterable=None, **kwargs):
     """``tqdm(iterable, **kwargs)``, drawn where the reader is (module docstring)."""
-    if os.environ.get("FSEFT_HEADLESS") and _in_notebook_kernel():
+    if os.environ.get("FSEFT_HEADLESS") and in_notebook_kernel():
         return _text(iterable, file=sys.stdout, ascii=True, ncols=100, mininterval=15, **kwargs)
     return _auto(iterable, **kwargs)

@@ -137,14 +137,9 @@ def overlay_figure(image, label=None, structures=(), spacing=(1, 1, 1), title=No
 
 
 def _has_frontend() -> bool:
-    if os.environ.get("FSEFT_HEADLESS"):
-        return False
-    try:
-        from IPython import get_ipython
-        shell = get_ipython()
-    except ImportError:
-        return False
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    from fseft_lab.progress import in_notebook_kernel
+
+    return not os.environ.get("FSEFT_HEADLESS") and in_notebook_kernel()
 
 
 class SliceViewer:

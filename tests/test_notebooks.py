@@ -170,7 +170,7 @@ def test_a_notebook_run_headless_shows_its_progress_as_plain_text_on_stdout(monk
     """nbval and papermill keep stdout: a widget bar there would leave nothing a reader sees."""
     import fseft_lab.progress as progress
 
-    monkeypatch.setattr(progress, "_in_notebook_kernel", lambda: True)
+    monkeypatch.setattr(progress, "in_notebook_kernel", lambda: True)
     monkeypatch.setenv("FSEFT_HEADLESS", "1")
     for _ in progress.progress_bar(range(3), desc="adapting"):
         pass
@@ -178,7 +178,7 @@ def test_a_notebook_run_headless_shows_its_progress_as_plain_text_on_stdout(monk
     assert "adapting: 100%|" in out and "3/3" in out and err == ""
 
     monkeypatch.delenv("FSEFT_HEADLESS")   # a student's JupyterLab: tqdm's widget (here: its text bar on stderr)
-    monkeypatch.setattr(progress, "_in_notebook_kernel", lambda: False)
+    monkeypatch.setattr(progress, "in_notebook_kernel", lambda: False)
     for _ in progress.progress_bar(range(3), desc="adapting"):
         pass
     out, err = capsys.readouterr()
