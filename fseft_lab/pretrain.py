@@ -81,6 +81,10 @@ class PretrainConfig:
             teach the model where an organ is not.
         nnunet_aug: probability that a crop goes through nnU-Net's default augmentation, spatial
             and intensity (see :func:`draw_batch`; 0: the paper's recipe).
+        crop_shift: largest offset of a crop from the voxel it is drawn about, per axis, as a
+            fraction of the patch (0: centred, the paper's recipe; 0.375: up to 24 voxels of a 64
+            patch). Sliding windows at inference place an organ anywhere in a window, also near
+            its edge with little of the body around it; centred crops never show it there.
         workers: background processes that export the sources and draw crops (0: none). Needed
             to keep a GPU busy; they change the speed, never the result.
     """
@@ -105,6 +109,7 @@ class PretrainConfig:
     phase_aug: float = 0.0
     negatives: float = 0.2
     nnunet_aug: float = 0.0
+    crop_shift: float = 0.0
     workers: int = 0
 
 
@@ -193,7 +198,7 @@ OUTSIDE = 255
 
 def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_size: int, crops: int,
                balance: str = "sources", contrast: float = 0.0, negatives: float = 0.2, phase: float = 0.0,
-               nnunet: float = 0.0) -> dict:
+               nnunet: float = 0.0, shift: float = 0.0) -> dict:
     """The crops of one step, a pure function of (seed, step, rank): resuming redraws them exactly.
 
     ``contrast``: probability that a crop's labelled structures each get their own intensity
@@ -204,8 +209,10 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     probability that a crop goes through nnU-Net's default augmentation (:mod:`fseft_lab.data.augment`:
     scaling and rotation, for other habitus and positions; noise, blur, brightness, contrast, low
     resolution and gamma, for other scanners and slice thicknesses; each with nnU-Net's own
-    probability), cut from a crop ``SPATIAL_MARGIN`` times wider about the same centre. None is in
-    the paper; each draws from its own generator, so that turning one on keeps every other draw.
+    probability), cut from a crop ``SPATIAL_MARGIN`` times wider about the same centre. ``shift``:
+    each crop moved off the voxel it was drawn about by up to that fraction of the patch per axis
+    (uniform, whole voxels), so that an organ also lies off-centre, as sliding windows place it. None
+    is in the paper; each draws from its own generator, so that turning one on keeps every other draw.
     """
     rng = np.random.default_rng([seed, step, rank])
     case, targets = pick_case(data, rng, balance)
@@ -218,19 +225,28 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     # with nnU-Net's augmentation, wider crops about the same centres: the scan padded by the extra
     # margin, its label there OUTSIDE, which no crop centres on (a centre drawn as before)
     margin = (math.ceil(patch_size * SPATIAL_MARGIN / 2) * 2 - patch_size) // 2 if nnunet > 0 else 0
-    volume = {"image": F.pad(torch.as_tensor(case["image"]), (margin,) * 6),
-              "label": F.pad(torch.as_tensor(case["label"]), (margin,) * 6, value=OUTSIDE)}
-    cropper = RandCropByLabelClassesd(["image", "label"], "label", (patch_size + 2 * margin,) * 3, ratios=ratios,
+    reach = int(shift * patch_size)                          # a shifted crop: cut from one wider by 2 reach
+    pad = margin + reach
+    volume = {"image": F.pad(torch.as_tensor(case["image"]), (pad,) * 6),
+              "label": F.pad(torch.as_tensor(case["label"]), (pad,) * 6, value=OUTSIDE)}
+    cropper = RandCropByLabelClassesd(["image", "label"], "label", (patch_size + 2 * pad,) * 3, ratios=ratios,
                                       num_classes=num_classes, num_samples=crops, warn=False)
     cropper.set_random_state(seed=int(rng.integers(2**31)))
     cropped = cropper(volume)
+    if reach:
+        shift_rng = np.random.default_rng([seed, step, rank, 3])
+        for c in cropped:
+            corner = reach + shift_rng.integers(-reach, reach + 1, 3)
+            window = (slice(None), *(slice(int(a), int(a) + patch_size + 2 * margin) for a in corner))
+            c["image"], c["label"] = c["image"][window], c["label"][window]
     augmented = [False] * len(cropped)
     if nnunet > 0:
         nnunet_rng = np.random.default_rng([seed, step, rank, 2])
         augmented = [bool(nnunet_rng.uniform() < nnunet) for _ in cropped]
         for c, on in zip(cropped, augmented):
             c["image"], c["label"] = augment.spatial(c["image"], c["label"], nnunet_rng if on else None, patch_size)
-            c["label"][c["label"] == OUTSIDE] = 0
+    for c in cropped:
+        c["label"][c["label"] == OUTSIDE] = 0                # the padding: no class
     target = UniversalTargetd()  # cases were padded to a patch by preprocess()
     samples = [target({**c, "structures": case["structures"]}) for c in cropped]
     shift = torch.as_tensor(rng.uniform(-0.1, 0.1, len(samples)) * (rng.uniform(size=len(samples)) < 0.2))
@@ -267,7 +283,7 @@ class StepCrops(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> dict:
         batch = draw_batch(self.data, step, self.cfg.seed, self.rank, self.patch_size, self.cfg.crops_per_step,
                            self.cfg.balance, self.cfg.contrast_aug, self.cfg.negatives, self.cfg.phase_aug,
-                           self.cfg.nnunet_aug)
+                           self.cfg.nnunet_aug, self.cfg.crop_shift)
         return {**batch, "target": batch["target"].to(torch.uint8)}
 
 
@@ -301,6 +317,9 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
     for name in ("phase_aug", "nnunet_aug"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name}={getattr(cfg, name)}; it is a probability, in [0, 1]")
+    if not 0 <= cfg.crop_shift < 0.5:
+        raise ValueError(f"crop_shift={cfg.crop_shift}; it is a fraction of the patch, in [0, 0.5), "
+                         "so that the voxel a crop is drawn about stays in it")
     if not 0 <= cfg.negatives < 1:
         raise ValueError(f"negatives={cfg.negatives}; it is the share of crops centred off the organs, in [0, 1)")
     out = Path(cfg.out)

@@ -132,6 +132,35 @@ def test_negatives_set_the_share_of_crops_centred_off_the_organs():
         pretrain(PretrainConfig(out=Path("unused"), steps=1, negatives=1.0), data=data, progress=False)
 
 
+def test_crop_shift_moves_a_crop_off_its_drawn_voxel_by_at_most_its_reach():
+    """One labelled voxel: every positive crop is drawn about it. Centred, it sits at the crop's
+    centre; shifted (0.45 of a 16 patch: up to 7 voxels), anywhere within 7 voxels of the centre
+    per axis, never outside the crop, on the same step the same place."""
+    label = np.zeros((1, 48, 48, 48), np.uint8)
+    label[0, 24, 24, 24] = 1
+    image = np.random.default_rng(0).uniform(0, 0.2, label.shape).astype(np.float32)
+    data = [[{"image": MetaTensor(torch.from_numpy(image)), "label": MetaTensor(torch.from_numpy(label)),
+              "structures": ("liver",), "present": [1]}]]
+
+    def where(shift):  # the labelled voxel's place in each crop of 30 steps
+        places = []
+        for step in range(30):
+            target = draw_batch(data, step, 0, 0, 16, 2, negatives=0.0, shift=shift)["target"]
+            assert target.shape[-3:] == (16, 16, 16)
+            places += [tuple(v.nonzero()[0].tolist()[1:]) for v in target if v.any()]
+        return np.array(places)
+
+    centred, shifted = where(0.0), where(0.45)
+    assert len(centred) == 60 and (centred == 8).all()
+    assert len(shifted) == 60                                  # the voxel stays inside every crop
+    offsets = shifted - 8
+    assert np.abs(offsets).max() == 7 and len({tuple(o) for o in offsets}) > 30
+    again = draw_batch(data, 3, 0, 0, 16, 2, negatives=0.0, shift=0.45)
+    assert torch.equal(again["target"], draw_batch(data, 3, 0, 0, 16, 2, negatives=0.0, shift=0.45)["target"])
+    with pytest.raises(ValueError, match="crop_shift=0.5"):
+        pretrain(PretrainConfig(out=Path("unused"), steps=1, crop_shift=0.5), data=data, progress=False)
+
+
 @pytest.fixture
 def deterministic():
     """CPU convolutions reduce in parallel; deterministic kernels make two runs bit-identical."""

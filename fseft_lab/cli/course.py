@@ -161,7 +161,8 @@ def _pretrain(args) -> None:
                          lr=args.lr, warmup_steps=args.warmup, cases_per_source=args.cases, data_dir=args.data_dir,
                          seed=args.seed, checkpoint_every=args.checkpoint_every, resume=args.resume, init=args.init,
                          balance=args.balance, contrast_aug=args.contrast_aug, phase_aug=args.phase_aug,
-                         negatives=args.negatives, nnunet_aug=args.nnunet_aug, workers=args.workers)
+                         negatives=args.negatives, nnunet_aug=args.nnunet_aug, crop_shift=args.crop_shift,
+                         workers=args.workers)
     pretrain(cfg)
     print(f"weights: {Path(args.out) / 'model.pt'} | log: {Path(args.out) / 'log.csv'}")
 
@@ -254,6 +255,9 @@ def add_tools(sub) -> None:
     p.add_argument("--nnunet-aug", type=float, default=0.0, metavar="P",
                    help="probability per crop of nnU-Net's default augmentation: scaling, rotation, noise, blur, "
                         "brightness, contrast, low resolution, gamma (no mirroring)")
+    p.add_argument("--crop-shift", type=float, default=0.0, metavar="FRACTION",
+                   help="largest offset of a crop from the voxel it is drawn about, per axis, as a fraction of the "
+                        "patch (0: centred, the paper; 0.375: up to 24 of 64 voxels), as sliding windows place organs")
     p.add_argument("--workers", type=int, default=0,
                    help="background processes that export sources and draw crops (use several on a GPU; same result)")
     p.set_defaults(func=_pretrain)
