@@ -322,3 +322,12 @@ def test_negative_subject_index():
         make_subject(0, -1)
     with pytest.raises(ValueError, match="subject index"):
         generate(0, -2, "btcv_like", spacing=6.0)
+
+
+def test_a_scan_beyond_the_renderers_limit_is_refused_before_painting(monkeypatch):
+    subject = make_subject(0, 0)
+    painted = []
+    monkeypatch.setattr(phantom, "_paint", lambda *a: painted.append(1))
+    with pytest.raises(phantom.VolumeTooLarge, match=r"spacing \(0.3, 0.3, 0.3\) mm gives .* voxels \(over 80,000,000\)"):
+        render(subject, "kits_like", spacing=0.3)
+    assert not painted

@@ -24,7 +24,7 @@ from fseft_lab.anatomy import COMPOSITES, UNSIDED, check_structure
 from fseft_lab.data.body import ATOM_ID, ATOMS, PHANTOM_STRUCTURES, WALLS, Part, Subject, ellipsoid, make_subject, region, tube
 from fseft_lab.data.scanner import DOMAINS, FOVS, PHASES, TISSUE_HU, Domain, Scan, draw_scan, get_domain, hounsfield, scan_rng
 
-__all__ = ["GENERATOR_VERSION", "PhantomVolume", "census", "generate", "render",
+__all__ = ["GENERATOR_VERSION", "MAX_VOXELS", "PhantomVolume", "VolumeTooLarge", "census", "generate", "render",
            # the body's and the scanner's names, imported from here by the notebooks and tests
            "ATOM_ID", "ATOMS", "PHANTOM_STRUCTURES", "WALLS", "Part", "Subject", "ellipsoid", "make_subject", "region", "tube",
            "DOMAINS", "FOVS", "PHASES", "TISSUE_HU", "Domain", "Scan", "draw_scan", "get_domain", "hounsfield", "scan_rng"]
@@ -37,6 +37,14 @@ GENERATOR_VERSION = 3
 
 
 # ----------------------------------------------------------------------------- rasterising
+#: The renderer's limit: a scan of more voxels is refused (memory), e.g. a large subject at KiTS-like 0.8 x 0.8 x 1 mm.
+MAX_VOXELS = 80_000_000
+
+
+class VolumeTooLarge(ValueError):
+    """A scan beyond :data:`MAX_VOXELS` at the asked voxel size."""
+
+
 @dataclass
 class PhantomVolume:
     """A rasterised phantom: CT in HU and the atom map, both (X, Y, Z) in RAS, with the affine."""
@@ -112,8 +120,8 @@ def render(subject: Subject, domain: Domain | str, spacing: float | tuple[float,
     rng = scan_rng(subject.seed, subject.index, domain.name)
     scan = draw_scan(domain, rng, subject.z_scale, 2 * subject.half_width[0], fov)
     axes, affine = _grid(subject, scan.z_range, spacing)
-    if np.prod([len(a) for a in axes]) > 80e6:
-        raise ValueError(f"spacing {spacing} mm gives {[len(a) for a in axes]} voxels (over 80 million)")
+    if np.prod([len(a) for a in axes]) > MAX_VOXELS:
+        raise VolumeTooLarge(f"spacing {spacing} mm gives {[len(a) for a in axes]} voxels (over {MAX_VOXELS:,})")
     atoms = _paint(subject, axes, domain.lesion_rate)
     if (atoms == 0).all():
         raise ValueError(f"field of view {scan.fov!r} holds no body for subject {subject.index}")
