@@ -9,6 +9,7 @@ for nbval), so the viewers take their interactive path. Needs the distribution's
 browser (``playwright install`` is never needed); skips in one line without them. Screenshots of
 each step stay in ``$FSEFT_BROWSER_SHOTS`` (default ``<tmp>/fseft_browser_shots``), also after a failure.
 """
+import json
 import os
 import secrets
 import shutil
@@ -145,9 +146,12 @@ def _run_all(page, url, token, notebook: str, timeout_s: float) -> float:
     """Open ``notebook`` of the working copy, Run All, wait for the kernel; fail naming every cell that
     did not run or raised, and every widget that could not display. Returns Run All's seconds."""
     page.set_default_timeout(30_000)
-    page.goto(f"{url}/lab/tree/{notebook}?token={token}")
-    page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
-                           timeout=120_000)
+    # ?reset: a fresh workspace, or JupyterLab would reopen (and start kernels for) every notebook opened before
+    page.goto(f"{url}/lab/tree/{notebook}?reset&token={token}")
+    page.wait_for_function("""name => {
+        const widget = window.jupyterapp?.shell.currentWidget;
+        return widget?.context?.path === name && widget.sessionContext?.session?.kernel?.status === 'idle'; }""",
+                           arg=notebook, timeout=120_000)
     start = time.monotonic()
     page.evaluate("""ms => Promise.race([
         jupyterapp.commands.execute('notebook:run-all-cells'),
@@ -221,7 +225,7 @@ def _check_notebook_00(page, url, token):
 
 
 @pytest.mark.skipif(not os.environ.get("FSEFT_BROWSER_ALL"),
-                    reason="every notebook in the browser takes about half an hour: FSEFT_BROWSER_ALL=1 runs it")
+                    reason="every notebook in the browser takes about 20 minutes: FSEFT_BROWSER_ALL=1 runs it")
 @pytest.mark.parametrize("notebook", [p.name for p in find_notebooks()][1:])
 def test_every_notebook_runs_all_in_jupyterlab(lab, page, notebook):
     """A student's Run All, notebook by notebook, in the working copy (00 is the test above):
@@ -229,5 +233,23 @@ def test_every_notebook_runs_all_in_jupyterlab(lab, page, notebook):
     SHOTS.mkdir(parents=True, exist_ok=True)
     try:
         _run_all(page, url=lab[0], token=lab[1], notebook=notebook, timeout_s=900)
+    except BaseException:
+        page.screenshot(path=SHOTS / f"{Path(notebook).stem}_failure.png")
+        raise
     finally:   # its kernel holds the notebook's models and volumes: free them for the next one
-        page.evaluate("() => jupyterapp.shell.currentWidget?.sessionContext?.shutdown()")
+        _shut_down_kernels(*lab)
+
+
+def _shut_down_kernels(url: str, token: str) -> None:
+    """End every session of the server, and so its kernel, through the server's REST API."""
+    headers = {"Authorization": f"token {token}"}
+
+    def call(path: str, method: str = "GET"):
+        request = urllib.request.Request(f"{url}/api/{path}", headers=headers, method=method)
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return json.loads(answer.read() or b"null")
+
+    for session in call("sessions"):
+        call(f"sessions/{session['id']}", "DELETE")
+    left = call("kernels")
+    assert not left, f"kernels still running after their sessions ended: {[k['id'] for k in left]}"
