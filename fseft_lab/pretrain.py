@@ -249,14 +249,14 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
         c["label"][c["label"] == OUTSIDE] = 0                # the padding: no class
     target = UniversalTargetd()  # cases were padded to a patch by preprocess()
     samples = [target({**c, "structures": case["structures"]}) for c in cropped]
-    shift = torch.as_tensor(rng.uniform(-0.1, 0.1, len(samples)) * (rng.uniform(size=len(samples)) < 0.2))
+    brightness = torch.as_tensor(rng.uniform(-0.1, 0.1, len(samples)) * (rng.uniform(size=len(samples)) < 0.2))
     images = torch.stack([s["image"].as_subclass(torch.Tensor) for s in samples]).float()
     if phase > 0:  # first, on the crops as preprocess() windowed them
         phase_rng = np.random.default_rng([seed, step, rank, 1])
         for b in range(len(images)):
             if phase_rng.uniform() < phase:
                 images[b] = de_enhance(images[b], float(phase_rng.uniform(*PHASE_STRENGTH)))
-    images = images + shift.float().view(-1, 1, 1, 1, 1)
+    images = images + brightness.float().view(-1, 1, 1, 1, 1)
     if contrast > 0:  # drawn only when asked, so that runs without it keep their crops
         for image, s in zip(images, samples):
             if rng.uniform() < contrast:
