@@ -1,9 +1,14 @@
 """One evaluation function for the whole course: sliding-window inference, masks, metrics.
 
-Inference follows the paper: patches of the training size slide over the volume with 25 %
-overlap and Gaussian weighting (MONAI's ``sliding_window_inference``, which also pads volumes
-smaller than a patch). Binary tasks threshold each sigmoid channel at 0.5; multi-class tasks take
-the arg-max.
+Patches of the training size slide over the volume with Gaussian weighting (MONAI's
+``sliding_window_inference``, which also pads volumes smaller than a patch). The overlap is
+:data:`OVERLAP`: half a patch across the slice (x, y), a quarter along the body axis (z), where
+the paper uses a quarter on every axis. A model trained on crops sees an organ best with the
+tissue around it; at a quarter's overlap a wide body can put the spleen or a kidney on the seam
+between two windows, near each one's edge, and the model misses it whole. Half-patch steps across
+the slice put every voxel within a quarter patch of some window's centre in x and y, for about
+1.2x the inference time of a quarter's overlap (``benchmarks/window_position.py`` shows the effect).
+Binary tasks threshold each sigmoid channel at 0.5; multi-class tasks take the arg-max.
 
 Post-processing, on by default: each structure that is anatomically one piece
 (:func:`fseft_lab.anatomy.is_one_piece`: the liver, a kidney, not a tumour or the skeleton) keeps
@@ -45,6 +50,9 @@ from monai.transforms import KeepLargestConnectedComponent
 from fseft_lab.anatomy import is_one_piece
 from fseft_lab.progress import progress_bar
 
+OVERLAP = (0.5, 0.5, 0.25)
+"""Sliding-window overlap per axis (x, y, z): half a patch across the slice, a quarter along the body."""
+
 
 @contextmanager
 def fused_window_attention(model: Callable):
@@ -65,8 +73,10 @@ def fused_window_attention(model: Callable):
 
 
 @torch.no_grad()
-def predict(model: Callable, image: torch.Tensor, patch_size: int, overlap: float = 0.25, sw_batch_size: int = 2) -> torch.Tensor:
-    """Logits (B, C, X, Y, Z) of a whole (B, 1, X, Y, Z) volume by Gaussian sliding windows."""
+def predict(model: Callable, image: torch.Tensor, patch_size: int, overlap: float | Sequence[float] = OVERLAP,
+            sw_batch_size: int = 2) -> torch.Tensor:
+    """Logits (B, C, X, Y, Z) of a whole (B, 1, X, Y, Z) volume by Gaussian sliding windows
+    (``overlap``: one fraction of the patch, or one per axis)."""
     device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else image.device
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"), fused_window_attention(model):
         logits = sliding_window_inference(torch.as_tensor(image).to(device), (patch_size,) * 3, sw_batch_size, model,

@@ -180,3 +180,21 @@ def test_evaluate_counts_a_missed_structure_and_needs_a_spacing():
     assert scored.hd95.tolist() == table.hd95.tolist()
     with pytest.raises(ValueError, match="three positive numbers"):
         score(masks[:, 1:], masks[:, 1:], (1.0, 1.0))
+
+
+@pytest.mark.parametrize("overlap, covered", [(0.25, False), (None, True)])
+def test_default_overlap_puts_every_voxel_near_a_window_centre_across_the_slice(overlap, covered):
+    """A model that sees only what lies in its window's central half (within a quarter patch of
+    the centre, in x and y) still finds every voxel at the default overlap; at a quarter's overlap
+    some columns fall between two windows' central halves, where the spleen of a wide body fell."""
+    patch, width = 16, 37                      # windows at 0, 12 and 21 at overlap 0.25: x 12-13 is in no central half
+
+    def central_half(x):
+        out = torch.zeros_like(x)
+        out[..., patch // 4:-patch // 4, patch // 4:-patch // 4, :] = 1.0
+        return out
+
+    options = {} if overlap is None else {"overlap": overlap}
+    seen = predict(central_half, torch.zeros(1, 1, width, width, patch), patch, **options)[0, 0]
+    inner = seen[patch // 4:width - patch // 4, patch // 4:width - patch // 4]
+    assert bool((inner > 0).all()) == covered
