@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from fseft_lab.data.phantom import DOMAINS, GENERATOR_VERSION, VolumeTooLarge
+from fseft_lab.evaluate import OVERLAP
 from fseft_lab.models import zoo
 from fseft_lab.outputs import atomic_write
 from fseft_lab.pretrain import half_precision, zero_shot_phantoms
@@ -83,7 +84,7 @@ def evaluate(model, cases: int, table_csv: Path) -> tuple[dict, dict, pd.DataFra
     per_domain = whole.groupby(["domain", "structure"]).dice.mean().unstack().round(4)
     first = table[table.domain == "btcv_like"].case.iloc[0]
     check = table[(table.domain == "btcv_like") & (table.case == first)]
-    section = {"held_out_cases_per_domain": cases, "population_seed": 900,
+    section = {"held_out_cases_per_domain": cases, "population_seed": 900, "sliding_window_overlap": list(OVERLAP),
                "rule": "mean Dice over (case, base organ) pairs whose organ the scan holds entirely; organs cut by "
                        "the field of view are reported apart, absent ones (removed, or outside the scan) not scored",
                "per_domain": {d: row.dropna().to_dict() for d, row in per_domain.iterrows()},
