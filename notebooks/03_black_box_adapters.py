@@ -163,7 +163,7 @@ for method in ("zero_shot", "adapter_1x1", "spatial_adapter"):
     results[method] = result
 table = pd.concat(tables, ignore_index=True)
 table.groupby("method", sort=False).agg(dice=("dice", "mean"), hd95_mm=("hd95", "mean"), missed=("missed", "sum"), trainable=("trainable_params", "first"),
-                                        train_seconds=("train_seconds", "first")).round(3)
+                                        epochs=("epochs", "first"), train_seconds=("train_seconds", "first")).round(3)
 
 # %%
 # NBVAL_CHECK_OUTPUT

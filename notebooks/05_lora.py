@@ -255,12 +255,16 @@ _ = ax.legend(fontsize=8, frameon=False)
 # **On the model.** `benchmarks/adaptive_lora.py` trains LoRA (rank 4) and adaptive-rank LoRA
 # (up to rank 8, $\lambda = 0.5$) on a novel structure with the decoder fine-tuned (notebook 07's
 # set-up) on the same draws, and commits the Dice and the learned ranks per layer. The committed
-# cpu run is small (the first line below prints its draws and epochs) and used an earlier, less trained shipped phantom model
-# (`results/adaptive_lora.json` records its checksum): neither method had learned the lobe yet, so
-# read the ranks, not the Dice. We read them:
+# cpu run is small (the first line below prints its draws and epochs), and the second line says
+# whether it ran on the model shipped with this course (`results/adaptive_lora.json` records the
+# model's checksum). Where it did not, or where neither method has learned the lobe yet, read the
+# ranks, not the Dice. We read them:
 
 # %%
+import json
+
 from fseft_lab.course_files import course_path
+from fseft_lab.models import zoo
 results_file = (Path(results_dir) if results_dir else course_path("results")) / "adaptive_lora.csv"
 if not results_file.is_file():
     print(f"{results_file} is missing: run `python benchmarks/adaptive_lora.py` from the repository root")
@@ -269,6 +273,9 @@ else:
     bench = pd.read_csv(results_file)
     print(bench.task.iloc[0], "| k =", bench.k.iloc[0], "| decoder", bench.decoder.iloc[0], "|",
           bench.seed.nunique(), "draw(s), epochs:", ", ".join(str(e) for e in sorted(bench.epochs.unique())))
+    made_with = json.loads(results_file.with_suffix(".json").read_text())["checkpoint_sha256"]
+    print(f"foundation model sha256 {made_with[:12]}...; the one shipped with this course: "
+          f"{made_with == zoo.manifest('phantom_cpu')['sha256']}")
     display(summary(bench).round(3))
     ranks = pd.read_csv(results_file.with_name("adaptive_lora_ranks.csv"))
     ax = ranks.pivot(index="layer", columns="seed", values="rank").plot.bar(figsize=(8, 3))
