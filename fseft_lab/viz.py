@@ -33,9 +33,11 @@ def _array(x) -> np.ndarray:
 
 
 def structure_color(name: str) -> tuple:
-    """A fixed colour per structure, the same in every figure of the course."""
-    i = ALL_STRUCTURES.index(name) if name in ALL_STRUCTURES else hash(name) % 40
-    return plt.get_cmap("tab20")(i % 20) if i < 20 else plt.get_cmap("tab20b")(i % 20)
+    """A fixed colour per structure, the same in every figure of the course, never a grey (which
+    would vanish over the CT): matplotlib's tab20 without its two greys, then tab20b."""
+    palette = [c for c in plt.get_cmap("tab20").colors if len(set(c)) > 1] + list(plt.get_cmap("tab20b").colors)
+    i = ALL_STRUCTURES.index(name) if name in ALL_STRUCTURES else hash(name)
+    return (*palette[i % len(palette)], 1.0)
 
 
 def _slice(volume: np.ndarray, view: str, index: int) -> np.ndarray:

@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/fseft-lab/fseft_lab/blob/main/notebooks/01_pretraining.ipynb)
 #
-# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 418 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
+# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 97 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
 #
 # A foundation model for CT segmentation is trained once, on many datasets, so that a hospital can
 # later adapt it with a handful of labelled scans. The catch: every public dataset labels only some
@@ -65,6 +65,7 @@ import monai
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 
 from fseft_lab import anatomy, viz
 from fseft_lab.data.layouts import open_dataset
@@ -292,32 +293,112 @@ print(f"whole organs below Dice 0.5 there: {native['whole_pairs_below_half']} of
 pd.DataFrame(native["worst_whole_pairs"]).round(2)
 
 # %% [markdown]
+# Three subjects per domain is few. `benchmarks/zero_shot_subjects.py` scores ten held-out subjects
+# of each of three domains (the two targets and the BTCV-like source) exported both ways, and
+# commits the table with the model's checksum. Per organ, the mean at the domains' own voxel size
+# beside the mean at the model's, then every whole organ below Dice 0.5:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import json
+
+from fseft_lab.course_files import course_path
+
+subjects = pd.read_csv(course_path("results/zero_shot_subjects.csv"))
+made_with = json.loads(course_path("results/zero_shot_subjects.json").read_text())["model_sha256"]
+print(f"model sha256 {made_with[:12]}...; the one shipped with this course: {made_with == manifest['sha256']}")
+whole = subjects[(subjects.cut_native == False) & (subjects.cut_model == False)]  # noqa: E712 (NaN: not in that export)
+print(f"{subjects.case.nunique()} subjects of {subjects.domain.nunique()} domains; {len(whole)} organs wholly in the scan")
+by_organ = whole.groupby("structure")[["dice_native", "dice_model"]].mean()
+by_organ["difference"] = by_organ.dice_native - by_organ.dice_model
+print(f"organs whose native mean is within 0.03 of the model's: {(by_organ.difference.abs() <= 0.03).sum()} of {len(by_organ)}")
+display(by_organ.round(2))
+failures = whole[(whole.dice_native < 0.5) | (whole.dice_model < 0.5)].sort_values("dice_native")
+failures[["domain", "case", "structure", "dice_native", "dice_model", "truth_ml_native", "predicted_ml_native"]].round(2)
+
+# %% [markdown]
+# **The exceptions, organ by organ.** A mean near 0.8 and a row at 0 are both true; the rows say
+# what the model gets wrong.
+#
+# * **The stomach in the pelvis.** In the plain-CT CT-ORG-like rows of the manifest, and in
+#   TotalSegmentator-like subjects exported at the model's voxel size, the predicted stomach can be
+#   as large as the true one, or larger, with a Dice of 0. The model marks the true stomach *and* the urinary bladder, another
+#   fluid-filled organ with a wall, as stomach. The course keeps only the largest connected piece
+#   of an organ that is anatomically one piece (the paper's optional post-processing, notebook 02
+#   says why), and here the bladder's piece is the larger: the stomach is thrown away. Which piece
+#   wins can change with the voxel size, which is why the stomach's two means differ more than the
+#   other organs'. Section 5 shows one such subject.
+# * **The oesophagus** is a tube a couple of centimetres wide, a handful of 3 mm voxels across:
+#   one voxel missed along its wall costs a large share of its Dice, and the model draws it too
+#   thin (compare the predicted and true volumes). Most fields of view cut it, so few subjects score
+#   it whole.
+# * **Plain-CT aorta and gallbladder.** Without contrast, blood and bile sit close to the soft
+#   tissue around them; the model finds these organs in the right place but draws them small.
+#
+# None of these is a subject the model misses whole, as the earlier model missed the spleen of wide
+# bodies: the sliding windows now overlap by half a patch across the slice (`fseft_lab.evaluate.OVERLAP`),
+# so no organ sits on the seam between two windows.
+
+# %% [markdown]
 # ## 5. Zero-shot, seen
 #
 # We load the shipped model from the zoo and segment one held-out subject as seen by a source
-# scanner and by the FLARE-like target scanner. The model carries its **geometry**, the voxel size
-# and patch it was trained at, and every volume is resampled to it, whatever the profile: fed
-# another voxel size, a SwinUNETR sees organs at a scale it never learned.
+# scanner (the plain-CT CT-ORG-like one) and by the FLARE-like target scanner. The model carries
+# its **geometry**, the voxel size and patch it was trained at, and every volume is resampled to
+# it, whatever the profile: fed another voxel size, a SwinUNETR sees organs at a scale it never
+# learned.
 
 # %%
 foundation = zoo.load_foundation("phantom_cpu").eval()
 print(foundation.load_report, "|", foundation.geometry)
 G = foundation.geometry
 fig, axes = plt.subplots(2, 2, figsize=(7, 6.5))
-for row, domain in zip(axes, ("btcv_like", "flare_like")):
-    masks = {}  # what zero_shot_phantoms scored, kept for the figure: the network runs once
+seen = {}
+for row, domain in zip(axes, ("ctorg_like", "flare_like")):
+    masks = {}  # the raw masks (the last setting), kept for the figures: the network runs once
     table = zero_shot_phantoms(foundation, domains=(domain,), cases=1, data_dir=Path(data_dir) / "heldout_01",
-                               masks_out=masks)
+                               largest_component=(True, False), masks_out=masks)
     ds = open_dataset(Path(data_dir) / "heldout_01" / f"{domain}_{G.spacing_mm:g}mm_seed900_1cases")  # what it exported
-    case = preprocess(G.spacing_mm, G.patch_size)(ds.load(ds.cases[0], anatomy.BASE_ORGANS))
+    case = preprocess(G.spacing_mm, G.patch_size)(ds.load(ds.cases[0], (*anatomy.BASE_ORGANS, "urinary_bladder")))
     predicted = torch.zeros_like(case["label"][0])
     for i, mask in enumerate(masks[(domain, case["case"])]):  # the nine base organs, in order
         predicted[mask > 0] = i + 1
+    seen[domain] = table, case, predicted
     z = int(np.argwhere(case["label"][0].numpy() == 5)[:, 2].mean())  # liver level
-    viz.draw_slice(row[0], case["image"], case["label"], anatomy.BASE_ORGANS, "axial", z)
+    truth = torch.where(case["label"][0] <= len(anatomy.BASE_ORGANS), case["label"][0], 0)  # the base organs only
+    viz.draw_slice(row[0], case["image"], truth, anatomy.BASE_ORGANS, "axial", z)
     viz.draw_slice(row[1], case["image"], predicted, anatomy.BASE_ORGANS, "axial", z)
     row[0].set_title(f"{domain}: truth", fontsize=9)
-    row[1].set_title(f"{domain}: zero-shot, mean DSC {table.dice.mean():.2f}", fontsize=9)
+    row[1].set_title(f"{domain}: zero-shot, mean DSC {table[table.largest_component].dice.mean():.2f}", fontsize=9)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The CT-ORG-like subject is one of the exceptions above. Its raw stomach mask has two pieces: one
+# on the true stomach, and one in the pelvis, on the urinary bladder (the left panel below draws
+# the bladder; it is not one of the nine base organs the model is scored on, so the right panel's
+# stomach colour in the pelvis is a false positive). Scored raw, the stomach gets some credit; kept
+# to its largest piece, as the course scores it, none.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+table, case, predicted = seen["ctorg_like"]
+stomach = anatomy.BASE_ORGANS.index("stomach") + 1
+rows = table[table.structure == "stomach"].set_index("largest_component").dice
+print(f"{case['case']} stomach Dice: raw mask {rows[False]:.1f}, largest piece only {rows[True]:.1f}")
+pieces, count = ndimage.label(predicted.numpy() == stomach)
+largest = np.argmax(ndimage.sum(np.ones_like(pieces), pieces, range(1, count + 1))) + 1
+bladder = case["label"][0].numpy() == len(anatomy.BASE_ORGANS) + 1
+print(f"the raw stomach mask's largest piece lies mostly in the urinary bladder: {(bladder[pieces == largest]).mean() > 0.5}")
+
+# %%
+label = case["label"][0].numpy()
+y = int((np.argwhere(label == stomach)[:, 1].mean() + np.argwhere(bladder)[:, 1].mean()) / 2)  # a coronal slice through both
+names = (*anatomy.BASE_ORGANS, "urinary_bladder")
+fig, axes = plt.subplots(1, 2, figsize=(7, 4.5))
+for ax, shown, title in zip(axes, (case["label"][0], predicted), ("truth, with the urinary bladder", "zero-shot, raw masks")):
+    viz.draw_slice(ax, case["image"], shown, names, "coronal", y)
+    ax.set_title(f"{case['case']}: {title}", fontsize=9)
 plt.tight_layout()
 plt.show()
 

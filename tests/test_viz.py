@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fseft_lab import viz  # noqa: E402
+from fseft_lab.anatomy import ALL_STRUCTURES  # noqa: E402
 
 
 def _volume():
@@ -26,6 +27,12 @@ def test_a_slice_names_its_window_and_shows_the_patients_right_on_the_left(struc
     assert ax.get_title().endswith(title)
     assert [(t.get_text(), t.get_position()[0] < 0.5) for t in ax.texts] == [("R", True), ("L", False)]
     plt.close(fig)
+
+
+def test_every_structure_has_its_own_colour_and_none_is_a_grey_that_vanishes_over_the_ct():
+    colours = [viz.structure_color(name)[:3] for name in ALL_STRUCTURES]
+    assert not [name for name, c in zip(ALL_STRUCTURES, colours) if len(set(c)) == 1]   # tab20 greys the bladder
+    assert len(set(colours)) == min(len(ALL_STRUCTURES), 38)
 
 
 def test_an_unknown_window_names_the_choices():
