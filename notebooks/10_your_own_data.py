@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/fseft-lab/fseft_lab/blob/main/notebooks/10_your_own_data.ipynb)
 #
-# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 207 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
+# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 171 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
 #
 # The course ends where your own work starts: a folder of real CT (TotalSegmentator, FLARE22, BTCV or
 # your hospital's export) and the real FSEFT foundation model instead of the phantoms and the small
@@ -189,7 +189,8 @@ test = showing(dataset, dataset.test_ids, [task])[:num_test]  # test scans whose
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     options = RunOptions(profile=P.name, test=test, save_adapter_to=adapter, cache_dir=Path(work_dir) / "cache",
-                         largest_component=True)   # the run's settings beyond (task, method, k, seed)
+                         largest_component=True,   # the run's settings beyond (task, method, k, seed)
+                         trunk_cache={})           # runs whose trunk stays frozen share the test scans' trunk features
     rows, result = run(foundation, dataset, task, method, k, seed, options)
     baseline, _ = run(foundation, dataset, task, "zero_shot", k, seed, replace(options, save_adapter_to=None))
 print(f"{method}, k = {k}: {result.trainable:,} trainable parameters, {result.train_seconds:.0f} s | "
