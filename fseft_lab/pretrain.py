@@ -85,6 +85,11 @@ class PretrainConfig:
             fraction of the patch (0: centred, the paper's recipe; 0.375: up to 24 voxels of a 64
             patch). Sliding windows at inference place an organ anywhere in a window, also near
             its edge with little of the body around it; centred crops never show it there.
+        hard_negatives: share of the ``negatives`` crops centred on the scan's other labelled
+            structures (evenly) instead of on unlabelled voxels (0: the paper's recipe). An organ
+            channel then learns where it must stay silent next to tissue that looks like its own
+            (a full stomach and a full bladder are both water), which unlabelled voxels, mostly
+            fat, muscle and air, seldom show.
         workers: background processes that export the sources and draw crops (0: none). Needed
             to keep a GPU busy; they change the speed, never the result.
     """
@@ -110,6 +115,7 @@ class PretrainConfig:
     negatives: float = 0.2
     nnunet_aug: float = 0.0
     crop_shift: float = 0.0
+    hard_negatives: float = 0.0
     workers: int = 0
 
 
@@ -198,7 +204,7 @@ OUTSIDE = 255
 
 def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_size: int, crops: int,
                balance: str = "sources", contrast: float = 0.0, negatives: float = 0.2, phase: float = 0.0,
-               nnunet: float = 0.0, shift: float = 0.0) -> dict:
+               nnunet: float = 0.0, shift: float = 0.0, hard: float = 0.0) -> dict:
     """The crops of one step, a pure function of (seed, step, rank): resuming redraws them exactly.
 
     ``contrast``: probability that a crop's labelled structures each get their own intensity
@@ -213,6 +219,7 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     each crop moved off the voxel it was drawn about by up to that fraction of the patch per axis
     (uniform, whole voxels), so that an organ also lies off-centre, as sliding windows place it. None
     is in the paper; each draws from its own generator, so that turning one on keeps every other draw.
+    ``hard``: share of the negative crops centred on the case's other labelled structures.
     """
     rng = np.random.default_rng([seed, step, rank])
     case, targets = pick_case(data, rng, balance)
@@ -220,6 +227,11 @@ def draw_batch(data: list[list[dict]], step: int, seed: int, rank: int, patch_si
     ratios = [0.0] * num_classes
     # weights out of 5, so that the default 0.2 gives the paper's 1 : 4 as exactly the same numbers
     ratios[0] = 5.0 * negatives if targets else 1.0          # negatives: anywhere unlabelled
+    others = [v for v in range(1, num_classes) if v not in targets]
+    if hard and targets and others:                          # hard negatives: on the other labelled structures
+        ratios[0] = 5.0 * negatives * (1.0 - hard)
+        for value in others:
+            ratios[value] = 5.0 * negatives * hard / len(others)
     for value in targets:                                    # positives: the rest, shared by the targets
         ratios[value] = 5.0 * (1.0 - negatives) / len(targets)
     # with nnU-Net's augmentation, wider crops about the same centres: the scan padded by the extra
@@ -283,7 +295,7 @@ class StepCrops(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> dict:
         batch = draw_batch(self.data, step, self.cfg.seed, self.rank, self.patch_size, self.cfg.crops_per_step,
                            self.cfg.balance, self.cfg.contrast_aug, self.cfg.negatives, self.cfg.phase_aug,
-                           self.cfg.nnunet_aug, self.cfg.crop_shift)
+                           self.cfg.nnunet_aug, self.cfg.crop_shift, self.cfg.hard_negatives)
         return {**batch, "target": batch["target"].to(torch.uint8)}
 
 
@@ -322,6 +334,8 @@ def pretrain(cfg: PretrainConfig, data: list[list[dict]] | None = None, progress
                          "so that the voxel a crop is drawn about stays in it")
     if not 0 <= cfg.negatives < 1:
         raise ValueError(f"negatives={cfg.negatives}; it is the share of crops centred off the organs, in [0, 1)")
+    if not 0 <= cfg.hard_negatives <= 1:
+        raise ValueError(f"hard_negatives={cfg.hard_negatives}; it is a share of the negative crops, in [0, 1]")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -132,6 +132,21 @@ def test_negatives_set_the_share_of_crops_centred_off_the_organs():
         pretrain(PretrainConfig(out=Path("unused"), steps=1, negatives=1.0), data=data, progress=False)
 
 
+def test_hard_negatives_centre_the_negative_crops_on_the_other_labelled_structures():
+    data = _tiny_sources()
+
+    def labelled_centres(source, hard):  # the share of crops whose centre voxel is labelled
+        batches = [draw_batch(source, s, 0, 0, 16, 2, "structures", negatives=0.9, hard=hard)["target"]
+                   for s in range(40)]
+        return torch.cat([b[:, :, 8, 8, 8].any(1) for b in batches]).float().mean().item()
+
+    assert labelled_centres(data[:1], 0.0) < 0.3      # liver and spleen: negatives fall on unlabelled voxels
+    assert labelled_centres(data[:1], 1.0) == 1.0     # ... or, hard, on the organ that is not the target
+    assert labelled_centres(data[1:], 1.0) < 0.3      # a source with one structure has no other to centre on
+    with pytest.raises(ValueError, match="hard_negatives=1.5"):
+        pretrain(PretrainConfig(out=Path("unused"), steps=1, hard_negatives=1.5), data=data, progress=False)
+
+
 def test_crop_shift_moves_a_crop_off_its_drawn_voxel_by_at_most_its_reach():
     """One labelled voxel: every positive crop is drawn about it. Centred, it sits at the crop's
     centre; shifted (0.45 of a 16 patch: up to 7 voxels), anywhere within 7 voxels of the centre

@@ -162,7 +162,7 @@ def _pretrain(args) -> None:
                          seed=args.seed, checkpoint_every=args.checkpoint_every, resume=args.resume, init=args.init,
                          balance=args.balance, contrast_aug=args.contrast_aug, phase_aug=args.phase_aug,
                          negatives=args.negatives, nnunet_aug=args.nnunet_aug, crop_shift=args.crop_shift,
-                         workers=args.workers)
+                         hard_negatives=args.hard_negatives, workers=args.workers)
     pretrain(cfg)
     print(f"weights: {Path(args.out) / 'model.pt'} | log: {Path(args.out) / 'log.csv'}")
 
@@ -258,6 +258,9 @@ def add_tools(sub) -> None:
     p.add_argument("--crop-shift", type=float, default=0.0, metavar="FRACTION",
                    help="largest offset of a crop from the voxel it is drawn about, per axis, as a fraction of the "
                         "patch (0: centred, the paper; 0.375: up to 24 of 64 voxels), as sliding windows place organs")
+    p.add_argument("--hard-negatives", type=float, default=0.0, metavar="SHARE",
+                   help="share of the --negatives crops centred on the scan's other labelled structures instead of "
+                        "unlabelled voxels (0: the paper), so that an organ's channel learns its look-alike neighbours")
     p.add_argument("--workers", type=int, default=0,
                    help="background processes that export sources and draw crops (use several on a GPU; same result)")
     p.set_defaults(func=_pretrain)
