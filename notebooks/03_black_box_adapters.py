@@ -149,8 +149,9 @@ print(f"seconds per epoch: uncached {timing['uncached']:.2f}, cached {timing['ca
 # a maximum, not what every run trains: the learning curves below stop well before it, because
 # the early-stopping rule (the paper's, on the moving average of the *training* Dice loss; no
 # validation volume is used here) ended both runs once that average stopped improving. The 1x1x1
-# adapter's loss barely moves, so it stops at the first epoch the rule is allowed to act; the
-# spatial adapter's loss keeps falling for longer, and it trains for several times as many epochs.
+# adapter's loss barely moves, so the rule ends it soon after the first epoch at which it may act
+# (`AdaptConfig.stop_start`); the spatial adapter's loss keeps falling for longer, and it trains
+# more epochs (each curve's last epoch).
 #
 # ## 3. Adapters on the few-shot task
 

@@ -219,7 +219,10 @@ rows[["case", "structure", "dice", "hd95", "nsd"]].merge(
 # TotalSegmentator v1's chamber masks or v2's separate chamber sub-task.
 #
 # Here the same function runs on the test scan the adapter scored worst (the table above), with
-# the adapted model in memory: a mean hides the scan that fails, a figure of it does not.
+# the adapted model in memory: a mean hides the scan that fails, a figure of it does not. The table
+# compares each scan with the zero-shot model on the same scan: one labelled scan can also leave a
+# test scan below zero-shot. The Dice in the figure's title is the one drawn slice's, not the
+# volume's, so it differs from the table's.
 
 # %%
 worst = rows.sort_values("dice").case.iloc[0]
