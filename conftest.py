@@ -13,6 +13,15 @@ os.environ.setdefault("FSEFT_PROFILE", "cpu")
 for key, value in MALLOC_ENV.items():
     os.environ.setdefault(key, value)
 
+# Under pytest-xdist (`-n 2`, as CI runs the suite), each worker and the kernels and processes it
+# starts compute on one thread: two workers on two cores, never four threads fighting for two.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[key] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 # notebooks/NN_x.py are the notebooks' jupytext twins (CONTRIBUTING.md), not test modules: nbval
 # collects the .ipynb; importing a twin (``pytest notebooks/00_data.py``) would run the notebook.
 collect_ignore_glob = ["notebooks/*.py"]
