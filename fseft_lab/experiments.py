@@ -13,6 +13,7 @@ resumes where it stopped. Plots that read the table live in :mod:`fseft_lab.viz`
 from __future__ import annotations
 
 import itertools
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -205,7 +206,8 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
 
     Returns:
         The rows, one per (test case, structure): Dice, HD95, NSD, the run's settings, trainable
-        parameters, train seconds, peak memory; ``cut`` flags a structure the scan cuts at its end.
+        parameters, train seconds, peak memory; ``cut`` flags a structure the scan cuts at its end;
+        ``run_seconds`` is the whole run's wall time (loading, trunk features, training, evaluation).
         And the :class:`~fseft_lab.adapt.Adapted` result, with the test volumes' masks.
 
     >>> run(foundation, dataset, "liver", "lora", 1, 0, RunOptions(profile="cpu"), rank=4)   # doctest: +SKIP
@@ -214,6 +216,7 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     if misplaced:
         raise TypeError(f"run() got {', '.join(misplaced)} as a method option, but it is a RunOptions field: "
                         f"pass options=RunOptions({misplaced[0]}=...)")
+    start = time.perf_counter()
     transductive, trunk_cache = options.transductive, options.trunk_cache
     structures, multiclass = task_structures(task, dataset.structures)
     geometry = resolve_geometry(foundation, options.profile, options.spacing_mm, options.patch_size)
@@ -263,6 +266,7 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
     table = pd.concat(tables, ignore_index=True)
     # a structure the test scan cuts at its end is scored, and flagged: tables give whole and cut apart
     table["cut"] = [case_extents(dataset, c, structures)[s].cut for c, s in zip(table.get("case", []), table.get("structure", []))]
+    table["run_seconds"] = round(time.perf_counter() - start, 1)
     result = results[0]
     result.test_masks.update(masks)
     if per_volume:

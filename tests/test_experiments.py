@@ -82,6 +82,7 @@ def test_zero_shot_asks_nothing_of_a_support_and_rows_flag_cut_structures(tmp_pa
     assert result.trainable == 0
     cut = rows.set_index(["case", "structure"]).cut
     assert cut["s0002", "liver"] and not cut["s0003", "liver"] and not cut["s0003", "spleen"]
+    assert rows.run_seconds.nunique() == 1 and rows.run_seconds.iloc[0] > 0   # the whole run's wall time, on each row
 
 
 @pytest.mark.slow
