@@ -140,8 +140,8 @@ plt.show()
 # same person, one labelled volume would already show every shape the test volumes have. So each
 # subject is drawn from a **population**: sex, age, body frame, subcutaneous and visceral fat, a
 # size for every organ, organs removed by surgery (the gallbladder at its published rate, which
-# rises with age; a kidney or the spleen at assumed rates of about 1 % or less, so a few dozen
-# subjects may show none: the census below counts them), the filling
+# rises with age; a kidney or the spleen at far lower rates, assumed where no population figure
+# exists, so a few dozen subjects may show none: the census below counts them), the filling
 # of stomach and bladder, lobulated shapes. The distributions come from published CT volumetry and
 # population studies, cited in `fseft_lab/data/population.py`; they were set once from those
 # papers and never adjusted toward a course result. Eight subjects of one population, coronal slices:
