@@ -86,7 +86,9 @@ class PretrainConfig:
             patch). Sliding windows at inference place an organ anywhere in a window, also near
             its edge with little of the body around it; centred crops never show it there.
         hard_negatives: share of the ``negatives`` crops centred on the scan's other labelled
-            structures (evenly) instead of on unlabelled voxels (0: the paper's recipe). An organ
+            structures instead of on unlabelled voxels (0: the paper's recipe), spread evenly over
+            the structures its dataset labels; one the scan does not show gets no crop (MONAI's
+            class sampler drops it), so a scan showing few of them gets fewer hard negatives. An organ
             channel then learns where it must stay silent next to tissue that looks like its own
             (a full stomach and a full bladder are both water), which unlabelled voxels, mostly
             fat, muscle and air, seldom show.
