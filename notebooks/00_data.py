@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/fseft-lab/fseft_lab/blob/main/notebooks/00_data.ipynb)
 #
-# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 52 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
+# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 76 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
 #
 # Before adapting a foundation model we need to know what it sees. This notebook tours the data of
 # the whole course: what a CT volume is (Hounsfield units, voxels, orientation), the **procedural
@@ -338,8 +338,12 @@ crops = training_crops(G.patch_size, num_samples=4, pos=1, neg=1)(ready)
 distinct = {crop["image"].numpy().tobytes() for crop in crops}
 print(f"{len(distinct)} distinct crops of {len(crops)}; the volume is {tuple(ready['image'].shape[1:])}, a patch {G.patch_size}^3")
 fig, axes = plt.subplots(1, 4, figsize=(10, 2.6))
-for ax, crop in zip(axes, crops):
+for i, (ax, crop) in enumerate(zip(axes, crops), start=1):
     viz.draw_slice(ax, crop["image"], crop["label"], case["structures"], "coronal", crop["image"].shape[2] // 2)
+    ax.set_title(f"crop {i}", fontsize=8)
+shown = np.concatenate([np.asarray(crop["label"])[0, :, crop["label"].shape[2] // 2].ravel() for crop in crops])
+viz.structure_legend(fig, case["structures"], label=shown)   # the structures these slices show
+fig.subplots_adjust(right=0.8)
 plt.suptitle(f"four random {G.patch_size}^3 training crops (coronal middle slice)", fontsize=9)
 plt.show()
 

@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/fseft-lab/fseft_lab/blob/main/notebooks/03_black_box_adapters.ipynb)
 #
-# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 119 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
+# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 150 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
 #
 # A hospital may receive a foundation model it cannot open: only its output features. The paper's
 # **black-box adapters** work in exactly that setting. A small residual network sits between the

@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/fseft-lab/fseft_lab/blob/main/notebooks/06_adapter_peft.ipynb)
 #
-# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 165 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
+# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 196 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
 #
 # Where LoRA corrects existing weights, **adapter** PEFT inserts small new modules into every
 # transformer block. **AdaptFormer** (Chen et al. 2022) runs a bottleneck MLP in parallel with each
@@ -196,8 +196,9 @@ _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spa
 # went, and the `gpu` profile runs the full schedule. In the paper AdaptFormer is a strong choice for novel structures with the decoder
 # fine-tuned, and Compacter, despite the most parameters of the PEFT family (its row at
 # F = 48 in the table above), does not beat it. That ranking is for novel structures; the checked lines above print both
-# methods' Dice on this base organ, where they need not agree with it. Where Compacter ends below
-# zero-shot, remember that it did not start there: the default (reference) initialisation replaces
+# methods' Dice on this base organ, where they need not agree with it. Compacter's line may come
+# out either way as the foundation model or the draw changes; when it ends below zero-shot,
+# remember that it did not start there: the default (reference) initialisation replaces
 # each attention and MLP output by a random PHM map (section 2), so training first has to win back
 # what the foundation model already knew, and a few CPU epochs may not be enough (exercise 3).
 #

@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/fseft-lab/fseft_lab/blob/main/notebooks/09_benchmark.ipynb)
 #
-# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 18 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
+# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 19 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
 #
 # Notebooks 02-08 each ran one method on one draw of the support set. One draw is an anecdote: the
 # Dice changes from one support volume to another, and a single draw cannot say by how much (on the

@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/fseft-lab/fseft_lab/blob/main/notebooks/10_your_own_data.ipynb)
 #
-# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 171 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
+# <!-- run-info -->*Committed outputs: cpu profile, x86_64 with 2 CPU cores, no GPU, 176 s (executed 2026-12-07 with `fseft-lab notebooks run`).*<!-- /run-info -->
 #
 # The course ends where your own work starts: a folder of real CT (TotalSegmentator, FLARE22, BTCV or
 # your hospital's export) and the real FSEFT foundation model instead of the phantoms and the small
