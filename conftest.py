@@ -1,5 +1,6 @@
 """Shared pytest set-up for the unit tests and the notebook tests (nbval)."""
 import os
+import re
 from pathlib import Path
 
 from fseft_lab.profiles import MALLOC_ENV
@@ -52,13 +53,30 @@ def pytest_configure(config):
     nbval.plugin.RunningKernel = KernelInWorkingCopy
 
 
+def committed_seconds(notebook: Path) -> int:
+    """A notebook's last measured run time, from the run-info line that ``fseft-lab notebooks run``
+    stamps on its first cell (:func:`fseft_lab.notebooks.run_info_line`); 0 when it has none."""
+    found = re.search(r", (\d+) s \(executed ", notebook.read_text())
+    return int(found.group(1)) if found else 0
+
+
 def pytest_collection_modifyitems(config, items):
     """Every notebook cell (nbval) is marked ``notebooks`` and ``slow``: a notebook runs for minutes
     on 2 cores, so ``-m "not slow"`` (the quick unit-test command) leaves all of them out, and
-    ``-m notebooks`` runs only them."""
+    ``-m notebooks`` runs only them.
+
+    Then the longest files go first: the notebooks by their last measured run time, then the test
+    files holding slow tests, then the rest. Two workers (``-n 2 --dist loadfile``, with xdist's own
+    reordering off in pyproject.toml) each take the next whole file when free, so the suite ends on
+    short files instead of one worker finishing a notebook while the other waits."""
     import pytest
 
+    cost = {}
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.notebooks)
             item.add_marker(pytest.mark.slow)
+            cost.setdefault(item.path, 1 + committed_seconds(item.path))
+        elif item.get_closest_marker("slow"):
+            cost[item.path] = max(cost.get(item.path, 0), 1)
+    items.sort(key=lambda item: -cost.get(item.path, 0))   # stable: each file's items keep their order
