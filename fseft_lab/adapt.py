@@ -26,6 +26,7 @@ output is computed once per crop:
 """
 from __future__ import annotations
 
+import copy
 import math
 import resource
 import time
@@ -104,6 +105,7 @@ class Adapted:
     peak_memory_mb: float      # CUDA: max allocated; CPU: the process's peak resident memory so far
     lr: float
     test_masks: dict = field(default_factory=dict)  # filled by experiments.run: case id -> (S, X, Y, Z) masks
+    per_volume: dict = field(default_factory=dict)  # per-volume TI: query case id -> its own Adapted
 
 
 def frozen_trunk(model: nn.Module) -> bool:
@@ -200,7 +202,11 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
             ``validate_every`` epochs and at the last.
         transductive: :class:`TransductiveConfig`; needs a frozen trunk (only the head trains).
             Training then runs every epoch (no early stop, as in the reference schedule), since
-            the query term starts part-way through.
+            the query term starts part-way through. With the ``per_volume`` protocol and several
+            query volumes, each gets its own adaptation on the support plus itself (the result's
+            ``per_volume``, by case id; the result itself is the first's). Their epochs before the
+            query term starts are the same for all, so they are trained once and each adaptation
+            goes on from a copy: the same models as separate calls, for less time.
         patch_size: crop and sliding-window size; default: the foundation model's own
             (:func:`~fseft_lab.models.foundation.resolve_geometry`).
         structures: the task's structures, needed only when ``support`` is empty: zero-shot
@@ -229,17 +235,44 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
     banks = _crop_banks(model, foundation, support, structures, schedule, patch, bank_cache, device, progress)
     if schedule.level == "trunk":  # validation volumes too: the trunk once, then only the head at each validation
         validation = [{**c, "features": trunk_features(model, c["image"], patch)} for c in validation]
-    term = None if transductive is None else \
-        QueryTerm(model, support, query, structures, multiclass, transductive, patch, schedule.epochs, device)
-    job = _Training(model, params, method, support, banks, validation, term, schedule, len(structures), multiclass,
+    per_volume = transductive is not None and transductive.protocol == "per_volume" and len(query) > 1
+    terms = [None] if transductive is None else \
+        [QueryTerm(model, support, group, structures, multiclass, transductive, patch, schedule.epochs, device)
+         for group in ([[q] for q in query] if per_volume else [query])]
+    job = _Training(model, params, method, support, banks, validation, terms[0], schedule, len(structures), multiclass,
                     patch, device, start, DiceLoss(sigmoid=not multiclass, softmax=multiclass, batch=True))
-    rows, stopped = _train(job, progress)
-    seconds = time.perf_counter() - start
+    optimizer = _optimizer(job)
+    if not per_volume:
+        rows, stopped = _train(job, optimizer, range(schedule.epochs), progress)
+        return _adapted(job, rows, stopped)
+    # per-volume TI: the epochs before the query term starts do not depend on the query volume
+    shared, _ = _train(job, optimizer, range(terms[0].start_epoch), progress, log_terms=terms)
+    state = copy.deepcopy((model.state_dict(), [o.state_dict() for o in optimizer]))
+    shared_seconds, results = time.perf_counter() - start, {}
+    for i, (case, term) in enumerate(zip(query, terms)):
+        job.model = copy.deepcopy(model) if i < len(terms) - 1 else model
+        job.model.load_state_dict(state[0])
+        job.params, job.term = [p for p in job.model.parameters() if p.requires_grad], term
+        optimizer = _optimizer(job)
+        for o, saved in zip(optimizer, copy.deepcopy(state[1])):
+            o.load_state_dict(saved)
+        job.start = time.perf_counter() - shared_seconds   # each one's seconds include the shared epochs
+        rows, stopped = _train(job, optimizer, range(term.start_epoch, schedule.epochs), progress)
+        own = [{**{k: v for k, v in r.items() if k != "query_sizes"}, **r["query_sizes"][i]} for r in shared]
+        results[case.get("case", i)] = _adapted(job, own + rows, stopped)
+    first = next(iter(results.values()))
+    first.per_volume = results
+    return first
+
+
+def _adapted(job: _Training, rows: list[dict], stopped: bool) -> Adapted:
+    """The :class:`Adapted` result of a finished training loop."""
     curve = pd.DataFrame(rows)
-    if term is not None:
-        curve.attrs["size_prior"] = term.prior
-    return Adapted(model.eval(), curve, seconds, len(rows), stopped, trainable_parameters(model),
-                   schedule.level is not None, _peak_memory_mb(device), schedule.lr)
+    if job.term is not None:
+        curve.attrs["size_prior"] = job.term.prior
+    return Adapted(job.model.eval(), curve, time.perf_counter() - job.start, len(rows), stopped,
+                   trainable_parameters(job.model), job.schedule.level is not None, _peak_memory_mb(job.device),
+                   job.schedule.lr)
 
 
 # ----------------------------------------------------------------------------- adapt's steps
@@ -336,20 +369,30 @@ class _Training:
         return self.schedule.cfg.amp and self.device.type == "cuda"
 
 
-def _train(job: _Training, progress: bool) -> tuple[list[dict], bool]:
-    """The training loop: AdamW, warm-up then cosine per step; each epoch the support steps
-    (:func:`_support_steps`), the query step (:func:`_query_step`) and a row of the learning curve,
-    with the validation Dice every ``validate_every`` epochs. Stops early when the loss plateaus
-    (:func:`plateaued`; never with a query term). Returns the rows and whether it stopped early."""
-    cfg, epochs, term = job.schedule.cfg, job.schedule.epochs, job.term
+def _optimizer(job: _Training) -> tuple:
+    """AdamW over the parameters that train, its warm-up-then-cosine rate per step, and the AMP scaler."""
+    cfg, epochs = job.schedule.cfg, job.schedule.epochs
     optimizer = torch.optim.AdamW(job.params, lr=job.schedule.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(job.support)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch))
-    scaler = torch.amp.GradScaler("cuda", enabled=job.use_amp)
+    return optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=job.use_amp)
+
+
+def _train(job: _Training, optimizer: tuple, epochs: range, progress: bool,
+           log_terms: Sequence[QueryTerm] = ()) -> tuple[list[dict], bool]:
+    """The training loop over ``epochs`` (all of them, or a part, the optimiser's state going on):
+    each epoch the support steps (:func:`_support_steps`), the query step (:func:`_query_step`) and
+    a row of the learning curve, with the validation Dice every ``validate_every`` epochs. Stops
+    early when the loss plateaus (:func:`plateaued`; never with a query term). ``log_terms``: log
+    the predicted sizes of each of these terms' queries (the row's ``query_sizes``, a list) instead
+    of the job's own. Returns the rows and whether it stopped early."""
+    cfg, term = job.schedule.cfg, job.term
+    optimizer, scheduler, scaler = optimizer
     rows, stopped = [], False
-    bar = progress_bar(total=epochs, desc=f"adapting: {job.method}", disable=not progress)
-    for epoch in range(epochs):
+    bar = progress_bar(total=job.schedule.epochs, initial=epochs.start, desc=f"adapting: {job.method}",
+                       disable=not progress)
+    for epoch in epochs:
         job.model.train()
         losses, dices = _support_steps(job, epoch, optimizer, scheduler, scaler)
         query_loss = _query_step(job, epoch, optimizer, scheduler)
@@ -358,10 +401,15 @@ def _train(job: _Training, progress: bool) -> tuple[list[dict], bool]:
                "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - job.start, "val_dice": math.nan}
         if query_loss is not None:
             row["query_loss"] = query_loss.item()
-        if term is not None and ((cfg.validate_every and epoch % cfg.validate_every == 0) or epoch == epochs - 1):
-            row.update(term.logged_sizes(job.model.classifier))  # every query volume: as often as validation
+        if term is not None and ((cfg.validate_every and epoch % cfg.validate_every == 0) or epoch == job.schedule.epochs - 1):
+            if log_terms:
+                row["query_sizes"] = [t.logged_sizes(job.model.classifier) for t in log_terms]
+            else:
+                row.update(term.logged_sizes(job.model.classifier))  # every query volume: as often as validation
+        elif log_terms:
+            row["query_sizes"] = [{} for _ in log_terms]
         stopped = term is None and plateaued([r["dice_loss"] for r in rows] + [row["dice_loss"]], cfg)
-        last = stopped or epoch == epochs - 1
+        last = stopped or epoch == job.schedule.epochs - 1
         if job.validation and cfg.validate_every and ((epoch + 1) % cfg.validate_every == 0 or last):
             row["val_dice"] = validation_dice(job.model, job.validation, job.patch)
         rows.append(row)

@@ -269,12 +269,15 @@ def record_invocation(out_csv: Path, grid, profile: str, checkpoint: str, checks
                       **invocation) -> dict:
     """Write the manifest beside ``out_csv`` (atomically): what the table holds, and one entry per
     invocation that added to it (command, workers, wall time, software and hardware), since a
-    resumed benchmark may have run on several machines."""
+    resumed benchmark may have run on several machines. It names the model (its sha256) and the
+    phantom generator's version (:data:`fseft_lab.data.phantom.GENERATOR_VERSION`) the rows come from."""
+    from fseft_lab.data.phantom import GENERATOR_VERSION
+
     path = out_csv.with_suffix(".json")
     old = json.loads(path.read_text()) if path.is_file() else {}
     table = pd.read_csv(out_csv) if out_csv.is_file() else pd.DataFrame()
     manifest = {**old, "grid": str(grid), "grid_text": Path(grid).read_text(), "profile": profile, "checkpoint": checkpoint,
-                "checkpoint_sha256": checksum, "weights_sha256": weights_checksum,
+                "checkpoint_sha256": checksum, "weights_sha256": weights_checksum, "phantom_generator": GENERATOR_VERSION,
                 "runs_in_grid": sum(b.runs for b in read_grid(grid)), "runs_done": len(done_runs(table)),
                 "invocations": old.get("invocations", []) + [{**invocation, "runs_done_after": len(done_runs(table)),
                                                               "date": time.strftime("%Y-%m-%d %H:%M"), **environment()}]}

@@ -237,40 +237,38 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
         _attach_trunk_features(foundation, dataset, test_cases, trunk_cache, geometry, options.progress)
     # one adaptation for all test volumes; with per-volume TI (the reference's protocol), one per test volume
     per_volume = transductive is not None and transductive.protocol == "per_volume"
-    groups = [[case] for case in test_cases] if per_volume else [test_cases]
     channels = list(range(1, len(structures) + 1)) if multiclass else list(range(len(structures)))
-    tables, results, masks = [], [], {}
-    for group in groups:
-        result = adapt(foundation, method, support, multiclass=multiclass, decoder=options.decoder, validation=validation,
-                       config=replace(options.config or AdaptConfig(), seed=seed), profile=options.profile, progress=options.progress,
-                       patch_size=geometry.patch_size,
-                       bank_cache=None if trunk_cache is None else trunk_cache.setdefault(("banks", str(dataset.root)), {}),
-                       query=[{k: v for k, v in c.items() if k != "label"} for c in group] if transductive else (),
-                       transductive=transductive, structures=structures, **method_options)
+    result = adapt(foundation, method, support, multiclass=multiclass, decoder=options.decoder, validation=validation,
+                   config=replace(options.config or AdaptConfig(), seed=seed), profile=options.profile, progress=options.progress,
+                   patch_size=geometry.patch_size,
+                   bank_cache=None if trunk_cache is None else trunk_cache.setdefault(("banks", str(dataset.root)), {}),
+                   query=[{k: v for k, v in c.items() if k != "label"} for c in test_cases] if transductive else (),
+                   transductive=transductive, structures=structures, **method_options)
+    if per_volume and not result.per_volume:   # one test volume: its adaptation is the result
+        result.per_volume = {test_cases[0]["case"]: result}
+    groups = [([case], result.per_volume[case["case"]]) for case in test_cases] if per_volume else [(test_cases, result)]
+    tables, masks = [], {}
+    for group, adapted in groups:
         if options.save_adapter_to:
             path = Path(options.save_adapter_to)
             path = path.with_name(f"{path.stem}_{group[0]['case']}{path.suffix}") if len(groups) > 1 else path
-            save_adapter(result.model, path, task=task, k=k, seed=seed, support=list(split.support),
+            save_adapter(adapted.model, path, task=task, k=k, seed=seed, support=list(split.support),
                          profile=get_profile(options.profile).name, geometry=asdict(geometry),
                          **({"query": group[0]["case"]} if per_volume else {}), **(options.adapter_meta or {}))
-        if trunk_cache is not None and frozen_trunk(result.model):
+        if trunk_cache is not None and frozen_trunk(adapted.model):
             _attach_trunk_features(foundation, dataset, group, trunk_cache, geometry, options.progress)
-        tables.append(evaluate(result.model, group, channels, geometry.patch_size, multiclass, options.largest_component,
+        tables.append(evaluate(adapted.model, group, channels, geometry.patch_size, multiclass, options.largest_component,
                                progress=options.progress, masks_out=masks, task=task, method=method, decoder=options.decoder,
                                transductive=transductive.mode if transductive else "none",
                                ti_protocol=transductive.protocol if transductive else "none", k=k, seed=seed,
-                               trainable_params=result.trainable, train_seconds=round(result.train_seconds, 2),
-                               epochs=result.epochs_run, cached=result.cached,
-                               peak_memory_mb=round(result.peak_memory_mb, 1)))
-        results.append(result)
+                               trainable_params=adapted.trainable, train_seconds=round(adapted.train_seconds, 2),
+                               epochs=adapted.epochs_run, cached=adapted.cached,
+                               peak_memory_mb=round(adapted.peak_memory_mb, 1)))
     table = pd.concat(tables, ignore_index=True)
     # a structure the test scan cuts at its end is scored, and flagged: tables give whole and cut apart
     table["cut"] = [case_extents(dataset, c, structures)[s].cut for c, s in zip(table.get("case", []), table.get("structure", []))]
     table["run_seconds"] = round(time.perf_counter() - start, 1)
-    result = results[0]
     result.test_masks.update(masks)
-    if per_volume:
-        result.per_volume = {group[0]["case"]: r for group, r in zip(groups, results)}
     return table, result
 
 

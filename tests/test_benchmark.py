@@ -8,6 +8,7 @@ import torch
 
 from fseft_lab.benchmark import fold_shards, parse_shard, read_grid, shard_csv, split_method, writing_to
 from fseft_lab.cli import main
+from fseft_lab.data.phantom import GENERATOR_VERSION
 from fseft_lab.models import zoo
 
 TINY = """
@@ -62,6 +63,7 @@ def test_benchmark_runs_a_grid_resumes_it_and_writes_a_manifest(tmp_path, capsys
     manifest = json.loads(out.with_suffix(".json").read_text())
     assert manifest["invocations"][-1]["command"].startswith("fseft-lab benchmark") and "tiny" in manifest["grid_text"]
     assert len(manifest["checkpoint_sha256"]) == len(manifest["weights_sha256"]) == 64
+    assert manifest["phantom_generator"] == GENERATOR_VERSION
     assert manifest["invocations"][-1]["software"]["torch"]
     assert manifest["runs_done"] == manifest["runs_in_grid"] == 2 and set(table.device) == {"cpu"}
     modified = out.stat().st_mtime_ns

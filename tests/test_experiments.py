@@ -188,7 +188,7 @@ def test_per_volume_transductive_inference_adapts_once_per_test_volume(dataset, 
     assert not torch.equal(*heads)                      # each model saw its own query volume
     pooled, pooled_result = run(foundation, dataset, "liver", "linear_probe", 1, 0,
                                 RunOptions(transductive=TransductiveConfig("entropy", protocol="pooled"), **kw))
-    assert set(pooled.ti_protocol) == {"pooled"} and not hasattr(pooled_result, "per_volume")
+    assert set(pooled.ti_protocol) == {"pooled"} and not pooled_result.per_volume
 
 
 def _intensity_model():

@@ -200,3 +200,28 @@ def test_every_query_step_runs_at_its_epochs_last_support_rate(foundation):
     last_support, query = rates[1::3], rates[2::3]
     assert all(r > 0 for r in query), query
     assert query == last_support
+
+
+@pytest.mark.slow
+def test_per_volume_adaptations_share_their_first_epochs_and_equal_separate_calls(foundation):
+    """Per-volume TI trains the epochs before the query term once and forks: each query's model,
+    curve and logged sizes must be those of an adaptation run for that query alone."""
+    from fseft_lab.evaluate import trunk_features
+
+    support, queries = [_case(1, side=20)], [_case(2, side=14), _case(3, side=26)]
+    for q in queries:   # the trunk once per query volume, as experiments.run does
+        q["features"] = trunk_features(foundation, q["image"], 64)
+    ti = TransductiveConfig("penalty", weight=1.0, start=0.5)
+    kw = dict(config=_cfg(epochs=4, validate_every=1), profile="cpu", progress=False, transductive=ti)
+    forked = adapt(foundation, "linear_probe", support, query=queries, **kw)
+    assert list(forked.per_volume) == ["c2", "c3"] and forked is forked.per_volume["c2"]
+    for query in queries:
+        alone = adapt(foundation, "linear_probe", support, query=[query], **kw)
+        mine = forked.per_volume[query["case"]]
+        for a, b in zip(alone.model.classifier.parameters(), mine.model.classifier.parameters()):
+            assert torch.equal(a, b)
+        columns = ["epoch", "loss", "query_loss", "query_size/liver"]
+        assert alone.curve[columns].equals(mine.curve[columns])
+    heads = [r.model.classifier for r in forked.per_volume.values()]
+    assert heads[0] is not heads[1]
+    assert not all(torch.equal(a, b) for a, b in zip(heads[0].parameters(), heads[1].parameters()))
