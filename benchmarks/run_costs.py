@@ -88,7 +88,7 @@ def main() -> None:
             method, ti = split_method(spec)
             trains = what_trains(foundation, method, block.tasks[0], block.decoder)
             for k in (k for k in block.ks if args.ks is None or k in args.ks):
-                classes[(k, trains, ti.mode if ti else "none")].append(spec)
+                classes[(k, trains, ti.label if ti else "none")].append(spec)
         trunk_cache = {}              # shared by the block's runs, as in a grid
         for (k, trains, ti), specs in sorted(classes.items(), key=lambda kv: (kv[0][1] != "head", kv[0])):
             method, transductive = split_method(specs[0])

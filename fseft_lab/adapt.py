@@ -235,7 +235,9 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
     banks = _crop_banks(model, foundation, support, structures, schedule, patch, bank_cache, device, progress)
     if schedule.level == "trunk":  # validation volumes too: the trunk once, then only the head at each validation
         validation = [{**c, "features": trunk_features(model, c["image"], patch)} for c in validation]
-    per_volume = transductive is not None and transductive.protocol == "per_volume" and len(query) > 1
+    # with lambda = 0 the query never moves the model: one adaptation serves every query volume
+    per_volume = (transductive is not None and transductive.protocol == "per_volume" and transductive.weight > 0
+                  and len(query) > 1)
     terms = [None] if transductive is None else \
         [QueryTerm(model, support, group, structures, multiclass, transductive, patch, schedule.epochs, device)
          for group in ([[q] for q in query] if per_volume else [query])]

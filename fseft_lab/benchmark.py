@@ -72,9 +72,13 @@ class Block:
 
 def split_method(spec: str) -> tuple[str, TransductiveConfig | None]:
     """``"spatial_adapter+penalty"`` -> ("spatial_adapter", TransductiveConfig("penalty")), per-volume
-    TI (the default); ``"spatial_adapter+penalty/pooled"``: the pooled protocol."""
+    TI (the default); ``"spatial_adapter+penalty/pooled"``: the pooled protocol;
+    ``"spatial_adapter+none"``: no query term on TI's schedule (``weight`` 0), the baseline that
+    compares TI with none on equal schedules."""
     method, _, ti = spec.partition("+")
     mode, _, protocol = ti.partition("/")
+    if mode == "none":
+        return method, TransductiveConfig(weight=0.0, protocol=protocol or "per_volume")
     return method, (TransductiveConfig(mode, protocol=protocol or "per_volume") if mode else None)
 
 
@@ -108,8 +112,9 @@ def read_grid(path: str | Path) -> list[Block]:
             get_method(method)
             if protocol and protocol not in PROTOCOLS:
                 raise ValueError(f"{where}: method {spec!r}: transductive protocol {protocol!r} is not one of {PROTOCOLS}")
-            if mode and mode not in MODES:
-                raise ValueError(f"{where}: method {spec!r}: transductive mode {mode!r} is not one of {MODES}")
+            if mode and mode not in MODES + ("none",):
+                raise ValueError(f"{where}: method {spec!r}: transductive mode {mode!r} is not one of {MODES} "
+                                 "or none (TI's schedule without the query term)")
         if raw.get("decoder", "frozen") not in DECODER_OPTIONS:
             raise ValueError(f"{where}: decoder {raw['decoder']!r} is not one of {DECODER_OPTIONS}")
         if not raw["ks"] or min(raw["ks"]) < 1 or not raw["seeds"]:
@@ -314,7 +319,7 @@ def grid_run_key(task: str, spec: str, decoder: str, k: int, seed: int) -> tuple
     """A grid entry's run key, e.g. ``spatial_adapter+penalty`` -> method ``spatial_adapter``,
     transductive ``penalty``."""
     method, ti = split_method(spec)
-    return run_key(task, method, decoder, ti.mode if ti else "none", k, seed)
+    return run_key(task, method, decoder, ti.label if ti else "none", k, seed)
 
 
 def _run_workers(grid, out_csv: Path, profile: str, data_dir, checkpoint: str, only: str | None, workers: int,

@@ -244,8 +244,8 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
                    bank_cache=None if trunk_cache is None else trunk_cache.setdefault(("banks", str(dataset.root)), {}),
                    query=[{k: v for k, v in c.items() if k != "label"} for c in test_cases] if transductive else (),
                    transductive=transductive, structures=structures, **method_options)
-    if per_volume and not result.per_volume:   # one test volume: its adaptation is the result
-        result.per_volume = {test_cases[0]["case"]: result}
+    if per_volume and not result.per_volume:   # one test volume, or lambda = 0: one adaptation serves all
+        result.per_volume = {case["case"]: result for case in test_cases}
     groups = [([case], result.per_volume[case["case"]]) for case in test_cases] if per_volume else [(test_cases, result)]
     tables, masks = [], {}
     for group, adapted in groups:
@@ -259,7 +259,7 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
             _attach_trunk_features(foundation, dataset, group, trunk_cache, geometry, options.progress)
         tables.append(evaluate(adapted.model, group, channels, geometry.patch_size, multiclass, options.largest_component,
                                progress=options.progress, masks_out=masks, task=task, method=method, decoder=options.decoder,
-                               transductive=transductive.mode if transductive else "none",
+                               transductive=transductive.label if transductive else "none",
                                ti_protocol=transductive.protocol if transductive else "none", k=k, seed=seed,
                                trainable_params=adapted.trainable, train_seconds=round(adapted.train_seconds, 2),
                                epochs=adapted.epochs_run, cached=adapted.cached,
@@ -317,7 +317,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
         raise ValueError(f"{out_csv} holds transductive rows of protocol {ti_rows['ti_protocol'].iloc[0]!r}, this grid "
                          f"runs {transductive.protocol!r}: one table, one protocol; write to another file")
     done = done_runs(table)
-    mode = transductive.mode if transductive else "none"
+    mode = transductive.label if transductive else "none"
     todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
             if run_key(t, m, options.decoder, mode, k, s) not in done]
     each = replace(options, trunk_cache={} if options.trunk_cache is None else options.trunk_cache, progress=False)

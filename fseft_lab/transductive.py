@@ -59,7 +59,7 @@ class TransductiveConfig:
         mode: ``penalty`` (the paper's hinge), ``barrier`` (log-barrier extension) or ``entropy``.
         margin: g, the half-width of the allowed size band relative to the prior (0.3).
         margins: per-structure margins overriding ``margin`` (the paper widens kidneys to 0.5).
-        weight: lambda, the weight of the query term (0.1).
+        weight: lambda, the weight of the query term (0.1); 0: no query term, only TI's schedule.
         start: fraction of the epochs after which the query term switches on (0.5).
         pool: average pooling of the query's trunk features (2: 8x fewer voxels).
         t0, t_growth: the barrier's initial t and its growth factor per epoch.
@@ -91,6 +91,13 @@ class TransductiveConfig:
             raise ValueError(f"start={self.start} must lie in [0, 1] (a fraction of the epochs)")
         if self.pool < 1 or self.t0 <= 0 or self.t_growth < 1:
             raise ValueError(f"pool={self.pool} must be >= 1, t0={self.t0} > 0 and t_growth={self.t_growth} >= 1")
+
+    @property
+    def label(self) -> str:
+        """What a results table's ``transductive`` column says: the mode, or, with ``weight`` 0,
+        ``none, TI schedule``: no query term, on transductive inference's schedule (every epoch, no
+        early stop), the baseline that compares TI with none on equal schedules."""
+        return self.mode if self.weight > 0 else "none, TI schedule"
 
     def margin_of(self, structure: str) -> float:
         return self.margins.get(structure, self.margin)

@@ -199,9 +199,9 @@ _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spa
 # few epochs of tuning a sliver of the trunk's own weights to one labelled volume already move the
 # organ's Dice. The learning curves show whether the epochs were enough; on the `gpu` profile
 # (more epochs) the comparison with the adapters of notebook 03 is the interesting one. The paper
-# recommends the black-box spatial adapter for base organs at low k (notebook 03) and runs BitFit
-# and Affine-LN among its PEFT methods; notebook 09 compares the two families on the phantom
-# benchmark, over k = 1, 5 and 10 and several draws, instead of this single draw.
+# reports the black-box spatial adapter (notebook 03) as the best method for base organs at k = 1,
+# with BitFit and Affine-LN among the PEFT methods it compares; notebook 09 tests that finding on
+# the phantom benchmark, over k = 1, 5 and 10 and several draws, instead of this single draw.
 #
 # **BitFit's parameter count.** On the cpu-profile model BitFit trains far more parameters than
 # Affine-LN (the `trainable` column above), for about the same Dice on this draw. Almost all of

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fseft_lab.benchmark import fold_shards, parse_shard, read_grid, shard_csv, split_method, writing_to
+from fseft_lab.benchmark import fold_shards, grid_run_key, parse_shard, read_grid, shard_csv, split_method, writing_to
 from fseft_lab.cli import main
 from fseft_lab.data.phantom import GENERATOR_VERSION
 from fseft_lab.models import zoo
@@ -29,6 +29,8 @@ def test_the_committed_grid_is_valid_and_sized_like_the_paper():
     assert split_method("spatial_adapter+barrier")[1].mode == "barrier" and split_method("lora")[1] is None
     assert split_method("spatial_adapter+penalty")[1].protocol == "per_volume"
     assert split_method("spatial_adapter+penalty/pooled")[1].protocol == "pooled"
+    assert split_method("spatial_adapter+none")[1].label == "none, TI schedule"      # lambda = 0: TI's schedule only
+    assert grid_run_key("liver", "spatial_adapter+none", "frozen", 1, 0) != grid_run_key("liver", "spatial_adapter", "frozen", 1, 0)
 
 
 @pytest.mark.parametrize("edit, message", [

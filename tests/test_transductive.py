@@ -225,3 +225,10 @@ def test_per_volume_adaptations_share_their_first_epochs_and_equal_separate_call
     heads = [r.model.classifier for r in forked.per_volume.values()]
     assert heads[0] is not heads[1]
     assert not all(torch.equal(a, b) for a, b in zip(heads[0].parameters(), heads[1].parameters()))
+    # lambda = 0, the equal-schedule baseline: the queries cannot move the model, so one adaptation
+    # (on TI's schedule, which a query-free run would end early) serves them all
+    kw["transductive"] = TransductiveConfig(weight=0.0)
+    baseline = adapt(foundation, "linear_probe", support, query=queries, **kw)
+    assert not baseline.per_volume and baseline.epochs_run == 4 and kw["transductive"].label == "none, TI schedule"
+    alone = adapt(foundation, "linear_probe", support, query=queries[1:], **kw)
+    assert all(torch.equal(a, b) for a, b in zip(alone.model.classifier.parameters(), baseline.model.classifier.parameters()))
