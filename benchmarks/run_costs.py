@@ -30,9 +30,10 @@ from fseft_lab import experiments
 from fseft_lab.adapt import cache_level
 from fseft_lab.anatomy import task_structures
 from fseft_lab.benchmark import block_dataset, read_grid, split_method
-from fseft_lab.experiments import RunOptions, write_csv
+from fseft_lab.data.phantom import GENERATOR_VERSION
+from fseft_lab.experiments import RunOptions, write_csv, write_manifest
 from fseft_lab.methods import build
-from fseft_lab.models.zoo import checkpoint_geometry, load_foundation
+from fseft_lab.models.zoo import ZOO, checkpoint_geometry, get_checkpoint, load_foundation, local_path, weights_sha256
 from fseft_lab.profiles import get_profile
 
 PHASES = {"load": "load_cases", "trunk": "_attach_trunk_features", "adapt": "adapt", "evaluate": "evaluate"}
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--checkpoint", default="phantom_cpu")
     parser.add_argument("--data", type=Path, default=Path("data/benchmark"), help="where the grid's exports are kept")
-    parser.add_argument("--out", type=Path, help="CSV of the classes and their phases")
+    parser.add_argument("--out", type=Path, help="CSV of the classes and their phases (and a JSON manifest beside it)")
     args = parser.parse_args()
     blocks = [b for b in read_grid(args.grid) if args.only is None or args.only in b.name]
     if not blocks:
@@ -109,8 +110,12 @@ def main() -> None:
     print(f"\n{args.grid}: {runs} runs, estimated {total / 3600:.1f} h on this machine, a mean of {total / runs:.0f} s per run")
     print(table.groupby("trains")[["runs_in_grid", "grid_seconds"]].sum().assign(
         mean_seconds=lambda t: (t.grid_seconds / t.runs_in_grid).round()).to_string())
-    if args.out:
+    if args.out:   # the figures, and beside them the model, phantom and machine they were measured with
         write_csv(table, args.out)
+        weights = local_path(get_checkpoint(args.checkpoint)) if args.checkpoint in ZOO else Path(args.checkpoint)
+        write_manifest(args.out.with_suffix(".json"), grid=args.grid, profile=profile.name, checkpoint=args.checkpoint,
+                       weights_sha256=weights_sha256(weights), phantom_generator=GENERATOR_VERSION,
+                       estimated_grid_hours=round(total / 3600, 2), mean_seconds_per_run=round(total / runs))
 
 
 if __name__ == "__main__":
