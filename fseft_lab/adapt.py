@@ -56,7 +56,8 @@ class AdaptConfig:
 
     Args:
         epochs: maximum epochs (200 in the paper); default the profile's ``num_epochs``, or its
-            ``cached_epochs`` (200) when the feature cache makes epochs cheap.
+            ``cached_epochs`` (200) when the feature cache makes epochs cheap; with transductive
+            inference, its config's ``epochs`` (the reference's 100).
         crops_per_volume: random crops per support volume and step (6 in the paper).
         lr: peak learning rate; default the method's paper rate, 1e-4 when the decoder trains.
         weight_decay: AdamW weight decay (0 in the paper).
@@ -227,7 +228,7 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
     if not params:  # zero-shot: nothing to train
         return Adapted(model.eval(), pd.DataFrame(columns=["epoch", "loss", "dice_loss", "lr", "seconds", "val_dice"]),
                        0.0, 0, False, 0, False, _peak_memory_mb(device), 0.0)
-    schedule = _schedule(model, method, decoder, support, cfg, prof, transductive is not None)
+    schedule = _schedule(model, method, decoder, support, cfg, prof, transductive)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -299,7 +300,7 @@ class _Schedule:
 
 
 def _schedule(model: nn.Module, method: str, decoder: str, support: Sequence[dict], cfg: AdaptConfig, prof,
-              transductive: bool) -> _Schedule:
+              transductive: TransductiveConfig | None) -> _Schedule:
     """Epochs, crops, learning rate and feature cache for a model that trains: the config's values,
     else the profile's and the method's. Refuses what the protocol cannot run: no support volume, a
     feature cache the model cannot use, fewer than one epoch or crop, transductive inference with a
@@ -308,7 +309,7 @@ def _schedule(model: nn.Module, method: str, decoder: str, support: Sequence[dic
     level = cache_level(model) if cfg.feature_cache is not False else None
     if cfg.feature_cache and level is None:
         raise ValueError(f"feature_cache needs a frozen encoder, but {method} (decoder {decoder}) trains the Swin encoder")
-    epochs = cfg.epochs or (prof.cached_epochs if level == "trunk" else prof.num_epochs)
+    epochs = cfg.epochs or (transductive and transductive.epochs) or (prof.cached_epochs if level == "trunk" else prof.num_epochs)
     crops = cfg.crops_per_volume or prof.crops_per_volume
     if epochs < 1 or crops < 1:
         raise ValueError(f"epochs={epochs} and crops_per_volume={crops} must be >= 1")

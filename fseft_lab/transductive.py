@@ -65,6 +65,8 @@ class TransductiveConfig:
         t0, t_growth: the barrier's initial t and its growth factor per epoch.
         protocol: ``per_volume`` (one adaptation per query volume, the reference) or ``pooled``
             (one adaptation for all test volumes, taking turns).
+        epochs: the adaptation's epochs, unless its :class:`~fseft_lab.adapt.AdaptConfig` sets
+            them: the reference's 100 (the query term from epoch 50); None: the profile's.
     """
 
     mode: str = "penalty"
@@ -76,6 +78,7 @@ class TransductiveConfig:
     t0: float = 5.0
     t_growth: float = 1.05
     protocol: str = "per_volume"
+    epochs: int | None = 100
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -89,6 +92,8 @@ class TransductiveConfig:
             raise ValueError(f"weight (lambda)={self.weight} must be >= 0")
         if not 0.0 <= self.start <= 1.0:
             raise ValueError(f"start={self.start} must lie in [0, 1] (a fraction of the epochs)")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs} must be >= 1 (or None: the profile's)")
         if self.pool < 1 or self.t0 <= 0 or self.t_growth < 1:
             raise ValueError(f"pool={self.pool} must be >= 1, t0={self.t0} > 0 and t_growth={self.t_growth} >= 1")
 

@@ -232,3 +232,16 @@ def test_per_volume_adaptations_share_their_first_epochs_and_equal_separate_call
     assert not baseline.per_volume and baseline.epochs_run == 4 and kw["transductive"].label == "none, TI schedule"
     alone = adapt(foundation, "linear_probe", support, query=queries[1:], **kw)
     assert all(torch.equal(a, b) for a, b in zip(alone.model.classifier.parameters(), baseline.model.classifier.parameters()))
+
+
+@pytest.mark.slow
+def test_transductive_inference_runs_its_own_schedule_unless_the_config_sets_one(foundation):
+    """TI's epochs (the reference's 100 by default) replace the profile's; AdaptConfig's win over both."""
+    support, query = [_case(1)], [_case(2)]
+    common = dict(query=query, profile="cpu", progress=False)
+    short = adapt(foundation, "linear_probe", support, config=_cfg(epochs=None), transductive=TransductiveConfig(epochs=3), **common)
+    assert short.epochs_run == 3 and short.curve.query_loss.notna().sum() == 2      # the query term from epoch 1
+    fixed = adapt(foundation, "linear_probe", support, config=_cfg(epochs=2), transductive=TransductiveConfig(epochs=3), **common)
+    assert fixed.epochs_run == 2
+    with pytest.raises(ValueError, match="epochs=0 must be >= 1"):
+        TransductiveConfig(epochs=0)

@@ -157,7 +157,8 @@ def add_adapt(sub) -> None:
     a.add_argument("--decoder", choices=["frozen", "fine-tuned", "new"], default="frozen",
                    help="the SwinUNETR decoder: kept frozen, fine-tuned, or re-initialised and trained (new)")
     a.add_argument("--profile", default=None, help=PROFILE_HELP)
-    a.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the profile's)")
+    a.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs (default: the profile's; with --transductive, the reference's 100)")
     a.add_argument("--spacing", type=float, default=None, metavar="MM",
                    help="force another voxel size than the model was trained at (default: the model's; warns)")
     a.add_argument("--patch", type=int, default=None, metavar="N",
