@@ -96,7 +96,7 @@ def main() -> None:
             spent.clear()
             start = time.perf_counter()
             experiments.run(foundation, dataset, block.tasks[0], method, k, block.seeds[0],
-                            RunOptions(decoder=block.decoder, profile=profile.name, transductive=transductive,
+                            RunOptions(decoder=block.decoder, profile=profile.name, config=block.config(), transductive=transductive,
                                        trunk_cache=trunk_cache, cache_dir=args.data / "cache", progress=False))
             rows.append({"block": block.name, "k": k, "trains": trains, "transductive": ti, "method": specs[0],
                          "runs_in_grid": len(specs) * len(block.tasks) * len(block.seeds),

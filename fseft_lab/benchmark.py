@@ -11,6 +11,7 @@ target dataset and the tasks, methods, shots and seeds to run on it::
     ks = [1, 5, 10]
     seeds = [0, 1, 2]
     decoder = "frozen"            # optional
+    adapt = { lr = 1e-3 }         # optional: AdaptConfig settings for every run of the block
 
 ``method+mode`` runs the method with constrained transductive inference (``penalty``,
 ``barrier`` or ``entropy``), adapted once per test volume (the reference's protocol);
@@ -32,11 +33,12 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import pandas as pd
 
+from fseft_lab.adapt import AdaptConfig
 from fseft_lab.anatomy import task_structures
 from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
 from fseft_lab.experiments import RunOptions, check_post_processing, done_runs, environment, run_grid, run_key, write_csv
@@ -51,7 +53,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
-BLOCK_KEYS = {"name", "dataset", "tasks", "methods", "ks", "seeds", "decoder"}
+BLOCK_KEYS = {"name", "dataset", "tasks", "methods", "ks", "seeds", "decoder", "adapt"}
+OPTIONAL_KEYS = {"decoder", "adapt"}
 DATASET_KEYS = {"layout", "seed", "domain", "template", "cases", "num_test"}
 
 
@@ -64,10 +67,15 @@ class Block:
     ks: list[int]
     seeds: list[int]
     decoder: str = "frozen"
+    adapt: dict = field(default_factory=dict)    # AdaptConfig fields for every run, e.g. {"lr": 1e-3}
     runs: int = field(init=False)
 
     def __post_init__(self):
         self.runs = len(self.tasks) * len(self.methods) * len(self.ks) * len(self.seeds)
+
+    def config(self) -> AdaptConfig | None:
+        """The block's :class:`~fseft_lab.adapt.AdaptConfig` (None: every default)."""
+        return AdaptConfig(**self.adapt) if self.adapt else None
 
 
 def split_method(spec: str) -> tuple[str, TransductiveConfig | None]:
@@ -97,7 +105,7 @@ def read_grid(path: str | Path) -> list[Block]:
     for i, raw in enumerate(grid["block"], start=1):
         where = f"{path}, block {i} ({raw.get('name', 'unnamed')})"
         unknown = set(raw) - BLOCK_KEYS
-        missing = BLOCK_KEYS - {"decoder"} - set(raw)
+        missing = BLOCK_KEYS - OPTIONAL_KEYS - set(raw)
         if unknown or missing:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; "
                              f"a block has {sorted(BLOCK_KEYS)}")
@@ -115,6 +123,10 @@ def read_grid(path: str | Path) -> list[Block]:
             if mode and mode not in MODES + ("none",):
                 raise ValueError(f"{where}: method {spec!r}: transductive mode {mode!r} is not one of {MODES} "
                                  "or none (TI's schedule without the query term)")
+        settable = {f.name for f in fields(AdaptConfig)} - {"seed"}     # the seed is the grid's
+        if set(raw.get("adapt", {})) - settable:
+            raise ValueError(f"{where}: adapt settings {sorted(set(raw['adapt']) - settable)} are not AdaptConfig "
+                             f"fields; choose among {sorted(settable)}")
         if raw.get("decoder", "frozen") not in DECODER_OPTIONS:
             raise ValueError(f"{where}: decoder {raw['decoder']!r} is not one of {DECODER_OPTIONS}")
         if not raw["ks"] or min(raw["ks"]) < 1 or not raw["seeds"]:
@@ -310,7 +322,8 @@ def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str
     for block, ds, spec, task, k, seed in progress_bar(todo[index::count], desc="benchmark", disable=not progress):
         method, ti = split_method(spec)
         run_grid(foundation, ds, target, [task], [method], [k], [seed],
-                 RunOptions(decoder=block.decoder, profile=profile, transductive=ti, trunk_cache=trunk_caches.setdefault(block.name, {}),
+                 RunOptions(decoder=block.decoder, profile=profile, config=block.config(), transductive=ti,
+                            trunk_cache=trunk_caches.setdefault(block.name, {}),
                             progress=False, cache_dir=Path(data_dir) / "cache", largest_component=largest_component))
     return pd.read_csv(target) if target.is_file() else pd.DataFrame()
 

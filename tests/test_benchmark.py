@@ -33,6 +33,15 @@ def test_the_committed_grid_is_valid_and_sized_like_the_paper():
     assert grid_run_key("liver", "spatial_adapter+none", "frozen", 1, 0) != grid_run_key("liver", "spatial_adapter", "frozen", 1, 0)
 
 
+def test_a_block_sets_the_adaptation_of_its_runs(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(TINY + "adapt = { lr = 1e-3, epochs = 40 }\n")
+    config = read_grid(grid)[0].config()
+    assert (config.lr, config.epochs, config.crops_per_volume) == (1e-3, 40, None)   # the rest stays the default
+    grid.write_text(TINY)
+    assert read_grid(grid)[0].config() is None
+
+
 @pytest.mark.parametrize("edit, message", [
     (("methods = [\"zero_shot\"]", "methods = [\"prompt_tuning\"]"), "unknown method 'prompt_tuning'"),
     (("methods = [\"zero_shot\"]", "methods = [\"zero_shot+hinge\"]"), "transductive mode 'hinge'"),
@@ -41,6 +50,8 @@ def test_the_committed_grid_is_valid_and_sized_like_the_paper():
     (("seeds = [0, 1]", "seeds = [0, 1]\nshots = 3"), r"unknown keys \['shots'\]"),
     (("layout = \"msd\"", "layout = \"nnunet\""), "needs a layout in"),
     (("[[block]]", "[[block]"), "is not valid TOML"),
+    (("seeds = [0, 1]", "seeds = [0, 1]\nadapt = { learning_rate = 1e-3 }"), r"adapt settings \['learning_rate'\] are not AdaptConfig"),
+    (("seeds = [0, 1]", "seeds = [0, 1]\nadapt = { seed = 3 }"), r"adapt settings \['seed'\]"),
 ])
 def test_bad_grids_are_refused_before_anything_runs(tmp_path, edit, message):
     grid = tmp_path / "grid.toml"
