@@ -31,6 +31,8 @@ def test_the_committed_grid_is_valid_and_sized_like_the_paper():
     assert split_method("spatial_adapter+penalty/pooled")[1].protocol == "pooled"
     assert split_method("spatial_adapter+none")[1].label == "none, TI schedule"      # lambda = 0: TI's schedule only
     assert grid_run_key("liver", "spatial_adapter+none", "frozen", 1, 0) != grid_run_key("liver", "spatial_adapter", "frozen", 1, 0)
+    cpu = read_grid("grids/fseft_phantom_cpu.toml")   # the course's CPU benchmark: 3 draws in every cell
+    assert all(len(b.seeds) >= 3 for b in cpu) and sum(b.runs for b in cpu) == 246
 
 
 def test_a_block_sets_the_adaptation_of_its_runs(tmp_path):
