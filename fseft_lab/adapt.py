@@ -216,7 +216,8 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
 
     The steps: the protocol's checks (:func:`_check_protocol`), the method's model, the schedule
     (:func:`_schedule`), the crop banks and their cached features (:func:`_crop_banks`), then the
-    training loop (:func:`_train`) with its early stop (:func:`plateaued`).
+    training loop (:func:`_train`) with its early stop (:func:`plateaued`), forked per query volume
+    for per-volume TI (:func:`_per_volume`).
     """
     cfg, prof = config or AdaptConfig(), get_profile(profile)
     patch = patch_size or resolve_geometry(foundation, profile).patch_size
@@ -244,23 +245,30 @@ def adapt(foundation: nn.Module, method: str, support: Sequence[dict], *, multic
          for group in ([[q] for q in query] if per_volume else [query])]
     job = _Training(model, params, method, support, banks, validation, terms[0], schedule, len(structures), multiclass,
                     patch, device, start, DiceLoss(sigmoid=not multiclass, softmax=multiclass, batch=True))
-    optimizer = _optimizer(job)
-    if not per_volume:
-        rows, stopped = _train(job, optimizer, range(schedule.epochs), progress)
-        return _adapted(job, rows, stopped)
-    # per-volume TI: the epochs before the query term starts do not depend on the query volume
-    shared, _ = _train(job, optimizer, range(terms[0].start_epoch), progress, log_terms=terms)
-    state = copy.deepcopy((model.state_dict(), [o.state_dict() for o in optimizer]))
-    shared_seconds, results = time.perf_counter() - start, {}
+    steppers = _steppers(job)
+    if per_volume:
+        return _per_volume(job, steppers, query, terms, progress)
+    rows, stopped = _train(job, steppers, range(schedule.epochs), progress)
+    return _adapted(job, rows, stopped)
+
+
+def _per_volume(job: _Training, steppers: tuple, query: Sequence[dict], terms: list[QueryTerm], progress: bool) -> Adapted:
+    """Per-volume TI: the epochs before the query term starts do not depend on the query volume, so
+    they are trained once; each volume's adaptation goes on from a copy of the model and of the
+    optimiser's state. Returns the first volume's result, with every volume's in ``per_volume``."""
+    model = job.model
+    shared, _ = _train(job, steppers, range(terms[0].start_epoch), progress, log_terms=terms)
+    state = copy.deepcopy((model.state_dict(), [s.state_dict() for s in steppers]))
+    shared_seconds, results = time.perf_counter() - job.start, {}
     for i, (case, term) in enumerate(zip(query, terms)):
         job.model = copy.deepcopy(model) if i < len(terms) - 1 else model
         job.model.load_state_dict(state[0])
         job.params, job.term = [p for p in job.model.parameters() if p.requires_grad], term
-        optimizer = _optimizer(job)
-        for o, saved in zip(optimizer, copy.deepcopy(state[1])):
-            o.load_state_dict(saved)
+        steppers = _steppers(job)
+        for stepper, saved in zip(steppers, copy.deepcopy(state[1])):
+            stepper.load_state_dict(saved)
         job.start = time.perf_counter() - shared_seconds   # each one's seconds include the shared epochs
-        rows, stopped = _train(job, optimizer, range(term.start_epoch, schedule.epochs), progress)
+        rows, stopped = _train(job, steppers, range(term.start_epoch, job.schedule.epochs), progress)
         own = [{**{k: v for k, v in r.items() if k != "query_sizes"}, **r["query_sizes"][i]} for r in shared]
         results[case.get("case", i)] = _adapted(job, own + rows, stopped)
     first = next(iter(results.values()))
@@ -372,8 +380,9 @@ class _Training:
         return self.schedule.cfg.amp and self.device.type == "cuda"
 
 
-def _optimizer(job: _Training) -> tuple:
-    """AdamW over the parameters that train, its warm-up-then-cosine rate per step, and the AMP scaler."""
+def _steppers(job: _Training) -> tuple:
+    """What moves the weights: AdamW over the parameters that train, its warm-up-then-cosine rate
+    per step, and the AMP scaler."""
     cfg, epochs = job.schedule.cfg, job.schedule.epochs
     optimizer = torch.optim.AdamW(job.params, lr=job.schedule.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(job.support)
@@ -382,7 +391,7 @@ def _optimizer(job: _Training) -> tuple:
     return optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=job.use_amp)
 
 
-def _train(job: _Training, optimizer: tuple, epochs: range, progress: bool,
+def _train(job: _Training, steppers: tuple, epochs: range, progress: bool,
            log_terms: Sequence[QueryTerm] = ()) -> tuple[list[dict], bool]:
     """The training loop over ``epochs`` (all of them, or a part, the optimiser's state going on):
     each epoch the support steps (:func:`_support_steps`), the query step (:func:`_query_step`) and
@@ -391,7 +400,7 @@ def _train(job: _Training, optimizer: tuple, epochs: range, progress: bool,
     the predicted sizes of each of these terms' queries (the row's ``query_sizes``, a list) instead
     of the job's own. Returns the rows and whether it stopped early."""
     cfg, term = job.schedule.cfg, job.term
-    optimizer, scheduler, scaler = optimizer
+    optimizer, scheduler, scaler = steppers
     rows, stopped = [], False
     bar = progress_bar(total=job.schedule.epochs, initial=epochs.start, desc=f"adapting: {job.method}",
                        disable=not progress)
