@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fseft_lab.adapt import AdaptConfig, adapt, cache_level
+from fseft_lab.adapt import AdaptConfig, adapt
+from fseft_lab.crop_bank import cache_level
 from fseft_lab.data.layouts import export_phantom
 from fseft_lab.experiments import load_cases
 from fseft_lab.models.zoo import load_foundation

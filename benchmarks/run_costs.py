@@ -27,9 +27,9 @@ from pathlib import Path
 import pandas as pd
 
 from fseft_lab import experiments
-from fseft_lab.adapt import cache_level
 from fseft_lab.anatomy import task_structures
 from fseft_lab.benchmark import block_dataset, read_grid, split_method
+from fseft_lab.crop_bank import cache_level
 from fseft_lab.data.phantom import GENERATOR_VERSION
 from fseft_lab.experiments import RunOptions, write_csv, write_manifest
 from fseft_lab.methods import build

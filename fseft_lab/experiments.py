@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fseft_lab.adapt import AdaptConfig, Adapted, adapt, frozen_trunk
+from fseft_lab.adapt import AdaptConfig, Adapted, adapt
 from fseft_lab.anatomy import is_one_piece, task_structures
+from fseft_lab.crop_bank import frozen_trunk
 from fseft_lab.data.cache import CachedCases
 from fseft_lab.data.fewshot import Extent, FewShotSplit, default_num_test, extents, few_shot_split, not_a_support
 from fseft_lab.data.layouts import CaseFolder

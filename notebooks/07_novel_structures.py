@@ -248,7 +248,7 @@ costs
 # <details><summary>Solutions</summary>
 #
 # 1. LoRA trains inside the Swin encoder, so the encoder's output changes every step and cannot be
-#    cached (`from fseft_lab.adapt import cache_level`; `cache_level(build(foundation, "lora", structures,
+#    cached (`from fseft_lab.crop_bank import cache_level`; `cache_level(build(foundation, "lora", structures,
 #    multiclass, decoder="fine-tuned"))` returns `None`): each step runs the whole network and its
 #    backward reaches into the encoder, so its seconds per epoch are of the order of the two uncached rows ("decoder + head, no cache" and
 #    "full fine-tuning"), not the cached row's fraction of them.

@@ -53,7 +53,7 @@ def test_cached_encoder_states_train_the_decoder_as_the_whole_network_does(found
     step runs only the decoder and head. Same bank, same steps: the same losses and the same update
     (Adam turns float rounding in near-zero gradients into lr-sized steps, so the update is compared
     as a whole, not weight by weight)."""
-    from fseft_lab.adapt import cache_level
+    from fseft_lab.crop_bank import cache_level
 
     config = dict(epochs=2, crop_bank=4, lr=1e-3)
     runs = [adapt(foundation, method, [_case(1)], decoder="fine-tuned", config=_cfg(**config, feature_cache=cache),
@@ -155,7 +155,7 @@ def test_nan_loss_stops_with_the_step_and_learning_rate(foundation):
 
 
 def test_crops_are_stratified_positive_and_negative():
-    from fseft_lab.adapt import draw_crops
+    from fseft_lab.crop_bank import draw_crops
 
     case = _case(1)
     for seed in range(3):
@@ -168,7 +168,7 @@ def test_crops_are_stratified_positive_and_negative():
 
 
 def test_bank_picks_are_stratified():
-    from fseft_lab.adapt import _pick
+    from fseft_lab.crop_bank import _pick
 
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -180,7 +180,7 @@ def test_bank_picks_are_stratified():
 def test_crops_picked_from_a_bank_keep_their_own_labels():
     """Regression: the inputs and the labels of a step were once picked with two draws of indices,
     so frozen-trunk methods trained on one crop's features against another crop's labels."""
-    from fseft_lab.adapt import pick_from_bank
+    from fseft_lab.crop_bank import pick_from_bank
 
     entries = torch.arange(16.0).view(16, 1, 1, 1, 1)                                  # entry i holds i
     bank = ((entries, -entries), torch.arange(16).view(16, 1, 1, 1, 1))   # two inputs per crop (image, state)
