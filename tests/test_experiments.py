@@ -189,6 +189,11 @@ def test_per_volume_transductive_inference_adapts_once_per_test_volume(dataset, 
     pooled, pooled_result = run(foundation, dataset, "liver", "linear_probe", 1, 0,
                                 RunOptions(transductive=TransductiveConfig("entropy", protocol="pooled"), **kw))
     assert set(pooled.ti_protocol) == {"pooled"} and not pooled_result.per_volume
+    # lambda = 0, TI's schedule without the query term: one adaptation scores every test volume
+    same, same_result = run(foundation, dataset, "liver", "linear_probe", 1, 0,
+                            RunOptions(transductive=TransductiveConfig(weight=0.0), **kw))
+    assert set(same.transductive) == {"none, TI schedule"} and same.case.tolist() == test
+    assert sorted(same_result.per_volume) == sorted(test) and len({id(r) for r in same_result.per_volume.values()}) == 1
 
 
 def _intensity_model():
