@@ -198,10 +198,11 @@ _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spa
 # target, and by how much: the non-contrast scanner is where the foundation model is weakest (the lowest score in most columns of notebook 01's zero-shot table), and a
 # few epochs of tuning a sliver of the trunk's own weights to one labelled volume already move the
 # organ's Dice. The learning curves show whether the epochs were enough; on the `gpu` profile
-# (more epochs) the comparison with the adapters of notebook 03 is the interesting one. The paper
-# reports the black-box spatial adapter (notebook 03) as the best method for base organs at k = 1,
-# with BitFit and Affine-LN among the PEFT methods it compares; notebook 09 tests that finding on
-# the phantom benchmark, over k = 1, 5 and 10 and several draws, instead of this single draw.
+# (more epochs) the comparison with the adapters of notebook 03 is the interesting one. The
+# paper's journal version reports the black-box spatial adapter (notebook 03) as the best method
+# for base organs at k = 1, with BitFit and Affine-LN among the PEFT methods it compares; notebook
+# 09 puts every method side by side on the phantom benchmark, at k = 1, 5 and 10 and over three
+# draws instead of this single one, and says how far the paper's findings hold there.
 #
 # **BitFit's parameter count.** On the cpu-profile model BitFit trains far more parameters than
 # Affine-LN (the `trainable` column above), for about the same Dice on this draw. Almost all of

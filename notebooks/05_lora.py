@@ -194,9 +194,9 @@ _ = viz.compare_figure(case["image"][0], case["label"][0] == 1, masks, task, spa
 #
 # **Reading the result.** The checked line says whether LoRA beat zero-shot on the non-contrast
 # target, with both Dice values; the learning curve shows whether the CPU's epochs were enough, and
-# the `gpu` profile runs the full schedule. In the paper LoRA is among the best methods for
-# novel structures (with the decoder fine-tuned, notebook 07) but behind the spatial adapter for base
-# organs at k = 1.
+# the `gpu` profile runs the full schedule. In the paper's journal version LoRA, with the decoder
+# fine-tuned (notebook 07), leads the methods for novel structures; for base organs at k = 1 the
+# journal reports the spatial adapter as the best. Notebook 09 tests both on the phantom.
 
 # %% [markdown]
 # ## 3. Beyond the paper: adaptive-rank LoRA
