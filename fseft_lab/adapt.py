@@ -22,7 +22,7 @@ import math
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -81,6 +81,14 @@ class AdaptConfig:
     validate_every: int = 5
     seed: int = 0
     amp: bool = True
+
+    def label(self) -> str:
+        """What this config changes of the defaults, the seed aside, as a results row records it:
+        ``"default"``, or e.g. ``"epochs=200, lr=0.001"``. Two runs that differ here are two runs."""
+        default = AdaptConfig()
+        changed = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                   if f.name != "seed" and getattr(self, f.name) != getattr(default, f.name)]
+        return ", ".join(changed) or "default"
 
 
 @dataclass

@@ -41,7 +41,8 @@ import pandas as pd
 from fseft_lab.adapt import AdaptConfig
 from fseft_lab.anatomy import task_structures
 from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
-from fseft_lab.experiments import RunOptions, check_post_processing, done_runs, environment, run_grid, run_key, write_csv
+from fseft_lab.experiments import (RunOptions, check_post_processing, done_runs, environment, run_grid, run_key, with_config,
+                                   write_csv)
 from fseft_lab.methods import DECODER_OPTIONS, get_method
 from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import get_profile
@@ -76,6 +77,11 @@ class Block:
     def config(self) -> AdaptConfig | None:
         """The block's :class:`~fseft_lab.adapt.AdaptConfig` (None: every default)."""
         return AdaptConfig(**self.adapt) if self.adapt else None
+
+    def label(self) -> str:
+        """The ``config`` its rows record (:meth:`AdaptConfig.label <fseft_lab.adapt.AdaptConfig.label>`):
+        the same method on other settings, in another block, is another run."""
+        return (self.config() or AdaptConfig()).label()
 
 
 def split_method(spec: str) -> tuple[str, TransductiveConfig | None]:
@@ -154,7 +160,7 @@ def fold_shards(out_csv: Path) -> pd.DataFrame:
     delete the shard files; returns the whole table. Rows already in ``out_csv`` are not added
     twice, so folding the same shard again changes nothing."""
     shards = sorted(out_csv.parent.glob(f"{out_csv.stem}.shard-*-of-*.csv"))
-    tables = [pd.read_csv(f) for f in ([out_csv] if out_csv.is_file() else []) + shards]
+    tables = [with_config(pd.read_csv(f)) for f in ([out_csv] if out_csv.is_file() else []) + shards]
     table = (pd.concat([t for t in tables if not t.empty], ignore_index=True).drop_duplicates(ignore_index=True)
              if tables else pd.DataFrame())
     if shards:
@@ -316,7 +322,7 @@ def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str
     todo = [(block, ds, spec, task, k, seed)
             for block, ds in zip(blocks, datasets) for spec in block.methods
             for task, k, seed in itertools.product(block.tasks, block.ks, block.seeds)
-            if grid_run_key(task, spec, block.decoder, k, seed) not in done]
+            if grid_run_key(task, spec, block.decoder, k, seed, block.label()) not in done]
     index, count = shard or (0, 1)
     foundation, trunk_caches = load_foundation(checkpoint), {}   # frozen-trunk features, shared within a block
     for block, ds, spec, task, k, seed in progress_bar(todo[index::count], desc="benchmark", disable=not progress):
@@ -328,11 +334,11 @@ def _run_blocks(blocks: list[Block], datasets: list[CaseFolder], checkpoint: str
     return pd.read_csv(target) if target.is_file() else pd.DataFrame()
 
 
-def grid_run_key(task: str, spec: str, decoder: str, k: int, seed: int) -> tuple[str, ...]:
+def grid_run_key(task: str, spec: str, decoder: str, k: int, seed: int, config: str = "default") -> tuple[str, ...]:
     """A grid entry's run key, e.g. ``spatial_adapter+penalty`` -> method ``spatial_adapter``,
-    transductive ``penalty``."""
+    transductive ``penalty``; ``config``: its block's :meth:`Block.label`."""
     method, ti = split_method(spec)
-    return run_key(task, method, decoder, ti.label if ti else "none", k, seed)
+    return run_key(task, method, decoder, ti.label if ti else "none", k, seed, config)
 
 
 def _run_workers(grid, out_csv: Path, profile: str, data_dir, checkpoint: str, only: str | None, workers: int,

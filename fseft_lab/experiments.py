@@ -38,7 +38,7 @@ from fseft_lab.progress import progress_bar
 from fseft_lab.transductive import TransductiveConfig
 
 #: The columns that identify a run: a grid skips runs whose key is already in its CSV.
-RUN_KEY = ["task", "method", "decoder", "transductive", "k", "seed"]
+RUN_KEY = ["task", "method", "decoder", "transductive", "k", "seed", "config"]
 
 
 def load_cases(dataset: CaseFolder, case_ids: Sequence[str], structures: Sequence[str], geometry: Geometry,
@@ -262,6 +262,7 @@ def run(foundation, dataset: CaseFolder, task: str, method: str, k: int, seed: i
                                progress=options.progress, masks_out=masks, task=task, method=method, decoder=options.decoder,
                                transductive=transductive.label if transductive else "none",
                                ti_protocol=transductive.protocol if transductive else "none", k=k, seed=seed,
+                               config=(options.config or AdaptConfig()).label(),
                                trainable_params=adapted.trainable, train_seconds=round(adapted.train_seconds, 2),
                                epochs=adapted.epochs_run, cached=adapted.cached,
                                peak_memory_mb=round(adapted.peak_memory_mb, 1)))
@@ -312,6 +313,7 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
         table.insert(table.columns.get_loc("decoder") + 1, "transductive", "none")
     if "ti_protocol" not in table:  # tables written before the per-volume protocol: their TI rows were pooled
         table["ti_protocol"] = table["transductive"].map(lambda m: "none" if str(m) == "none" else "pooled")
+    table = with_config(table)
     check_post_processing(table, options.largest_component, out_csv)
     ti_rows = table[table["transductive"].astype(str) != "none"]
     if transductive and (ti_rows["ti_protocol"] != transductive.protocol).any():
@@ -319,8 +321,9 @@ def run_grid(foundation, dataset: CaseFolder, out_csv: str | Path, tasks: Sequen
                          f"runs {transductive.protocol!r}: one table, one protocol; write to another file")
     done = done_runs(table)
     mode = transductive.label if transductive else "none"
+    config = (options.config or AdaptConfig()).label()
     todo = [(t, m, k, s) for t, m, k, s in itertools.product(tasks, methods, ks, seeds)
-            if run_key(t, m, options.decoder, mode, k, s) not in done]
+            if run_key(t, m, options.decoder, mode, k, s, config) not in done]
     each = replace(options, trunk_cache={} if options.trunk_cache is None else options.trunk_cache, progress=False)
     for task, method, k, seed in progress_bar(todo, desc="grid", disable=not options.progress):
         rows, _ = run(foundation, dataset, task, method, k, seed, each)
@@ -346,16 +349,24 @@ def check_post_processing(table: pd.DataFrame, largest_component: bool, where: s
                          + ("--largest-component" if not largest_component else "--no-largest-component") + ")")
 
 
-def run_key(task: str, method: str, decoder: str, transductive: str, k: int, seed: int) -> tuple[str, ...]:
-    """One run's key (:data:`RUN_KEY`, as text), as :func:`done_runs` gives it."""
-    return tuple(map(str, (task, method, decoder, transductive, k, seed)))
+def run_key(task: str, method: str, decoder: str, transductive: str, k: int, seed: int,
+            config: str = "default") -> tuple[str, ...]:
+    """One run's key (:data:`RUN_KEY`, as text), as :func:`done_runs` gives it; ``config`` is
+    :meth:`AdaptConfig.label <fseft_lab.adapt.AdaptConfig.label>`."""
+    return tuple(map(str, (task, method, decoder, transductive, k, seed, config)))
+
+
+def with_config(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its ``config`` column (:meth:`AdaptConfig.label <fseft_lab.adapt.AdaptConfig.label>`),
+    ``"default"`` where rows were written before runs recorded it (they ran on the defaults)."""
+    return table.assign(config=table["config"].fillna("default") if "config" in table else "default")
 
 
 def done_runs(table: pd.DataFrame) -> set[tuple]:
     """The run keys (:func:`run_key`) a results table holds."""
     if table.empty:
         return set()
-    return {tuple(str(v) for v in key) for key in table[RUN_KEY].drop_duplicates().itertuples(index=False)}
+    return {tuple(str(v) for v in key) for key in with_config(table)[RUN_KEY].drop_duplicates().itertuples(index=False)}
 
 
 def append_rows(rows: pd.DataFrame, out_csv: str | Path) -> pd.DataFrame:

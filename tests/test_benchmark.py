@@ -32,7 +32,7 @@ def test_the_committed_grid_is_valid_and_sized_like_the_paper():
     assert split_method("spatial_adapter+none")[1].label == "none, TI schedule"      # lambda = 0: TI's schedule only
     assert grid_run_key("liver", "spatial_adapter+none", "frozen", 1, 0) != grid_run_key("liver", "spatial_adapter", "frozen", 1, 0)
     cpu = read_grid("grids/fseft_phantom_cpu.toml")   # the course's CPU benchmark: 3 draws in every cell
-    assert all(len(b.seeds) >= 3 for b in cpu) and sum(b.runs for b in cpu) == 246
+    assert all(len(b.seeds) >= 3 for b in cpu) and sum(b.runs for b in cpu) == 261
 
 
 def test_a_block_sets_the_adaptation_of_its_runs(tmp_path):
@@ -40,8 +40,11 @@ def test_a_block_sets_the_adaptation_of_its_runs(tmp_path):
     grid.write_text(TINY + "adapt = { lr = 1e-3, epochs = 40 }\n")
     config = read_grid(grid)[0].config()
     assert (config.lr, config.epochs, config.crops_per_volume) == (1e-3, 40, None)   # the rest stays the default
+    # the same method on other settings is another run: its key, and its rows' config column, say which
+    assert read_grid(grid)[0].label() == "epochs=40, lr=0.001"
+    assert grid_run_key("liver", "full_ft", "frozen", 1, 0, "epochs=40, lr=0.001") != grid_run_key("liver", "full_ft", "frozen", 1, 0)
     grid.write_text(TINY)
-    assert read_grid(grid)[0].config() is None
+    assert read_grid(grid)[0].config() is None and read_grid(grid)[0].label() == "default"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -161,8 +164,9 @@ def test_folding_a_shard_twice_adds_its_rows_once(tmp_path):
     rows = pd.DataFrame({"task": ["liver"] * 3, "seed": [0, 1, 2], "dice": [0.5, 0.6, 0.7]})
     rows[:2].to_csv(out, index=False)
     rows.to_csv(shard_csv(out, (0, 2)), index=False)       # seeds 0 and 1 again, and seed 2
-    pd.testing.assert_frame_equal(fold_shards(out), rows)
-    pd.testing.assert_frame_equal(pd.read_csv(out), rows)
+    folded = rows.assign(config="default")                 # rows written before runs recorded their settings
+    pd.testing.assert_frame_equal(fold_shards(out), folded)
+    pd.testing.assert_frame_equal(pd.read_csv(out), folded)
     assert not shard_csv(out, (0, 2)).exists()
 
 

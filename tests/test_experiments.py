@@ -7,7 +7,7 @@ from fseft_lab.adapt import AdaptConfig
 from fseft_lab.anatomy import task_structures
 from fseft_lab.cli import main
 from fseft_lab.data.layouts import open_dataset
-from fseft_lab.experiments import RUN_KEY, RunOptions, load_cases, run_grid
+from fseft_lab.experiments import RUN_KEY, RunOptions, done_runs, load_cases, run_grid, run_key
 from fseft_lab.methods import build, load_adapter_file
 from fseft_lab.models.zoo import load_foundation
 from fseft_lab.profiles import get_profile
@@ -278,6 +278,15 @@ def test_grid_refuses_to_mix_raw_and_post_processed_rows(tmp_path):
         run_grid(None, None, out, ["liver"], ["zero_shot"], [1], [0], RunOptions(progress=False))
     again = run_grid(None, None, out, ["liver"], ["zero_shot"], [1], [0], RunOptions(progress=False, largest_component=False))
     assert len(again) == 2   # the raw table resumes: its one run is done, nothing runs
+
+
+def test_rows_record_the_settings_a_run_changed_and_rows_from_before_count_as_the_defaults():
+    assert AdaptConfig().label() == "default" and AdaptConfig(seed=4).label() == "default"   # the seed is the draw's
+    assert AdaptConfig(epochs=200, lr=1e-3).label() == "epochs=200, lr=0.001"
+    before = pd.DataFrame([{"task": "liver", "method": "full_ft", "decoder": "frozen", "transductive": "none", "k": 1, "seed": 0}])
+    assert done_runs(before) == {run_key("liver", "full_ft", "frozen", "none", 1, 0)}
+    assert run_key("liver", "full_ft", "frozen", "none", 1, 0, "epochs=200") not in done_runs(before)
+    assert done_runs(before.assign(config="epochs=200")) == {run_key("liver", "full_ft", "frozen", "none", 1, 0, "epochs=200")}
 
 
 def test_a_claim_says_whether_it_holds_with_its_figures():
