@@ -5,7 +5,7 @@ In a clone (``pip install -e .``) they are the repository's own ``notebooks/``, 
 ``fseft_lab/course_files/`` (copied at build time by ``setup.py``), so a notebook runs with
 nothing but the package:
 
->>> course_path("results/benchmark_short.csv").is_file()   # doctest: +SKIP
+>>> course_path("results/benchmark_cpu.csv").is_file()   # doctest: +SKIP
 True
 
 A student works in a copy (``fseft-lab course DIR``, :func:`copy_course`): running the course there
@@ -26,7 +26,7 @@ _INSTALLED = Path(__file__).resolve().parent / "course_files"
 
 
 def course_path(relative: str = "") -> Path:
-    """The path of a committed course file or folder, e.g. ``"results/benchmark_short.csv"``:
+    """The path of a committed course file or folder, e.g. ``"results/benchmark_cpu.csv"``:
     the clone's own file when running from a clone, else the installed package's copy."""
     if relative and Path(relative).parts[0] not in COURSE_FOLDERS:
         raise ValueError(f"{relative!r} is not under a course folder; course files live under {COURSE_FOLDERS}")

@@ -72,7 +72,7 @@ def test_stamping_a_notebook_without_markers_changes_nothing(tmp_path):
 
 
 def test_course_path_finds_committed_files_and_names_the_rule():
-    assert course_path("results/benchmark_short.csv") == REPO / "results" / "benchmark_short.csv"
+    assert course_path("results/benchmark_cpu.csv") == REPO / "results" / "benchmark_cpu.csv"
     with pytest.raises(ValueError, match="'fseft_lab/x.py' is not under a course folder"):
         course_path("fseft_lab/x.py")
     with pytest.raises(FileNotFoundError, match="no_such.csv"):

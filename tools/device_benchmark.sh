@@ -3,11 +3,11 @@
 # leave the rows and manifest in $OUT. The grid resumes: carry the CSV back in and run it again.
 #     DEADLINE=$(($(date +%s) + 400)) CHECKPOINT=phantom_cpu bash tools/device_benchmark.sh
 # CHECKPOINT must hold the weights the table was measured with (its manifest's weights_sha256);
-# results/benchmark_short.csv was measured with the weights the zoo ships as phantom_cpu.
+# results/benchmark_cpu.csv is measured with the weights the zoo ships as phantom_cpu.
 #     bash tools/device_benchmark.sh export     # only export the grid's phantom targets (run it early, in the background)
 set -uo pipefail
 source tools/device_env.sh
-GRID=${GRID:-grids/fseft_phantom_short.toml}; CSV=${CSV:-results/benchmark_short.csv}
+GRID=${GRID:-grids/fseft_phantom_cpu.toml}; CSV=${CSV:-results/benchmark_cpu.csv}
 WORKERS=${WORKERS:-8}; CHECKPOINT=${CHECKPOINT:-phantom_cpu}; DEADLINE=${DEADLINE:-$(($(date +%s) + 400))}
 if [ "${1:-}" = export ]; then
   python3 -c "from fseft_lab.benchmark import block_dataset, read_grid; from fseft_lab.profiles import get_profile
