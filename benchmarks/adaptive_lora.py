@@ -1,11 +1,11 @@
 """Adaptive-rank LoRA against LoRA on a novel structure, over seeds; writes results/.
 
-    python benchmarks/adaptive_lora.py [--profile cpu] [--task lung_upper_lobe_left] [--k 1] [--seeds 0 1 2]
+    python benchmarks/adaptive_lora.py [--profile cpu] [--task heart] [--k 1] [--seeds 0 1 2]
 
 Both methods adapt the encoder's attention with the decoder fine-tuned and a new head row (the
 paper's set-up for novel structures), on the same few-shot draws of the TotalSegmentator-like
 phantom target: LoRA at rank 4 and adaptive-rank LoRA starting from rank 8 with its L1
-soft-thresholding. Rows go to ``--out`` (resumable), the learned ranks per layer to
+soft-thresholding. Rows go to ``--out`` (resumable: delete it to re-run with other settings), the learned ranks per layer to
 ``<out>_ranks.csv``, and a manifest beside them. Prints mean Dice +- std and the ranks.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pandas as pd
 
 from fseft_lab.adapt import AdaptConfig
 from fseft_lab.data.layouts import export_phantom
+from fseft_lab.data.phantom import GENERATOR_VERSION
 from fseft_lab.experiments import RUN_KEY, RunOptions, append_rows, check_post_processing, run, summary, write_manifest
 from fseft_lab.methods.adaptive_lora import AdaptiveLoRAConfig, learned_ranks
 from fseft_lab.models.zoo import WEIGHTS_DIR, checkpoint_geometry, load_foundation, sha256
@@ -28,9 +29,9 @@ from fseft_lab.profiles import get_profile
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--task", default="lung_upper_lobe_left")
+    parser.add_argument("--task", default="heart", help="a novel task (new head rows), e.g. heart, gluteus")
     parser.add_argument("--k", type=int, default=1)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lr", type=float, default=1e-3, help="1e-4 (the paper's rate with the decoder "
                         "training) leaves a new head row where it started in the epochs a CPU affords")
@@ -63,7 +64,7 @@ def main() -> None:
     checkpoint = Path(args.checkpoint) if Path(args.checkpoint).is_file() else WEIGHTS_DIR / f"{args.checkpoint}.pt"
     write_manifest(args.out.with_suffix(".json"), command="python " + " ".join(sys.argv), profile=prof.name,
                    task=args.task, k=args.k, decoder="fine-tuned", num_test=args.num_test, epochs=args.epochs, lr=args.lr,
-                   checkpoint=args.checkpoint, checkpoint_sha256=sha256(checkpoint),
+                   checkpoint=args.checkpoint, checkpoint_sha256=sha256(checkpoint), phantom_generator=GENERATOR_VERSION,
                    adaptive_lora=AdaptiveLoRAConfig().__dict__, wall_seconds=round(time.perf_counter() - start),
                    note="wall_seconds covers this invocation only")
     print(summary(table).round(3).to_string())
