@@ -14,6 +14,8 @@ SOURCES = {
     "paper": ("J. Silva-Rodríguez, J. Dolz, I. Ben Ayed, *Towards Foundation Models and Few-Shot Parameter-Efficient "
               "Fine-Tuning for Volumetric Organ Segmentation*, Medical Image Analysis, 2025", "2303.17051",
               "the course's source paper"),
+    "paper_workshop": ("J. Silva-Rodríguez, J. Dolz, I. Ben Ayed, the same paper's earlier workshop version, 2023 (its first "
+                       "arXiv version)", "2303.17051v1", "its table gives the paper's numbers for the base organs as binary tasks"),
     "swinunetr": ("A. Hatamizadeh et al., *Swin UNETR: Swin Transformers for Semantic Segmentation of Brain Tumors in "
                   "MRI Images*, 2022", "2201.01266", "the foundation model's architecture"),
     "swin_ssl": ("Y. Tang et al., *Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image Analysis*, "
