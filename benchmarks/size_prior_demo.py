@@ -83,7 +83,7 @@ def main() -> None:
             print(f"{spec}: " + ", ".join(f"{r.case} Dice {r.dice:.3f}" for r in table.itertuples()), flush=True)
 
     arrays = {}
-    for i, case in enumerate(load_cases(ds, args.queries, [args.task], geometry)):
+    for case in load_cases(ds, args.queries, [args.task], geometry):
         truth = np.asarray(case["label"][0] == 1)
         union = truth | np.logical_or.reduce([np.asarray(masks[case["case"], s]) for s in VARIANTS])
         box = tuple(slice(max(0, lo - args.margin), hi + 1 + args.margin)
@@ -103,7 +103,8 @@ def main() -> None:
     write_manifest(args.out.with_suffix(".json"), command="python " + " ".join(sys.argv), grid=str(args.grid),
                    block=block.name, task=args.task, k=1, seed=args.seed, queries=args.queries, variants=list(VARIANTS),
                    profile=profile.name, checkpoint=args.checkpoint, checkpoint_sha256=sha256(checkpoint),
-                   phantom_generator=GENERATOR_VERSION, transductive=split_method(VARIANTS[-1])[1].__dict__, spacing_mm=geometry.spacing_mm, wall_seconds=round(time.perf_counter() - start))
+                   phantom_generator=GENERATOR_VERSION, transductive=split_method(VARIANTS[-1])[1].__dict__,
+                   spacing_mm=geometry.spacing_mm, wall_seconds=round(time.perf_counter() - start))
     print(f"wrote {args.out}.npz, .csv, _curves.csv, .json in {time.perf_counter() - start:.0f} s")
 
 

@@ -41,8 +41,7 @@ import pandas as pd
 from fseft_lab.adapt import AdaptConfig
 from fseft_lab.anatomy import task_structures
 from fseft_lab.data.layouts import LAYOUTS, CaseFolder, export_phantom
-from fseft_lab.experiments import (RunOptions, check_post_processing, done_runs, environment, run_grid, run_key, with_config,
-                                   write_csv)
+from fseft_lab.experiments import RunOptions, check_post_processing, done_runs, environment, run_grid, run_key, with_config, write_csv
 from fseft_lab.methods import DECODER_OPTIONS, get_method
 from fseft_lab.outputs import atomic_write
 from fseft_lab.profiles import get_profile
